@@ -1,0 +1,42 @@
+# make demo: create .venv if missing, install, run the main job on the embedded default.
+# make test: same set-up, then lint, types, layer contract and the whole test suite.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck layers pytest install clean sz
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test,fast]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/sharelearn demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check sharelearn tests benchmarks
+	$(BIN)/ruff format --check sharelearn tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+layers: $(STAMP)
+	$(BIN)/lint-imports
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 -p no:cacheprovider
+
+test: lint typecheck layers pytest
+
+sz:
+	@find sharelearn -name '*.py' | xargs wc -l | sort -n | tail -25
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

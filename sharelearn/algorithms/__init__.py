@@ -1,0 +1,5 @@
+"""algorithms layer."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

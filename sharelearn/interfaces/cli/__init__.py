@@ -1,0 +1,5 @@
+"""interfaces/cli layer."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
