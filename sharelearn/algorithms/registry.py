@@ -1,0 +1,25 @@
+"""Step name -> definition: the steps a job file may list."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sharelearn.algorithms.alignment import PSI_STEP
+from sharelearn.algorithms.context import StepDef
+from sharelearn.core.errors import ConfigError
+
+__all__ = ["STEPS", "get_step", "step_params"]
+
+STEPS: Mapping[str, StepDef] = {s.name: s for s in (PSI_STEP,)}
+
+
+def get_step(name: str) -> StepDef:
+    try:
+        return STEPS[name]
+    except KeyError:
+        raise ConfigError(f"unknown step {name!r}; known steps: {', '.join(sorted(STEPS))}") from None
+
+
+def step_params() -> dict[str, type]:
+    """Step name -> parameters dataclass, as the job spec loader wants it."""
+    return {name: s.params for name, s in STEPS.items()}

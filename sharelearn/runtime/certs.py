@@ -1,0 +1,131 @@
+"""A certificate authority and one certificate per party, for gRPC with mutual TLS.
+
+Each party certificate names the party in its subject CN and as a DNS subject alternative name,
+and is valid for both TLS server and client authentication. A worker accepts a peer only if the
+peer's certificate chains to the job's CA *and* names a party of the job; a client verifies that
+the server it reached is the party it meant (the party name is the TLS target name).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from sharelearn.core.errors import ConfigError
+from sharelearn.core.fileio import atomic_write_bytes
+
+__all__ = ["PartyCredentials", "init_certs", "load_credentials"]
+
+_PARTY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_VALIDITY = dt.timedelta(days=365)
+
+
+@dataclass(frozen=True, slots=True)
+class PartyCredentials:
+    """PEM material one party needs: the CA certificate, its own certificate and private key."""
+
+    party: str
+    ca_pem: bytes
+    cert_pem: bytes
+    key_pem: bytes
+
+    def __repr__(self) -> str:  # the private key must never reach logs
+        return f"PartyCredentials(party={self.party!r})"
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sharelearn"), x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def _make_ca(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(_name(cn))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + _VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def _make_party(party: str, ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate) -> tuple[bytes, bytes]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    san = x509.SubjectAlternativeName(
+        [x509.DNSName(party), x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(party))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + _VALIDITY)
+        .add_extension(san, critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+def check_party_name(party: str) -> str:
+    if not _PARTY_NAME.match(party):
+        raise ConfigError(f"party name {party!r} must be 1-63 letters, digits, '_', '.' or '-'")
+    return party
+
+
+def init_certs(parties: Sequence[str], out_dir: Path | str, *, ca_name: str = "sharelearn job CA") -> dict[str, PartyCredentials]:
+    """Create `ca.pem`, `ca.key` and `<party>.pem` / `<party>.key` for every party in `out_dir`."""
+    if not parties:
+        raise ConfigError("certs init needs at least one party")
+    if len(set(parties)) != len(parties):
+        raise ConfigError(f"party names must be unique: {list(parties)}")
+    for p in parties:
+        check_party_name(p)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ca_key, ca = _make_ca(ca_name)
+    ca_pem = ca.public_bytes(serialization.Encoding.PEM)
+    atomic_write_bytes(out / "ca.pem", ca_pem)
+    atomic_write_bytes(out / "ca.key", _key_pem(ca_key)).chmod(0o600)
+    creds = {}
+    for p in parties:
+        cert_pem, key_pem = _make_party(p, ca_key, ca)
+        atomic_write_bytes(out / f"{p}.pem", cert_pem)
+        atomic_write_bytes(out / f"{p}.key", key_pem).chmod(0o600)
+        creds[p] = PartyCredentials(p, ca_pem, cert_pem, key_pem)
+    return creds
+
+
+def load_credentials(certs_dir: Path | str, party: str) -> PartyCredentials:
+    """Read a party's credentials from a folder made by `init_certs`."""
+    d = Path(certs_dir)
+    paths = [d / "ca.pem", d / f"{party}.pem", d / f"{party}.key"]
+    for path in paths:
+        if not path.is_file():
+            raise ConfigError(f"{path}: missing; create it with `sharelearn certs init --parties ... --out {d}`")
+    return PartyCredentials(party, *(p.read_bytes() for p in paths))

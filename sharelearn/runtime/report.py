@@ -1,0 +1,103 @@
+"""The report folder of a run: summary.json (the `--json` object), logs, per-party outputs.
+
+The launcher runs every party locally, so it can also do what no party may: look at all the data
+at once. It uses that to audit the wire — `leaks` counts raw ids that lie outside the
+intersection, found in the bytes another party received (see `core.audit`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sharelearn.core.audit import WireAudit
+from sharelearn.core.errors import SharelearnError
+from sharelearn.core.fileio import atomic_write_json
+from sharelearn.runtime.data import read_ids
+from sharelearn.runtime.jobspec import JobSpec
+
+__all__ = ["count_id_leaks", "merge_step_outputs", "write_summary"]
+
+
+def merge_step_outputs(job: JobSpec, done: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One dict per step: the first party's value of each output wins, elapsed_s is the slowest."""
+    steps: dict[str, Any] = {}
+    for step in job.steps:
+        merged: dict[str, Any] = {}
+        per_party: dict[str, Any] = {}
+        for party in job.parties:
+            out = done.get(party, {}).get("outputs", {}).get(step.name)
+            if out is None:
+                continue
+            per_party[party] = out
+            for key, value in out.items():
+                if key == "elapsed_s":
+                    merged[key] = max(float(value), float(merged.get(key, 0.0)))
+                else:
+                    merged.setdefault(key, value)
+        merged["parties"] = per_party
+        steps[step.name] = merged
+    return steps
+
+
+def count_id_leaks(job: JobSpec, report: Path) -> int:
+    """Count raw ids outside the intersection that appear in bytes another party received."""
+    data_parties = [p for p in job.parties.values() if p.data is not None]
+    ids = {p.name: np.asarray(read_ids(p.data), dtype=object) for p in data_parties if p.data is not None}
+    if not ids:
+        return 0
+    common = set.intersection(*(set(v.tolist()) for v in ids.values()))
+    audits = {
+        name: WireAudit.load(path)
+        for name in job.parties
+        if (path := report / "parties" / name / "audit.msgpack").is_file()
+    }
+    leaks = 0
+    for owner, owned in ids.items():
+        secrets = [i for i in owned.tolist() if i not in common]
+        for receiver, audit in audits.items():
+            if receiver != owner:
+                leaks += audit.count_leaks(receiver, secrets)
+    return leaks
+
+
+def write_summary(
+    job: JobSpec,
+    report: Path,
+    elapsed_s: float,
+    error: SharelearnError | None,
+    pids: dict[str, int],
+    done: dict[str, dict[str, Any]],
+    *,
+    audit: bool,
+) -> dict[str, Any]:
+    """Build the run's summary, write it atomically to `report/summary.json`, and return it."""
+    parties = {}
+    for name, spec in job.parties.items():
+        traffic = done.get(name, {}).get("traffic", {})
+        parties[name] = {
+            "role": spec.role,
+            "pid": pids.get(name, 0),
+            "bytes_sent": int(traffic.get("bytes_sent", 0)),
+            "bytes_received": int(traffic.get("bytes_received", 0)),
+            "messages": int(traffic.get("messages_sent", 0)),
+        }
+    leaks = count_id_leaks(job, report) if audit and error is None else 0
+    summary = {
+        "job": job.name,
+        "status": "failed" if error is not None else "success",
+        "error": None if error is None else str(error),
+        "elapsed_s": round(elapsed_s, 4),
+        "report_dir": str(report),
+        "steps": merge_step_outputs(job, done) if error is None else {},
+        "parties": parties,
+        "wire": {
+            "bytes": sum(p["bytes_sent"] for p in parties.values()),
+            "messages": sum(p["messages"] for p in parties.values()),
+            "leaks": leaks,
+        },
+    }
+    atomic_write_json(report / "summary.json", summary)
+    return summary
