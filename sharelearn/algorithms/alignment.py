@@ -12,7 +12,7 @@ from typing import Any
 from sharelearn.algorithms.context import StepContext, StepDef
 from sharelearn.core.errors import ConfigError
 from sharelearn.core.fileio import atomic_write_text
-from sharelearn.operators.psi import PsiParams, psi_follower, psi_leader
+from sharelearn.operators.psi import PsiParams, PsiResult, psi_follower, psi_leader
 
 __all__ = ["PSI_STEP", "run_psi"]
 
@@ -39,11 +39,14 @@ def run_psi(ctx: StepContext, params: PsiParams) -> dict[str, Any]:
     if ctx.data is None:
         return {}
     ctx.progress(f"hashing and blinding {len(ctx.data)} ids", {})
+    result: PsiResult | None
     if ctx.party == leader:
         followers = [p for p in ctx.data_parties if p != leader]
         result = psi_leader(ctx.link, ctx.data.ids, followers=followers, receivers=receivers, params=params)
     else:
-        result = psi_follower(ctx.link, ctx.data.ids, leader=leader, receiver=ctx.party in receivers, params=params)
+        result = psi_follower(
+            ctx.link, ctx.data.ids, leader=leader, receiver=ctx.party in receivers, params=params
+        )
     if result is None:
         ctx.state["aligned"] = False
         return {}

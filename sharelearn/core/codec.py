@@ -14,6 +14,7 @@ from typing import Any
 
 import msgpack
 import numpy as np
+import numpy.typing as npt
 
 from sharelearn.core.errors import DecodeError
 from sharelearn.core.types import Wire
@@ -95,7 +96,9 @@ def _decode_ndarray(data: bytes, limits: Limits) -> np.ndarray[Any, Any]:
         raise ValueError(f"array dtype {dtype_str!r} is not allowed")
     if not isinstance(shape, list) or len(shape) > limits.max_ndim:
         raise ValueError("array shape is not a list of at most max_ndim sizes")
-    if not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= limits.max_array_bytes for s in shape):
+    if not all(
+        isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= limits.max_array_bytes for s in shape
+    ):
         raise ValueError(f"array shape {shape!r} has a negative, oversized or non-integer size")
     dtype = np.dtype(dtype_str)
     nbytes = math.prod(shape) * dtype.itemsize
@@ -103,7 +106,9 @@ def _decode_ndarray(data: bytes, limits: Limits) -> np.ndarray[Any, Any]:
         raise ValueError(f"array of {nbytes} bytes exceeds the limit of {limits.max_array_bytes}")
     body = memoryview(data)[4 + hlen :]
     if len(body) != nbytes:
-        raise ValueError(f"array body has {len(body)} bytes, shape {shape} and dtype {dtype_str} need {nbytes}")
+        raise ValueError(
+            f"array body has {len(body)} bytes, shape {shape} and dtype {dtype_str} need {nbytes}"
+        )
     return np.frombuffer(body, dtype=dtype).reshape(shape).copy()
 
 
@@ -159,7 +164,7 @@ def expect_array(
     *,
     peer: str,
     tag: str,
-    dtype: str | np.dtype[Any],
+    dtype: npt.DTypeLike,
     shape: tuple[int | None, ...] | None = None,
 ) -> np.ndarray[Any, Any]:
     """Check that a received value is an array of `dtype` and `shape` (None = any size).
@@ -170,9 +175,12 @@ def expect_array(
     want = np.dtype(dtype)
     if not isinstance(value, np.ndarray) or value.dtype != want:
         got = value.dtype if isinstance(value, np.ndarray) else type(value).__name__
-        raise DecodeError(f"message {tag!r} from {peer!r}: expected a {want} array, got {got}", peer=peer, tag=tag)
+        raise DecodeError(
+            f"message {tag!r} from {peer!r}: expected a {want} array, got {got}", peer=peer, tag=tag
+        )
     if shape is not None and (
-        value.ndim != len(shape) or any(w is not None and w != s for w, s in zip(shape, value.shape, strict=True))
+        value.ndim != len(shape)
+        or any(w is not None and w != s for w, s in zip(shape, value.shape, strict=True))
     ):
         raise DecodeError(
             f"message {tag!r} from {peer!r}: expected shape {shape}, got {value.shape}", peer=peer, tag=tag

@@ -30,7 +30,10 @@ def atomic_write(path: Path | str, writer: Callable[[BinaryIO], None]) -> Path:
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
-    return atomic_write(path, lambda fh: fh.write(data) and None)
+    def write(fh: BinaryIO) -> None:
+        fh.write(data)
+
+    return atomic_write(path, write)
 
 
 def atomic_write_text(path: Path | str, text: str) -> Path:

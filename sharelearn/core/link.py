@@ -158,7 +158,9 @@ class Inbox:
 
 def _check_tag(tag: str) -> None:
     if not isinstance(tag, str) or not tag or len(tag) > MAX_TAG_LEN:
-        raise ConfigError(f"message tag must be a non-empty string of at most {MAX_TAG_LEN} chars, got {tag!r}")
+        raise ConfigError(
+            f"message tag must be a non-empty string of at most {MAX_TAG_LEN} chars, got {tag!r}"
+        )
 
 
 class BaseLink(ABC):
@@ -196,7 +198,9 @@ class BaseLink(ABC):
 
     def _check_peer(self, peer: PartyId, tag: str) -> None:
         if peer not in self._peers:
-            raise ProtocolError(f"{self._me}: {peer!r} is not a peer of this job (tag {tag!r})", peer=peer, tag=tag)
+            raise ProtocolError(
+                f"{self._me}: {peer!r} is not a peer of this job (tag {tag!r})", peer=peer, tag=tag
+            )
 
     def send(self, peer: PartyId, tag: str, value: Wire) -> None:
         _check_tag(tag)
@@ -204,7 +208,9 @@ class BaseLink(ABC):
         try:
             payload = encode(value)
         except (TypeError, ValueError, OverflowError) as exc:
-            raise ProtocolError(f"{self._me}: cannot encode {tag!r} for {peer!r}: {exc}", peer=peer, tag=tag) from exc
+            raise ProtocolError(
+                f"{self._me}: cannot encode {tag!r} for {peer!r}: {exc}", peer=peer, tag=tag
+            ) from exc
         self._transmit(peer, tag, payload)
         with self._stats_lock:
             st = self._stats.peer(peer)
@@ -233,7 +239,7 @@ class BaseLink(ABC):
     def _transmit(self, peer: PartyId, tag: str, payload: bytes) -> None:
         """Deliver `payload` to `peer`'s inbox; raise ProtocolError naming the peer on failure."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most links hold nothing
         """Release transport resources (no-op by default)."""
 
 

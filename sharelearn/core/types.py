@@ -32,5 +32,5 @@ BoolArray: TypeAlias = npt.NDArray[np.bool_]
 # What the codec can carry: msgpack scalars, bytes, numpy arrays, big integers, and
 # lists / string-keyed maps of these.
 Wire: TypeAlias = (
-    None | bool | int | float | str | bytes | npt.NDArray[np.generic] | list["Wire"] | dict[str, "Wire"]
+    bool | int | float | str | bytes | npt.NDArray[np.generic] | list["Wire"] | dict[str, "Wire"] | None
 )

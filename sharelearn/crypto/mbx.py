@@ -21,7 +21,7 @@ __all__ = ["force_portable", "is_available", "lib_dirs", "load"]
 
 _RUNTIME_LIBS = ("libintlc.so.5", "libimf.so", "libsvml.so", "libirng.so")
 _lock = threading.Lock()
-_state: dict[str, ctypes.CDLL | None | bool] = {"lib": None, "tried": False, "forced": False}
+_state: dict[str, ctypes.CDLL | bool | None] = {"lib": None, "tried": False, "forced": False}
 
 
 def lib_dirs() -> list[Path]:

@@ -93,7 +93,10 @@ def _openssl_chunk(scalar: bytes, points: U8Array) -> U8Array:
     flat = points.tobytes()
     try:
         raw = b"".join(
-            [key.exchange(X25519PublicKey.from_public_bytes(flat[i : i + 32])) for i in range(0, len(flat), 32)]
+            [
+                key.exchange(X25519PublicKey.from_public_bytes(flat[i : i + 32]))
+                for i in range(0, len(flat), 32)
+            ]
         )
     except ValueError as exc:  # an all-zero result: a low-order input point
         raise CryptoError(f"X25519 on a low-order point: {exc}") from exc

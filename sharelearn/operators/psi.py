@@ -23,9 +23,10 @@ the shuffles hide the other party's row order. Semi-honest security only.
 from __future__ import annotations
 
 import os
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -37,7 +38,8 @@ from sharelearn.crypto import x25519
 
 __all__ = ["PsiParams", "PsiResult", "hash_ids", "psi_follower", "psi_leader"]
 
-Progress = Callable[[str], None]
+A = TypeVar("A")
+B = TypeVar("B")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,25 +130,11 @@ def _secure_permutation(n: int) -> I64Array:
     return np.argsort(keys, kind="stable").astype(np.int64)
 
 
-def _in_threads(*jobs: Callable[[], object]) -> list[object]:
-    """Run callables concurrently; re-raise the first failure after all have stopped."""
-    results: list[object] = [None] * len(jobs)
-    errors: list[BaseException] = []
-
-    def wrap(i: int, job: Callable[[], object]) -> None:
-        try:
-            results[i] = job()
-        except BaseException as exc:  # re-raised below in the caller's thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=wrap, args=(i, j), daemon=True) for i, j in enumerate(jobs)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    return results
+def _both(first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
+    """Run two jobs concurrently (curve work releases the GIL); re-raise the first failure."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        fa, fb = pool.submit(first), pool.submit(second)
+        return fa.result(), fb.result()
 
 
 def _match(own: U8Array, other: U8Array) -> tuple[I64Array, I64Array]:
@@ -182,8 +170,8 @@ def _leader_pair(link: Link, peer: PartyId, points: U8Array, params: PsiParams) 
         own[perm] = np.concatenate(back or [np.empty((0, 32), np.uint8)])
         return own
 
-    d_theirs, own = _in_threads(theirs, mine)
-    return own, d_theirs  # type: ignore[return-value]
+    d_theirs, own = _both(theirs, mine)
+    return own, d_theirs
 
 
 def psi_leader(
@@ -198,10 +186,11 @@ def psi_leader(
     if not followers:
         raise ConfigError("psi needs at least two parties with data")
     points = hash_ids(ids)
-    pairs = _in_threads(*[(lambda f=f: _leader_pair(link, f, points, params)) for f in followers])
+    with ThreadPoolExecutor(max_workers=len(followers)) as pool:
+        pairs = list(pool.map(lambda f: _leader_pair(link, f, points, params), followers))
     common = np.ones(points.shape[0], dtype=bool)
     matches: list[tuple[I64Array, I64Array]] = []
-    for own, theirs in pairs:  # type: ignore[misc]
+    for own, theirs in pairs:
         mine, other = _match(own, theirs)
         matches.append((mine, other))
         hit = np.zeros_like(common)
@@ -229,7 +218,7 @@ def psi_follower(
     points = hash_ids(ids)
     b = x25519.random_scalar()
     perm = _secure_permutation(points.shape[0])
-    _in_threads(
+    _both(
         lambda: _send_blinded(link, leader, "y", b, points[perm], params),
         lambda: _reblind_stream(link, leader, b, params),
     )

@@ -43,11 +43,18 @@ class PartyCredentials:
 
 
 def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sharelearn"), x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sharelearn"),
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+        ]
+    )
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _make_ca(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
@@ -62,7 +69,9 @@ def _make_ca(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + _VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
         .sign(key, hashes.SHA256())
     )
     return key, cert
@@ -85,7 +94,8 @@ def _make_party(party: str, ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certifi
         .add_extension(san, critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
         )
         .sign(ca_key, hashes.SHA256())
     )
@@ -98,7 +108,9 @@ def check_party_name(party: str) -> str:
     return party
 
 
-def init_certs(parties: Sequence[str], out_dir: Path | str, *, ca_name: str = "sharelearn job CA") -> dict[str, PartyCredentials]:
+def init_certs(
+    parties: Sequence[str], out_dir: Path | str, *, ca_name: str = "sharelearn job CA"
+) -> dict[str, PartyCredentials]:
     """Create `ca.pem`, `ca.key` and `<party>.pem` / `<party>.key` for every party in `out_dir`."""
     if not parties:
         raise ConfigError("certs init needs at least one party")
@@ -127,5 +139,7 @@ def load_credentials(certs_dir: Path | str, party: str) -> PartyCredentials:
     paths = [d / "ca.pem", d / f"{party}.pem", d / f"{party}.key"]
     for path in paths:
         if not path.is_file():
-            raise ConfigError(f"{path}: missing; create it with `sharelearn certs init --parties ... --out {d}`")
+            raise ConfigError(
+                f"{path}: missing; create it with `sharelearn certs init --parties ... --out {d}`"
+            )
     return PartyCredentials(party, *(p.read_bytes() for p in paths))

@@ -65,7 +65,9 @@ class GrpcLink(BaseLink):
         self._channels: list[grpc.Channel] = []
         self._lock = threading.Lock()
         self._server = grpc.server(
-            ThreadPoolExecutor(max_workers=max(4, 2 * len(peer_list)), thread_name_prefix=f"grpc-{creds.party}"),
+            ThreadPoolExecutor(
+                max_workers=max(4, 2 * len(peer_list)), thread_name_prefix=f"grpc-{creds.party}"
+            ),
             options=_options(limits),
         )
         handler = grpc.unary_unary_rpc_method_handler(self._deliver)
@@ -113,6 +115,11 @@ class GrpcLink(BaseLink):
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
             detail = exc.details() if hasattr(exc, "details") else str(exc)
+            if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
+                detail += (
+                    f"; no mutually authenticated connection to {peer!r} at {self._addresses.get(peer)}"
+                    " (is it running, and is its certificate from this job's CA?)"
+                )
             raise ProtocolError(
                 f"{self.me}: sending {tag!r} to {peer!r} failed ({code}): {detail}", peer=peer, tag=tag
             ) from exc
@@ -124,9 +131,12 @@ class GrpcLink(BaseLink):
         tag = metadata.get(_TAG)
         if not isinstance(src, str) or src not in self.peers or src not in names:
             log.warning("%s: refused a message from certificate %s claiming to be %r", self.me, names, src)
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"certificate {names} is not peer {src!r} of this job")
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED, f"certificate {names} is not peer {src!r} of this job"
+            )
         if not isinstance(tag, bytes):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "missing message tag")
+        assert isinstance(src, str) and isinstance(tag, bytes)  # invariant: abort() raised otherwise
         self.inbox.put(src, tag.decode(errors="replace"), request)
         return b""
 

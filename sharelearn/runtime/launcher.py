@@ -64,17 +64,40 @@ class _Party:
     events: list[Event] = field(default_factory=list)
 
 
-def _spawn(job: JobSpec, name: str, certs: Path, report: Path, audit: bool, events: queue.Queue[Event]) -> _Party:
+def _spawn(
+    job: JobSpec, name: str, certs: Path, report: Path, audit: bool, events: queue.Queue[Event]
+) -> _Party:
     log_path = report / "logs" / f"{name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "sharelearn", "node", "--job", str(job.path), "--party", name,
-           "--certs", str(certs), "--report-dir", str(report), "--control", "stdio"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sharelearn",
+        "node",
+        "--job",
+        str(job.path),
+        "--party",
+        name,
+        "--certs",
+        str(certs),
+        "--report-dir",
+        str(report),
+        "--control",
+        "stdio",
+    ]
     if not audit:
         cmd.append("--no-audit")
     env = {**os.environ, "GRPC_VERBOSITY": "ERROR", "PYTHONUNBUFFERED": "1"}
     with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file, text=True,
-                                env=env, preexec_fn=_die_with_parent)  # noqa: PLW1509 - needed for PDEATHSIG
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+            text=True,
+            env=env,
+            preexec_fn=_die_with_parent,
+        )
     party = _Party(name, proc, log_path)
 
     def pump() -> None:
@@ -126,7 +149,9 @@ class _Run:
     def __init__(self, job: JobSpec, options: LaunchOptions, report: Path, certs: Path) -> None:
         self.job, self.options, self.report = job, options, report
         self.events: queue.Queue[Event] = queue.Queue()
-        self.parties = {name: _spawn(job, name, certs, report, options.audit, self.events) for name in job.parties}
+        self.parties = {
+            name: _spawn(job, name, certs, report, options.audit, self.events) for name in job.parties
+        }
         self.done: dict[str, Event] = {}
         self.ports: dict[str, int] = {}
 
@@ -138,7 +163,9 @@ class _Run:
         if kind == "exited" and name not in self.done:
             code = self.parties[name].proc.wait()
             detail = _last_log_line(self.parties[name])
-            return PartyFailed(name, f"process exited with code {code} before finishing" + (f" ({detail})" if detail else ""))
+            return PartyFailed(
+                name, f"process exited with code {code} before finishing" + (f" ({detail})" if detail else "")
+            )
         return None
 
     def _next(self, deadline: float | None, waiting_for: str) -> Event:

@@ -83,6 +83,7 @@ def write_summary(
             "bytes_sent": int(traffic.get("bytes_sent", 0)),
             "bytes_received": int(traffic.get("bytes_received", 0)),
             "messages": int(traffic.get("messages_sent", 0)),
+            "max_rss_mb": round(float(done.get(name, {}).get("max_rss_mb", 0.0)), 1),
         }
     leaks = count_id_leaks(job, report) if audit and error is None else 0
     summary = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import sys
 import time
 import traceback
@@ -72,7 +73,9 @@ class EndpointControl(StdioControl):
     def peers(self, job: JobSpec, me: str) -> dict[str, str]:
         missing = [p.name for p in job.parties.values() if p.name != me and not p.endpoint]
         if missing:
-            raise ConfigError(f"{job.path}: parties {missing} have no `endpoint:`; a standalone node needs them")
+            raise ConfigError(
+                f"{job.path}: parties {missing} have no `endpoint:`; a standalone node needs them"
+            )
         return {p.name: str(p.endpoint) for p in job.parties.values() if p.name != me}
 
 
@@ -119,7 +122,9 @@ def run_node(options: NodeOptions, control: StdioControl) -> int:
     try:
         job = load_job(options.job_path, step_params=step_params())
         if party not in job.parties:
-            raise ConfigError(f"{options.job_path}: party {party!r} is not in the job ({', '.join(job.parties)})")
+            raise ConfigError(
+                f"{options.job_path}: party {party!r} is not in the job ({', '.join(job.parties)})"
+            )
         creds = load_credentials(options.certs_dir, party)
         link = GrpcLink(creds, job.parties, listen=options.listen, timeout=job.timeout_s, audit=audit)
         control.emit("listening", party=party, port=link.port, pid=os.getpid())
@@ -130,7 +135,10 @@ def run_node(options: NodeOptions, control: StdioControl) -> int:
         if audit is not None:
             audit.save(workdir / "audit.msgpack")
         atomic_write_json(workdir / "outputs.json", {"party": party, "steps": outputs, "traffic": stats})
-        control.emit("done", party=party, outputs=outputs, traffic=stats, pid=os.getpid())
+        max_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        control.emit(
+            "done", party=party, outputs=outputs, traffic=stats, pid=os.getpid(), max_rss_mb=max_rss_mb
+        )
         return 0
     except SharelearnError as exc:
         log.error("%s failed: %s", party, exc)

@@ -33,11 +33,13 @@ def _check_round_trip(a: Link, b: Link) -> None:
     for i, value in enumerate(_values()):
         got = b.recv(a.me, f"v{i}", timeout=10)
         if isinstance(value, np.ndarray):
-            np.testing.assert_array_equal(got, value)  # type: ignore[arg-type]
+            np.testing.assert_array_equal(got, value)
         elif isinstance(value, dict):
-            np.testing.assert_array_equal(got["w"], value["w"])  # type: ignore[index]
-            if got["n"] != value["n"] or got["nested"] != value["nested"]:  # type: ignore[index]
-                raise AssertionError(f"dict round trip changed {value} into {got}")
+            if not isinstance(got, dict):
+                raise AssertionError(f"dict round trip returned {type(got).__name__}")
+            np.testing.assert_array_equal(got["w"], value["w"])
+            if got["n"] != value["n"] or got["nested"] != value["nested"]:
+                raise AssertionError(f"dict round trip changed {value!r} into {got!r}")
         elif got != value:
             raise AssertionError(f"round trip changed {value!r} into {got!r}")
 
@@ -49,7 +51,10 @@ def _check_order_and_scope(a: Link, b: Link) -> None:
     a.scope("epoch", 2).send(b.me, "x", "two")
     if [b.recv(a.me, "seq", timeout=10) for _ in range(20)] != list(range(20)):
         raise AssertionError("messages of one tag arrived out of order")
-    if b.scope("epoch", 2).recv(a.me, "x", timeout=10) != "two" or b.scope("epoch", 1).recv(a.me, "x", timeout=10) != "one":
+    if (
+        b.scope("epoch", 2).recv(a.me, "x", timeout=10) != "two"
+        or b.scope("epoch", 1).recv(a.me, "x", timeout=10) != "one"
+    ):
         raise AssertionError("scoped tags were mixed up")
 
 

@@ -74,7 +74,9 @@ def run_roles_grpc(
         for party, fn in roles.items():
             parent, child = ctx.Pipe()
             where = str((overrides or {}).get(party, certs))
-            procs[party] = ctx.Process(target=_child, args=(party, list(roles), where, fn, child, timeout), daemon=True)
+            procs[party] = ctx.Process(
+                target=_child, args=(party, list(roles), where, fn, child, timeout), daemon=True
+            )
             procs[party].start()
             pipes[party] = parent
         try:
@@ -109,14 +111,14 @@ def _drive(pipes: Mapping[str, Connection], timeout: float) -> dict[str, Any]:
     results: dict[str, Any] = {}
     audit = WireAudit()
     stats = {}
-    by_conn = {conn: party for party, conn in pipes.items()}
+    by_conn: dict[object, str] = {conn: party for party, conn in pipes.items()}
     waiting = set(pipes)
     while waiting:
         ready = wait([pipes[p] for p in waiting], timeout * 4)
         if not ready:
             raise PartyFailed(",".join(sorted(waiting)), f"no result within {timeout * 4:g} s")
-        for conn in ready:
-            party = by_conn[conn]  # type: ignore[index]
+        for ready_conn in ready:
+            party = by_conn[ready_conn]
             _, payload, stats[party], received = _expect(pipes, party, 0)
             waiting.discard(party)
             results[party] = decode(payload)

@@ -43,13 +43,17 @@ def run_roles(
             failures.append((party, exc))
             net.fail(party, f"{type(exc).__name__}: {exc}")
 
-    threads = [threading.Thread(target=body, args=(p, fn), name=f"role-{p}", daemon=True) for p, fn in roles.items()]
+    threads = [
+        threading.Thread(target=body, args=(p, fn), name=f"role-{p}", daemon=True) for p, fn in roles.items()
+    ]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout * 4)
     if any(t.is_alive() for t in threads):
-        raise PartyFailed(",".join(t.name for t in threads if t.is_alive()), "still running after the deadline")
+        raise PartyFailed(
+            ",".join(t.name for t in threads if t.is_alive()), "still running after the deadline"
+        )
     if failures:
         party, exc = failures[0]
         raise PartyFailed(party, f"{type(exc).__name__}: {exc}") from exc

@@ -10,19 +10,37 @@ from hypothesis.extra import numpy as hnp
 from sharelearn.core.codec import Limits, decode, encode, expect_array, expect_type
 from sharelearn.core.errors import DecodeError
 
-scalars = st.none() | st.booleans() | st.integers(-(2**300), 2**300) | st.floats(allow_nan=False) | st.text() | st.binary()
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**300), 2**300)
+    | st.floats(allow_nan=False)
+    | st.text()
+    | st.binary()
+)
 arrays = hnp.arrays(
     dtype=st.sampled_from([np.uint8, np.int64, np.uint64, np.float64, np.float32, np.bool_, np.int32]),
     shape=hnp.array_shapes(min_dims=0, max_dims=3, max_side=5),
 )
-values = st.recursive(scalars | arrays, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4), max_leaves=12)
+values = st.recursive(
+    scalars | arrays,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
 
 
 def _equal(a: object, b: object) -> bool:
     if isinstance(a, np.ndarray):
-        return isinstance(b, np.ndarray) and a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
+        return (
+            isinstance(b, np.ndarray)
+            and a.dtype == b.dtype
+            and a.shape == b.shape
+            and np.array_equal(a, b, equal_nan=True)
+        )
     if isinstance(a, list):
-        return isinstance(b, list) and len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
+        return (
+            isinstance(b, list) and len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
+        )
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
     return a == b and type(a) is type(b)
@@ -66,7 +84,9 @@ def _ndarray_ext(dtype: str, shape: list[int], body: bytes) -> bytes:
         ("<u8", [1 << 20, 1 << 20], b"", "exceeds"),
     ],
 )
-def test_codec_rejects_malformed_arrays_before_allocating(dtype: str, shape: list[int], body: bytes, why: str) -> None:
+def test_codec_rejects_malformed_arrays_before_allocating(
+    dtype: str, shape: list[int], body: bytes, why: str
+) -> None:
     with pytest.raises(DecodeError, match=why):
         decode(_ndarray_ext(dtype, shape, body), peer="shop", tag="grad")
 

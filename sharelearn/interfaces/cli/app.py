@@ -53,7 +53,9 @@ app.command("run")(run.run_command)
 app.command("demo")(run.demo_command)
 app.command("node")(node.node_command)
 app.add_typer(certs.app, name="certs")
-app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(bench.bench_command)
+app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
+    bench.bench_command
+)
 
 
 def exit_code(exc: BaseException) -> int:
@@ -95,5 +97,8 @@ def main() -> None:
             sys.exit(2)
         if debug:
             raise
-        print(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
+        print(
+            f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
         sys.exit(70)

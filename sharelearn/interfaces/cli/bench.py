@@ -23,5 +23,7 @@ def bench_command(
     except ModuleNotFoundError as exc:
         if exc.name not in (module_name, "benchmarks"):
             raise
-        raise ConfigError(f"no benchmark {name!r} ({module_name} not found; run from a source checkout)") from exc
+        raise ConfigError(
+            f"no benchmark {name!r} ({module_name} not found; run from a source checkout)"
+        ) from exc
     return int(module.main(list(ctx.args)))

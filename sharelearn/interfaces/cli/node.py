@@ -16,12 +16,20 @@ def node_command(
     job: Annotated[Path, typer.Option(help="job YAML file")],
     party: Annotated[str, typer.Option(help="the party this node plays")],
     certs: Annotated[Path, typer.Option(help="folder with ca.pem, <party>.pem and <party>.key")],
-    report_dir: Annotated[Path, typer.Option(help="where this party writes its outputs")] = Path("reports/node"),
-    listen: Annotated[str, typer.Option(help="host:port to listen on (port 0 = any free port)")] = "127.0.0.1:0",
-    control: Annotated[str, typer.Option(help="'stdio' (driven by a launcher) or 'endpoints' (peers from the job)")] = "endpoints",
+    report_dir: Annotated[Path, typer.Option(help="where this party writes its outputs")] = Path(
+        "reports/node"
+    ),
+    listen: Annotated[
+        str, typer.Option(help="host:port to listen on (port 0 = any free port)")
+    ] = "127.0.0.1:0",
+    control: Annotated[
+        str, typer.Option(help="'stdio' (driven by a launcher) or 'endpoints' (peers from the job)")
+    ] = "endpoints",
     audit: Annotated[bool, typer.Option(help="record received messages for the leak audit")] = True,
 ) -> int:
     """Run this party's role of every step of JOB, talking to its peers over gRPC + mutual TLS."""
-    options = NodeOptions(job_path=job, party=party, certs_dir=certs, report_dir=report_dir, listen=listen, audit=audit)
+    options = NodeOptions(
+        job_path=job, party=party, certs_dir=certs, report_dir=report_dir, listen=listen, audit=audit
+    )
     ctl = StdioControl() if control == "stdio" else EndpointControl()
     return run_node(options, ctl)

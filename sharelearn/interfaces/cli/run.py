@@ -23,7 +23,9 @@ def _progress_printer(console: Console) -> Any:
         if kind == "progress":
             console.print(f"[cyan]{party:>10}[/] {event.get('step')}: {event.get('message')}")
         elif kind == "step_done":
-            console.print(f"[cyan]{party:>10}[/] {event.get('step')}: done in {event['outputs'].get('elapsed_s', 0):.2f} s")
+            console.print(
+                f"[cyan]{party:>10}[/] {event.get('step')}: done in {event['outputs'].get('elapsed_s', 0):.2f} s"
+            )
         elif kind == "done":
             console.print(f"[cyan]{party:>10}[/] finished")
 
@@ -41,23 +43,36 @@ def _human_bytes(n: int) -> str:
 def print_summary(summary: dict[str, Any], console: Console) -> None:
     """Print the human summary of a run: status, parties, step outputs, wire."""
     ok = summary["status"] == "success"
-    console.print(f"\n[bold]{summary['job']}[/]: " + ("[green]success[/]" if ok else f"[red]failed[/]: {summary['error']}"))
+    console.print(
+        f"\n[bold]{summary['job']}[/]: "
+        + ("[green]success[/]" if ok else f"[red]failed[/]: {summary['error']}")
+    )
     parties = Table("party", "role", "pid", "sent", "received", "messages", title="parties")
     for name, p in summary["parties"].items():
-        parties.add_row(name, p["role"], str(p["pid"]), _human_bytes(p["bytes_sent"]),
-                        _human_bytes(p["bytes_received"]), str(p["messages"]))
+        parties.add_row(
+            name,
+            p["role"],
+            str(p["pid"]),
+            _human_bytes(p["bytes_sent"]),
+            _human_bytes(p["bytes_received"]),
+            str(p["messages"]),
+        )
     console.print(parties)
     for step, outputs in summary["steps"].items():
         shown = {k: v for k, v in outputs.items() if k != "parties"}
         console.print(f"[bold]{step}[/]: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
     wire = summary["wire"]
-    console.print(f"wire: {_human_bytes(wire['bytes'])} in {wire['messages']} messages, leaks: {wire['leaks']}")
+    console.print(
+        f"wire: {_human_bytes(wire['bytes'])} in {wire['messages']} messages, leaks: {wire['leaks']}"
+    )
     console.print(f"time: {summary['elapsed_s']:.2f} s; report: {summary['report_dir']}")
 
 
 def _run(job: Path, as_json: bool, report_dir: Path | None, audit: bool, timeout: float | None) -> int:
     console = Console(stderr=True)
-    summary = run_job(job, report_dir=report_dir, audit=audit, timeout_s=timeout, on_event=_progress_printer(console))
+    summary = run_job(
+        job, report_dir=report_dir, audit=audit, timeout_s=timeout, on_event=_progress_printer(console)
+    )
     if as_json:
         sys.stdout.write(json.dumps(summary) + "\n")
     else:
@@ -68,7 +83,9 @@ def _run(job: Path, as_json: bool, report_dir: Path | None, audit: bool, timeout
 def run_command(
     job: Annotated[Path, typer.Argument(help="job YAML file", exists=False)],
     as_json: Annotated[bool, typer.Option("--json", help="print exactly one JSON summary on stdout")] = False,
-    report_dir: Annotated[Path | None, typer.Option(help="report folder (default: ./reports/<job>-<time>)")] = None,
+    report_dir: Annotated[
+        Path | None, typer.Option(help="report folder (default: ./reports/<job>-<time>)")
+    ] = None,
     audit: Annotated[bool, typer.Option(help="record every message and count leaks")] = True,
     timeout: Annotated[float | None, typer.Option(help="fail the job after this many seconds")] = None,
 ) -> int:

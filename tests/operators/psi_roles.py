@@ -1,0 +1,19 @@
+"""Module-level PSI role wrappers, importable by spawned processes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sharelearn.core.link import Link
+from sharelearn.operators.psi import PsiParams, psi_follower, psi_leader
+
+
+def leader(link: Link, ids: list[str], followers: list[str], receivers: list[str], batch: int) -> np.ndarray:
+    return psi_leader(
+        link, ids, followers=followers, receivers=receivers, params=PsiParams(batch_size=batch)
+    ).rows
+
+
+def follower(link: Link, ids: list[str], leader: str, receiver: bool, batch: int) -> np.ndarray | None:
+    out = psi_follower(link, ids, leader=leader, receiver=receiver, params=PsiParams(batch_size=batch))
+    return None if out is None else out.rows
