@@ -188,6 +188,7 @@ class _Run:
                 raise failure
             if event.get("event") == "listening":
                 self.ports[str(event["party"])] = int(event["port"])
+            self.options.on_event(event)
         addresses = {p: f"127.0.0.1:{port}" for p, port in self.ports.items()}
         for p in self.parties.values():
             assert p.proc.stdin is not None  # invariant: Popen was given stdin=PIPE

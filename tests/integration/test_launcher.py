@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import pytest
+
+from sharelearn.interfaces.api import run_job
+
+pytestmark = [pytest.mark.grpc, pytest.mark.timeout(180)]
+
+
+def _write_job(folder: Path, n: int, common: int, *, extra_b: str = "") -> Path:
+    rng = np.random.default_rng(n)
+    ids = rng.choice(10**9, size=2 * n - common, replace=False) + 10**9
+    a = np.concatenate([ids[:common], ids[common:n]])
+    b = np.concatenate([ids[:common], ids[n:]])
+    rng.shuffle(a)
+    rng.shuffle(b)
+    (folder / "bank.csv").write_text("id,x0\n" + "".join(f"{i},{k % 7}\n" for k, i in enumerate(a)))
+    (folder / "shop.csv").write_text("id,x1\n" + "".join(f"{i},{k % 5}\n" for k, i in enumerate(b)) + extra_b)
+    job = folder / "job.yaml"
+    job.write_text(
+        "job: itest\ntimeout_s: 60\nparties:\n"
+        "  bank: {role: guest, data: {path: bank.csv, id: id}}\n"
+        "  shop: {role: host, data: {path: shop.csv, id: id}}\n"
+        "  coord: {role: arbiter}\n"
+        "steps:\n  - psi: {}\n"
+    )
+    return job
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sharelearn", *args], cwd=cwd, capture_output=True, text=True, timeout=170
+    )
+
+
+def test_run_100k_ids_per_party_gives_exact_intersection_without_leaks(tmp_path: Path) -> None:
+    job = _write_job(tmp_path, 100_000, 40_000)
+
+    proc = _cli("run", str(job), "--json", "--report-dir", str(tmp_path / "report"), cwd=tmp_path)
+
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout)
+    assert summary["status"] == "success" and summary["error"] is None
+    assert summary["steps"]["psi"]["intersection_size"] == 40_000
+    assert summary["wire"]["leaks"] == 0 and summary["wire"]["bytes"] > 0
+    pids = [p["pid"] for p in summary["parties"].values()]
+    assert len(set(pids)) == 3 and os.getpid() not in pids
+    assert json.loads((tmp_path / "report" / "summary.json").read_text()) == summary
+    assert {p.name for p in (tmp_path / "report" / "logs").iterdir()} == {"bank.log", "shop.log", "coord.log"}
+    aligned = [(tmp_path / "report" / "parties" / p / "intersection_ids.csv").read_text() for p in ("bank", "shop")]
+    assert aligned[0] == aligned[1]
+
+
+def test_party_killed_mid_job_fails_the_job_naming_it_and_leaves_no_process(tmp_path: Path) -> None:
+    job = _write_job(tmp_path, 200_000, 1000)
+    pids: dict[str, int] = {}
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event.get("event") == "listening":
+            pids[event["party"]] = event["pid"]
+        if event.get("event") == "step_started" and event.get("party") == "shop":
+            os.kill(pids["shop"], signal.SIGKILL)
+
+    summary = run_job(job, report_dir=tmp_path / "report", on_event=on_event)
+
+    assert summary["status"] == "failed"
+    assert "'shop'" in summary["error"]
+    assert set(pids) == {"bank", "shop", "coord"}
+    assert not [p for p in pids.values() if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    assert json.loads((tmp_path / "report" / "summary.json").read_text())["status"] == "failed"
+    assert not list((tmp_path / "report").rglob("*.tmp"))
+
+
+def test_bad_data_file_fails_the_job_naming_party_file_and_column(tmp_path: Path) -> None:
+    job = _write_job(tmp_path, 50, 10, extra_b="9999999999,notanumber\n")
+
+    proc = _cli("run", str(job), "--json", "--report-dir", str(tmp_path / "report"), cwd=tmp_path)
+
+    assert proc.returncode == 1
+    summary = json.loads(proc.stdout)
+    assert summary["status"] == "failed"
+    assert "'shop'" in summary["error"] and "shop.csv" in summary["error"] and "x1" in summary["error"]
+
+
+def test_bad_job_file_is_refused_before_any_party_starts(tmp_path: Path) -> None:
+    job = tmp_path / "job.yaml"
+    job.write_text("job: x\nparties:\n  bank: {role: gust}\nsteps:\n  - psi: {}\n")
+
+    proc = _cli("run", str(job), "--json", cwd=tmp_path)
+
+    assert proc.returncode == 2
+    assert "job.yaml" in proc.stderr and "role" in proc.stderr and "line 3" in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_demo_runs_from_the_embedded_data(tmp_path: Path) -> None:
+    proc = _cli("demo", "--json", "--report-dir", str(tmp_path / "demo"), cwd=tmp_path)
+
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout)
+    assert summary["steps"]["psi"]["intersection_size"] == 569
+    assert summary["wire"]["leaks"] == 0
