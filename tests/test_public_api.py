@@ -8,7 +8,11 @@ import sharelearn
 
 
 def _modules() -> list[str]:
-    return [m.name for m in pkgutil.walk_packages(sharelearn.__path__, "sharelearn.") if not m.name.endswith("__main__")]
+    return [
+        m.name
+        for m in pkgutil.walk_packages(sharelearn.__path__, "sharelearn.")
+        if not m.name.endswith("__main__")
+    ]
 
 
 def test_every_module_declares_a_complete_sorted_all() -> None:

@@ -23,7 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from sharelearn.core.errors import ConfigError
 from sharelearn.core.fileio import atomic_write_bytes
 
-__all__ = ["PartyCredentials", "init_certs", "load_credentials"]
+__all__ = ["PartyCredentials", "check_party_name", "init_certs", "load_credentials"]
 
 _PARTY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _VALIDITY = dt.timedelta(days=365)

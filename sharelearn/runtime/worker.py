@@ -31,7 +31,7 @@ from sharelearn.runtime.data import read_party_data
 from sharelearn.runtime.grpc_link import GrpcLink
 from sharelearn.runtime.jobspec import JobSpec, load_job
 
-__all__ = ["NodeOptions", "StdioControl", "run_node"]
+__all__ = ["EndpointControl", "NodeOptions", "StdioControl", "run_node"]
 
 log = logging.getLogger(__name__)
 

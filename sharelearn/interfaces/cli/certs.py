@@ -9,7 +9,7 @@ import typer
 
 from sharelearn.runtime.certs import init_certs
 
-__all__ = ["app"]
+__all__ = ["app", "init_command"]
 
 app = typer.Typer(help="Certificates for mutual TLS between parties.", no_args_is_help=True)
 

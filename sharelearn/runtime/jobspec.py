@@ -1,0 +1,476 @@
+"""Job specs: a YAML job file -> typed, frozen `JobSpec` / `PartySpec` / `DataSpec` / `StepSpec`.
+
+```yaml
+job: credit-scoring            # optional; default: the file's stem
+timeout_s: 600                 # optional: per-receive deadline for every party (seconds, > 0)
+parties:                       # party name -> spec; order is preserved
+  bank:  {role: guest, data: {path: bank.csv, id: id, label: y}}
+  shop:  {role: host,  data: shop.csv, endpoint: "shop.example.org:7443"}
+  coord: {role: arbiter}
+steps:                         # run in order; each item is {step_name: {parameters}}
+  - psi: {}
+```
+
+Only safe YAML loading is used. Every error is a `ConfigError` that names the file, the key path
+and the line: `job.yaml: parties.bank.role (line 4): unknown role 'gust'; expected one of ...`.
+Sequence items count from 0 (`steps[0].psi.batch_size`). Data files are not opened here: each
+party's reader checks its own file (`runtime.data`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeAlias
+
+import yaml
+
+from sharelearn.core.errors import ConfigError
+from sharelearn.core.link import DEFAULT_TIMEOUT_S
+from sharelearn.core.types import ROLES
+
+__all__ = [
+    "DataFormat",
+    "DataSpec",
+    "DuplicateIds",
+    "JobSpec",
+    "PartySpec",
+    "StepSpec",
+    "load_job",
+    "parse_job",
+]
+
+DataFormat: TypeAlias = Literal["csv", "parquet"]
+DuplicateIds: TypeAlias = Literal["error", "first", "drop"]
+KeyPath: TypeAlias = tuple[str | int, ...]
+StepParams: TypeAlias = Mapping[str, Callable[..., Any]]
+
+FORMAT_BY_SUFFIX: dict[str, DataFormat] = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+DUPLICATE_ID_MODES: tuple[str, ...] = ("error", "first", "drop")
+# Party names become TLS names and link ids (the rule of runtime.certs); job names become folder names.
+_PARTY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_ENDPOINT = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):([0-9]{1,5})$")
+_JOB_KEYS = ("job", "timeout_s", "parties", "steps")
+_PARTY_KEYS = ("role", "data", "endpoint")
+_DATA_KEYS = ("path", "id", "label", "features", "format", "duplicate_ids")
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+@dataclass(frozen=True, slots=True)
+class DataSpec:
+    """Where a party's table lives and how to read it (checked by `runtime.data` at the party).
+
+    Attributes:
+        path: the file; relative paths in a job file are resolved against the job file's folder.
+        id: the id column (always read as strings).
+        label: the label column, or None.
+        features: the feature columns in order; None = every column other than id and label.
+        format: "csv" or "parquet"; when not given it is set from the suffix (.csv, .parquet, .pq).
+        duplicate_ids: "error" (reject), "first" (keep each id's first row) or "drop" (every row).
+    """
+
+    path: Path
+    id: str = "id"
+    label: str | None = None
+    features: tuple[str, ...] | None = None
+    format: DataFormat | None = None
+    duplicate_ids: DuplicateIds = "error"
+
+    def __post_init__(self) -> None:
+        # Messages start with the offending key: the job loader maps them to that key's line.
+        object.__setattr__(self, "path", Path(self.path))
+        if self.format is None:
+            if self.path.suffix.lower() not in FORMAT_BY_SUFFIX:
+                raise ConfigError(f"path {str(self.path)!r}: cannot tell csv from parquet; set `format:`")
+            object.__setattr__(self, "format", FORMAT_BY_SUFFIX[self.path.suffix.lower()])
+        if self.format not in ("csv", "parquet"):
+            raise ConfigError(f"format must be csv or parquet, got {self.format!r}")
+        if self.duplicate_ids not in DUPLICATE_ID_MODES:
+            raise ConfigError(f"duplicate_ids must be one of error, first, drop, got {self.duplicate_ids!r}")
+        if not isinstance(self.id, str) or not self.id:
+            raise ConfigError(f"id must be a non-empty column name, got {self.id!r}")
+        if self.label == self.id:
+            raise ConfigError(f"label {self.label!r} is also the id column")
+        features = None if self.features is None else tuple(self.features)
+        object.__setattr__(self, "features", features)
+        seen = {self.id, self.label}
+        for name in features or ():
+            if name in seen:
+                raise ConfigError(f"features: {name!r} is listed twice, or is the id or label column")
+            seen.add(name)
+
+
+@dataclass(frozen=True, slots=True)
+class PartySpec:
+    """One party of a job: its name, role, optional data and optional `host:port` endpoint."""
+
+    name: str
+    role: str
+    data: DataSpec | None = None
+    endpoint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepSpec:
+    """One step: its name, its parameters (a dict, or the step's params object) and its line."""
+
+    name: str
+    params: Any
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A whole job: parties in file order, steps in run order, and the per-receive deadline."""
+
+    name: str
+    path: Path | None
+    base_dir: Path
+    parties: dict[str, PartySpec]
+    steps: tuple[StepSpec, ...]
+    timeout_s: float = DEFAULT_TIMEOUT_S
+
+    def by_role(self, role: str) -> list[PartySpec]:
+        """Return the parties that have `role`, in job order."""
+        return [p for p in self.parties.values() if p.role == role]
+
+    def data_parties(self) -> list[PartySpec]:
+        """Return the parties that hold data, in job order."""
+        return [p for p in self.parties.values() if p.data is not None]
+
+
+def load_job(path: Path | str, *, step_params: StepParams | None = None) -> JobSpec:
+    """Read and validate a YAML job file.
+
+    Args:
+        path: the job file; data paths in it are relative to its folder.
+        step_params: step name -> params dataclass. When given, unknown steps and unknown or
+            mistyped parameters are errors, and each `StepSpec.params` is the params object.
+
+    Raises:
+        ConfigError: naming the file, key path and line of the first problem.
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{file}: job file not found") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: job file is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read job file: {exc.strerror or exc}") from exc
+    resolved = file.resolve()
+    return _parse(text, str(file), resolved.parent, resolved, file.stem, step_params)
+
+
+def parse_job(
+    text: str,
+    *,
+    source: str = "<string>",
+    base_dir: Path | str | None = None,
+    step_params: StepParams | None = None,
+) -> JobSpec:
+    """Validate a job given as YAML text, like `load_job`.
+
+    `source` names the text in errors and its stem is the default job name; relative data paths
+    are resolved against `base_dir` (default: the current directory).
+    """
+    folder = Path.cwd() if base_dir is None else Path(base_dir).resolve()
+    default_name = "job" if source.startswith("<") else Path(source).stem
+    return _parse(text, source, folder, None, default_name, step_params)
+
+
+def _parse(
+    text: str, source: str, base: Path, path: Path | None, name: str, steps: StepParams | None
+) -> JobSpec:
+    data, doc = _load_yaml(text, source)
+    if not isinstance(data, dict):
+        raise doc.error((), f"the job must be a mapping with `parties` and `steps`, got {_kind(data)}")
+    _check_keys(doc, (), data, _JOB_KEYS)
+    for key in ("parties", "steps"):
+        if key not in data:
+            raise doc.error((), f"missing required key {key!r}")
+    return JobSpec(
+        name=_job_name(doc, data.get("job"), name),
+        path=path,
+        base_dir=base,
+        parties=_parties(doc, data["parties"], base),
+        steps=_steps(doc, data["steps"], steps),
+        timeout_s=_timeout(doc, data.get("timeout_s")),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Doc:
+    """The source name and the line of every key path, for error messages."""
+
+    source: str
+    lines: dict[KeyPath, int]
+
+    def line(self, path: KeyPath) -> int:
+        while path and path not in self.lines:
+            path = path[:-1]
+        return self.lines.get(path, 1)
+
+    def error(self, path: KeyPath, message: str) -> ConfigError:
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+        location = f"{where} (line {self.line(path)})" if where else f"line {self.line(path)}"
+        return ConfigError(f"{self.source}: {location}: {message}")
+
+
+def _load_yaml(text: str, source: str) -> tuple[Any, _Doc]:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        doc = _Doc(source, {(): 1 if node is None else node.start_mark.line + 1})
+        if node is None:
+            return None, doc
+        _walk(loader, node, (), doc, set())
+        return loader.construct_document(node), doc
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f"line {mark.line + 1}: " if mark is not None else ""
+        raise ConfigError(f"{source}: {line}invalid YAML: {exc.problem or exc.context}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: invalid YAML: {exc}") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"{source}: invalid YAML: nested too deeply") from exc
+    finally:
+        loader.dispose()
+
+
+def _walk(loader: yaml.SafeLoader, node: yaml.Node, path: KeyPath, doc: _Doc, seen: set[int]) -> None:
+    """Record the line of every key path and reject duplicate keys (PyYAML silently keeps the last)."""
+    if id(node) in seen:  # an alias: walk each node once (cycles, "billion laughs")
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            doc.lines[(*path, index)] = item.start_mark.line + 1
+            _walk(loader, item, (*path, index), doc, seen)
+    elif isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):
+                _walk(loader, value_node, path, doc, seen)
+                continue
+            key, line = str(loader.construct_object(key_node)), key_node.start_mark.line + 1
+            doc.lines[(*path, key)] = line
+            if key in first:
+                raise doc.error((*path, key), f"duplicate key {key!r} (first at line {first[key]})")
+            first[key] = line
+            _walk(loader, value_node, (*path, key), doc, seen)
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "a mapping", list: "a list", type(None): "nothing (null)"}
+    return names.get(type(value), f"{type(value).__name__} {value!r}")
+
+
+def _check_keys(doc: _Doc, path: KeyPath, mapping: dict[Any, Any], allowed: tuple[str, ...]) -> None:
+    for key in mapping:
+        if key not in allowed:
+            raise doc.error((*path, str(key)), f"unknown key {key!r}; expected one of {', '.join(allowed)}")
+
+
+def _string(doc: _Doc, path: KeyPath, value: Any, what: str = "a non-empty string") -> str:
+    if not isinstance(value, str) or not value:
+        raise doc.error(path, f"must be {what}, got {_kind(value)}")
+    return value
+
+
+def _job_name(doc: _Doc, value: Any, default: str) -> str:
+    if value is None:
+        return default
+    if not _JOB_NAME.match(_string(doc, ("job",), value)):
+        raise doc.error(("job",), f"job name {value!r} must be 1-128 letters, digits, '_', '.' or '-'")
+    return str(value)
+
+
+def _timeout(doc: _Doc, value: Any) -> float:
+    if value is None:
+        return DEFAULT_TIMEOUT_S
+    if not _is_number(value) or not math.isfinite(value) or value <= 0:
+        raise doc.error(("timeout_s",), f"must be a number of seconds > 0, got {_kind(value)}")
+    return float(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _parties(doc: _Doc, value: Any, base_dir: Path) -> dict[str, PartySpec]:
+    if not isinstance(value, dict):
+        raise doc.error(("parties",), f"must be a mapping of party name -> spec, got {_kind(value)}")
+    if not value:
+        raise doc.error(("parties",), "no parties; a job needs at least one")
+    return {str(name): _party(doc, name, spec, base_dir) for name, spec in value.items()}
+
+
+def _party(doc: _Doc, name: Any, spec: Any, base_dir: Path) -> PartySpec:
+    path: KeyPath = ("parties", str(name))
+    if not isinstance(name, str) or not _PARTY_NAME.match(name):
+        raise doc.error(path, f"party name {name!r} must be 1-63 letters, digits, '_', '.' or '-'")
+    if not isinstance(spec, dict):
+        raise doc.error(path, f"party spec must be a mapping like {{role: guest}}, got {_kind(spec)}")
+    _check_keys(doc, path, spec, _PARTY_KEYS)
+    if "role" not in spec:
+        raise doc.error(path, f"missing required key 'role' (one of {', '.join(ROLES)})")
+    if spec["role"] not in ROLES:
+        raise doc.error((*path, "role"), f"unknown role {spec['role']!r}; expected one of {', '.join(ROLES)}")
+    data = spec.get("data")
+    return PartySpec(
+        name=name,
+        role=spec["role"],
+        data=None if data is None else _data(doc, (*path, "data"), data, base_dir),
+        endpoint=_endpoint(doc, (*path, "endpoint"), spec.get("endpoint")),
+    )
+
+
+def _endpoint(doc: _Doc, path: KeyPath, value: Any) -> str | None:
+    if value is None:
+        return None
+    match = _ENDPOINT.match(value) if isinstance(value, str) else None
+    if match is None or not 1 <= int(match.group(1)) <= 65535:
+        raise doc.error(path, f"must be 'host:port' with a port in 1..65535, got {_kind(value)}")
+    return str(value)
+
+
+def _data(doc: _Doc, path: KeyPath, value: Any, base_dir: Path) -> DataSpec:
+    value = {"path": value} if isinstance(value, str) else value
+    if not isinstance(value, dict):
+        raise doc.error(path, f"data must be a file path or a mapping with `path`, got {_kind(value)}")
+    _check_keys(doc, path, value, _DATA_KEYS)
+    if "path" not in value:
+        raise doc.error(path, "missing required key 'path'")
+    file = Path(_string(doc, (*path, "path"), value["path"])).expanduser()
+    fields = {k: v for k, v in value.items() if v is not None or k == "id"}
+    for key in ("id", "label", "format", "duplicate_ids"):
+        if key in fields:
+            _string(doc, (*path, key), fields[key])
+    if "features" in fields:
+        fields["features"] = _features(doc, (*path, "features"), fields["features"])
+    fields["path"] = file if file.is_absolute() else base_dir / file
+    try:
+        return DataSpec(**fields)
+    except ConfigError as exc:  # DataSpec's messages start with the key at fault
+        at = next((k for k in _DATA_KEYS if str(exc).startswith(k)), None)
+        raise doc.error(path if at is None else (*path, at), str(exc)) from exc
+
+
+def _features(doc: _Doc, path: KeyPath, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise doc.error(path, f"must be a list of column names, got {_kind(value)}")
+    return tuple(_string(doc, (*path, i), item, "a column name") for i, item in enumerate(value))
+
+
+def _steps(doc: _Doc, value: Any, step_params: StepParams | None) -> tuple[StepSpec, ...]:
+    if not isinstance(value, list):
+        raise doc.error(("steps",), f"must be a list of `- step_name: {{params}}` items, got {_kind(value)}")
+    if not value:
+        raise doc.error(("steps",), "no steps; a job needs at least one")
+    return tuple(_step(doc, index, item, step_params) for index, item in enumerate(value))
+
+
+def _step(doc: _Doc, index: int, item: Any, step_params: StepParams | None) -> StepSpec:
+    if not isinstance(item, dict) or len(item) != 1:
+        raise doc.error(
+            ("steps", index), f"a step must be a single-key mapping like `- psi: {{}}`, got {_kind(item)}"
+        )
+    ((name, params),) = item.items()
+    path: KeyPath = ("steps", index, str(name))
+    if not isinstance(name, str) or not name:
+        raise doc.error(path, f"step name must be a non-empty string, got {_kind(name)}")
+    params = {} if params is None else params
+    if not isinstance(params, dict):
+        raise doc.error(path, f"step parameters must be a mapping, got {_kind(params)}")
+    for key in params:
+        _string(doc, (*path, str(key)), key, "a parameter name (a string)")
+    if step_params is None:
+        return StepSpec(name, dict(params), doc.line(path))
+    if name not in step_params:
+        raise doc.error(
+            path, f"unknown step {name!r}; known steps: {', '.join(sorted(step_params)) or '(none)'}"
+        )
+    return StepSpec(name, _build(doc, path, step_params[name], params), doc.line(path))
+
+
+def _build(doc: _Doc, path: KeyPath, factory: Callable[..., Any], params: dict[str, Any]) -> Any:
+    """Check `params` against the fields of the params dataclass `factory`, then construct it."""
+    if isinstance(factory, type) and dataclasses.is_dataclass(factory):
+        params = _typed_fields(doc, path, factory, params)
+    try:
+        return factory(**params)
+    except ConfigError as exc:
+        raise doc.error(path, str(exc)) from exc
+    except (TypeError, ValueError) as exc:
+        raise doc.error(path, f"invalid parameters: {exc}") from exc
+
+
+def _typed_fields(doc: _Doc, path: KeyPath, cls: type, params: dict[str, Any]) -> dict[str, Any]:
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for key in params:
+        if key not in fields:
+            expected = f"expected one of {', '.join(fields)}" if fields else "this step takes none"
+            raise doc.error((*path, key), f"unknown parameter {key!r}; {expected}")
+    required = {n for n, f in fields.items() if f.default is f.default_factory is dataclasses.MISSING}
+    if missing := sorted(required - params.keys()):
+        raise doc.error(path, f"missing required parameter(s): {', '.join(missing)}")
+    try:
+        hints = typing.get_type_hints(cls)
+    except (NameError, TypeError):  # annotations that cannot be resolved are left to __post_init__
+        hints = {}
+    return {key: _coerce(doc, (*path, key), value, hints.get(key, Any)) for key, value in params.items()}
+
+
+def _coerce(doc: _Doc, path: KeyPath, value: Any, tp: Any) -> Any:
+    """Return `value` checked against the annotation `tp`, converting int -> float and list -> tuple."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        if any(value == a and type(value) is type(a) for a in args):
+            return value
+        raise doc.error(path, f"must be one of {', '.join(map(repr, args))}, got {_kind(value)}")
+    if origin in (types.UnionType, typing.Union):
+        for member in args:
+            try:
+                return _coerce(doc, path, value, member)
+            except ConfigError:
+                continue
+    elif origin in (tuple, list) or tp in (tuple, list):
+        return _coerce_sequence(doc, path, value, tp, origin or tp, args)
+    elif isinstance(tp, type) and dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        return _build(doc, path, tp, value)
+    elif tp is float and _is_number(value):
+        return float(value)
+    elif _scalar_ok(value, tp):
+        return value
+    name = tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
+    raise doc.error(path, f"expected {name}, got {_kind(value)}")
+
+
+def _scalar_ok(value: Any, tp: Any) -> bool:
+    if tp is None or tp is type(None):
+        return value is None
+    if tp is int:
+        return _is_number(value) and isinstance(value, int)
+    return tp is Any or not isinstance(tp, type) or isinstance(value, tp)
+
+
+def _coerce_sequence(doc: _Doc, path: KeyPath, value: Any, tp: Any, kind: Any, args: tuple[Any, ...]) -> Any:
+    if not isinstance(value, list | tuple):
+        raise doc.error(path, f"expected a list, got {_kind(value)}")
+    if kind is tuple and args and args[-1] is not Ellipsis:
+        if len(value) != len(args):
+            raise doc.error(path, f"expected a list of {len(args)} items, got {len(value)}")
+        items = [_coerce(doc, (*path, i), v, a) for i, (v, a) in enumerate(zip(value, args, strict=True))]
+    else:
+        inner = args[0] if args else Any
+        items = [_coerce(doc, (*path, i), v, inner) for i, v in enumerate(value)]
+    return tuple(items) if kind is tuple else items
