@@ -9,6 +9,7 @@ error. Nothing is left half-written: the summary is written atomically at the en
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -119,19 +120,15 @@ def _spawn(
 def _stop_all(parties: dict[str, _Party]) -> None:
     for p in parties.values():
         if p.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
     deadline = time.monotonic() + 5.0
     for p in parties.values():
         try:
             p.proc.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             p.proc.wait()
 
 

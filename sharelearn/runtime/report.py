@@ -74,7 +74,7 @@ def write_summary(
     audit: bool,
 ) -> dict[str, Any]:
     """Build the run's summary, write it atomically to `report/summary.json`, and return it."""
-    parties = {}
+    parties: dict[str, dict[str, Any]] = {}
     for name, spec in job.parties.items():
         traffic = done.get(name, {}).get("traffic", {})
         parties[name] = {

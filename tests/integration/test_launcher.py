@@ -57,7 +57,9 @@ def test_run_100k_ids_per_party_gives_exact_intersection_without_leaks(tmp_path:
     assert len(set(pids)) == 3 and os.getpid() not in pids
     assert json.loads((tmp_path / "report" / "summary.json").read_text()) == summary
     assert {p.name for p in (tmp_path / "report" / "logs").iterdir()} == {"bank.log", "shop.log", "coord.log"}
-    aligned = [(tmp_path / "report" / "parties" / p / "intersection_ids.csv").read_text() for p in ("bank", "shop")]
+    aligned = [
+        (tmp_path / "report" / "parties" / p / "intersection_ids.csv").read_text() for p in ("bank", "shop")
+    ]
     assert aligned[0] == aligned[1]
 
 

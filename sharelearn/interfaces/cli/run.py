@@ -23,9 +23,8 @@ def _progress_printer(console: Console) -> Any:
         if kind == "progress":
             console.print(f"[cyan]{party:>10}[/] {event.get('step')}: {event.get('message')}")
         elif kind == "step_done":
-            console.print(
-                f"[cyan]{party:>10}[/] {event.get('step')}: done in {event['outputs'].get('elapsed_s', 0):.2f} s"
-            )
+            took = event["outputs"].get("elapsed_s", 0)
+            console.print(f"[cyan]{party:>10}[/] {event.get('step')}: done in {took:.2f} s")
         elif kind == "done":
             console.print(f"[cyan]{party:>10}[/] finished")
 
