@@ -31,3 +31,16 @@ def test_scan_spans_chunk_boundaries() -> None:
 
 def test_short_values_are_not_searched() -> None:
     assert byte_patterns("ab") == set()
+
+
+def test_assert_no_leak_names_the_receiver() -> None:
+    import pytest
+
+    from sharelearn.testing.leaks import assert_no_leak
+
+    audit = WireAudit()
+    audit.record("bank", "shop", "t", encode(["customer-0042"]))
+
+    assert_no_leak(audit, "shop", ["customer-0043"], what="id")
+    with pytest.raises(AssertionError, match="1 of 1 raw ids.*'shop'"):
+        assert_no_leak(audit, "shop", ["customer-0042"], what="id")
