@@ -1,0 +1,126 @@
+"""`python -m benchmarks.bench_paillier --bits 2048 --n 512`: per-op cost of the HE engines.
+
+For Paillier and Okamoto–Uchiyama it times the batch API on one core (workers=1) and on all cores:
+encrypt, decrypt, ciphertext + ciphertext, ciphertext x 63-bit scalar. Baselines measured in the same
+run: one bare gmpy2 multiply-mod of the ciphertext size (what an addition must cost at least), and
+python-paillier (`phe`, the optional `bench` extra) when it is importable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gmpy2
+import numpy as np
+
+from sharelearn.crypto import he, mbx
+
+_SCALAR = (1 << 63) - 25  # a 63-bit multiplier
+
+
+def _time(fn: Callable[[], Any], count: int, repeat: int = 3) -> float:
+    """Best-of-`repeat` microseconds per item."""
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best / count * 1e6
+
+
+def _bare_mulmod(mod: Any, count: int) -> float:
+    xs = [gmpy2.mpz(secrets.randbits(int(mod.bit_length()))) % mod for _ in range(count)]
+    ys = xs[1:] + xs[:1]
+    return _time(lambda: [a * b % mod for a, b in zip(xs, ys, strict=True)], count)
+
+
+def bench_scheme(scheme: str, bits: int, count: int, cores: int) -> dict[str, Any]:
+    pk, sk = he.keygen(scheme, bits)
+    x = np.array([secrets.randbits(40) - (1 << 39) for _ in range(count)], dtype=np.int64)
+    t = time.perf_counter()
+    he.encrypt(pk, x[:8], workers=1)  # builds the fixed-base tables once
+    table_s = time.perf_counter() - t
+    c = he.encrypt(pk, x, workers=1)
+    out: dict[str, Any] = {"scheme": scheme, "bits": bits, "n": count, "table_build_s": round(table_s, 3)}
+    for label, workers in (("1core", 1), (f"{cores}core", cores)):
+        ops: dict[str, Callable[[], Any]] = {
+            "encrypt": functools.partial(he.encrypt, pk, x, workers=workers),
+            "decrypt": functools.partial(he.decrypt, sk, c, workers=workers),
+            "add": lambda: c + c,
+            "mul_scalar63": functools.partial(c.mul, _SCALAR, workers=workers),
+        }
+        out[label] = {name: round(_time(fn, count), 2) for name, fn in ops.items()}
+    out["bare_mulmod_us"] = round(_bare_mulmod(pk.cipher_modulus, count), 2)
+    np.testing.assert_array_equal(he.decrypt(sk, c + c), 2 * x)
+    return out
+
+
+def bench_phe(bits: int, count: int) -> dict[str, Any] | None:
+    try:
+        import phe
+    except ImportError:
+        return None
+    pk, sk = phe.generate_paillier_keypair(n_length=bits)
+    xs = [secrets.randbits(40) for _ in range(count)]
+    cs = [pk.encrypt(v) for v in xs]
+    return {
+        "encrypt": round(_time(lambda: [pk.encrypt(v) for v in xs], count, 1), 2),
+        "decrypt": round(_time(lambda: [sk.decrypt(v) for v in cs], count, 1), 2),
+        "add": round(_time(lambda: [a + b for a, b in zip(cs, cs, strict=True)], count, 1), 2),
+        "mul_scalar63": round(_time(lambda: [a * _SCALAR for a in cs], count, 1), 2),
+    }
+
+
+def _print(results: dict[str, Any]) -> None:
+    cores = results["cores"]
+    print(f"bits={results['bits']} n={results['n']} mbx={results['mbx']} cores={cores} (us/op; ops/s)")
+    for r in results["schemes"]:
+        print(
+            f"{r['scheme']}: table build {r['table_build_s']} s, bare gmpy2 mulmod {r['bare_mulmod_us']} us"
+        )
+        for op in r["1core"]:
+            one, many = r["1core"][op], r[f"{cores}core"][op]
+            print(
+                f"  {op:13s} 1 core {one:9.2f} us {1e6 / one:10.0f}/s | {cores} cores {many:9.2f} us "
+                f"{1e6 / many:10.0f}/s  x{one / many:.2f}"
+            )
+    if results.get("phe"):
+        p = results["phe"]
+        print("phe (python-paillier, 1 core): " + ", ".join(f"{k} {v} us" for k, v in p.items()))
+        for r in results["schemes"]:
+            mine = r["1core"]
+            print(f"  {r['scheme']} speed-up vs phe: " + ", ".join(f"{k} x{p[k] / mine[k]:.1f}" for k in p))
+    else:
+        print("phe not installed (pip install 'sharelearn[bench]') - no python-paillier baseline")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="bench_paillier", description=__doc__)
+    parser.add_argument("--bits", type=int, default=2048)
+    parser.add_argument("--n", type=int, default=512, help="batch size")
+    parser.add_argument("--schemes", default="paillier,ou")
+    parser.add_argument("--portable", action="store_true", help="disable the mbx kernels")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    mbx.force_portable(args.portable)
+    cores = os.cpu_count() or 1
+    results: dict[str, Any] = {"bits": args.bits, "n": args.n, "cores": cores, "mbx": mbx.is_available()}
+    results["schemes"] = [bench_scheme(s, args.bits, args.n, cores) for s in args.schemes.split(",")]
+    results["phe"] = bench_phe(args.bits, min(args.n, 64))
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        _print(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
