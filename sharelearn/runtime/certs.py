@@ -23,9 +23,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from sharelearn.core.errors import ConfigError
 from sharelearn.core.fileio import atomic_write_bytes
 
-__all__ = ["PartyCredentials", "check_party_name", "init_certs", "load_credentials"]
+__all__ = ["PARTY_NAME", "PartyCredentials", "check_party_name", "init_certs", "load_credentials"]
 
-_PARTY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+PARTY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _VALIDITY = dt.timedelta(days=365)
 
 
@@ -103,7 +103,7 @@ def _make_party(party: str, ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certifi
 
 
 def check_party_name(party: str) -> str:
-    if not _PARTY_NAME.match(party):
+    if not PARTY_NAME.match(party):
         raise ConfigError(f"party name {party!r} must be 1-63 letters, digits, '_', '.' or '-'")
     return party
 

@@ -34,6 +34,7 @@ import yaml
 from sharelearn.core.errors import ConfigError
 from sharelearn.core.link import DEFAULT_TIMEOUT_S
 from sharelearn.core.types import ROLES
+from sharelearn.runtime.certs import PARTY_NAME
 
 __all__ = [
     "DataFormat",
@@ -54,7 +55,6 @@ StepParams: TypeAlias = Mapping[str, Callable[..., Any]]
 FORMAT_BY_SUFFIX: dict[str, DataFormat] = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 DUPLICATE_ID_MODES: tuple[str, ...] = ("error", "first", "drop")
 # Party names become TLS names and link ids (the rule of runtime.certs); job names become folder names.
-_PARTY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _ENDPOINT = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):([0-9]{1,5})$")
 _JOB_KEYS = ("job", "timeout_s", "parties", "steps")
@@ -316,7 +316,7 @@ def _parties(doc: _Doc, value: Any, base_dir: Path) -> dict[str, PartySpec]:
 
 def _party(doc: _Doc, name: Any, spec: Any, base_dir: Path) -> PartySpec:
     path: KeyPath = ("parties", str(name))
-    if not isinstance(name, str) or not _PARTY_NAME.match(name):
+    if not isinstance(name, str) or not PARTY_NAME.match(name):
         raise doc.error(path, f"party name {name!r} must be 1-63 letters, digits, '_', '.' or '-'")
     if not isinstance(spec, dict):
         raise doc.error(path, f"party spec must be a mapping like {{role: guest}}, got {_kind(spec)}")
