@@ -42,6 +42,19 @@ __all__ = [
 ]
 
 
+def _check_u64_parts(triple: object, kind: str, *, ndim: int | None) -> None:
+    """Check that fields a, b, c of a triple are uint64 arrays (of `ndim` dimensions when given)."""
+    for name in ("a", "b", "c"):
+        arr = getattr(triple, name)
+        if (
+            not isinstance(arr, np.ndarray)
+            or arr.dtype != np.uint64
+            or (ndim is not None and arr.ndim != ndim)
+        ):
+            dims = "" if ndim is None else f"{ndim}-d "
+            raise CryptoError(f"{kind}.{name} must be a {dims}uint64 array")
+
+
 @dataclass(frozen=True, slots=True)
 class Triple:
     """One party's shares of an elementwise triple c = a * b (all the same shape)."""
@@ -51,10 +64,7 @@ class Triple:
     c: U64Array
 
     def __post_init__(self) -> None:
-        for name in ("a", "b", "c"):
-            arr = getattr(self, name)
-            if not isinstance(arr, np.ndarray) or arr.dtype != np.uint64:
-                raise CryptoError(f"Triple.{name} must be a uint64 array")
+        _check_u64_parts(self, "Triple", ndim=None)
         if not self.a.shape == self.b.shape == self.c.shape:
             raise CryptoError(f"Triple shapes differ: a {self.a.shape}, b {self.b.shape}, c {self.c.shape}")
 
@@ -76,10 +86,7 @@ class MatrixTriple:
     c: U64Array
 
     def __post_init__(self) -> None:
-        for name in ("a", "b", "c"):
-            arr = getattr(self, name)
-            if not isinstance(arr, np.ndarray) or arr.dtype != np.uint64 or arr.ndim != 2:
-                raise CryptoError(f"MatrixTriple.{name} must be a 2-d uint64 array")
+        _check_u64_parts(self, "MatrixTriple", ndim=2)
         (m, k), (k2, n), (m2, n2) = self.a.shape, self.b.shape, self.c.shape
         if k != k2 or m != m2 or n != n2:
             raise CryptoError(
