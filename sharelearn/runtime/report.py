@@ -12,13 +12,17 @@ from typing import Any
 
 import numpy as np
 
+from sharelearn.algorithms.context import BaselineData
+from sharelearn.algorithms.registry import get_step
 from sharelearn.core.audit import WireAudit
 from sharelearn.core.errors import SharelearnError
 from sharelearn.core.fileio import atomic_write_json
-from sharelearn.runtime.data import read_ids
+from sharelearn.runtime.data import read_ids, read_party_data
 from sharelearn.runtime.jobspec import JobSpec
 
-__all__ = ["count_id_leaks", "merge_step_outputs", "write_summary"]
+__all__ = ["add_centralized", "collect_plots", "count_id_leaks", "merge_step_outputs", "write_summary"]
+
+_PLOTS = ("loss_curve.png", "roc.png")
 
 
 def merge_step_outputs(job: JobSpec, done: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -40,6 +44,49 @@ def merge_step_outputs(job: JobSpec, done: dict[str, dict[str, Any]]) -> dict[st
         merged["parties"] = per_party
         steps[step.name] = merged
     return steps
+
+
+def add_centralized(job: JobSpec, steps: dict[str, Any]) -> None:
+    """Add `<metric>_centralized` and `<metric>_delta` to each `evaluate` output, in place.
+
+    The launcher has every party's data at hand, so it trains the evaluated model's centralised
+    twin (the training step's `baseline`) on the pooled data. A baseline that fails is reported as
+    `centralized_error` rather than failing a finished run.
+    """
+    trained: str | None = None
+    for step in job.steps:
+        definition = get_step(step.name)
+        if definition.baseline is not None:
+            trained = step.name
+            params = step.params
+            continue
+        if step.name != "evaluate" or trained is None or step.name not in steps:
+            continue
+        out = steps["evaluate"]
+        try:
+            datasets: dict[str, BaselineData] = {
+                p.name: (p.role, read_party_data(p.data)) for p in job.parties.values() if p.data is not None
+            }
+            central = get_step(trained).baseline(params, datasets)  # type: ignore[misc]
+        except (SharelearnError, ValueError) as exc:
+            out["centralized_error"] = f"{type(exc).__name__}: {exc}"
+            continue
+        for metric, value in central.items():
+            out[f"{metric}_centralized"] = round(float(value), 6)
+            if isinstance(out.get(metric), int | float):
+                out[f"{metric}_delta"] = round(abs(float(out[metric]) - float(value)), 6)
+
+
+def collect_plots(job: JobSpec, report: Path) -> list[str]:
+    """Copy the plots parties wrote (ROC, loss curve) to the report folder; return their names."""
+    found: list[str] = []
+    for name in job.parties:
+        for plot in _PLOTS:
+            source = report / "parties" / name / plot
+            if source.is_file() and plot not in found:
+                (report / plot).write_bytes(source.read_bytes())
+                found.append(plot)
+    return found
 
 
 def count_id_leaks(job: JobSpec, report: Path) -> int:
@@ -86,13 +133,17 @@ def write_summary(
             "max_rss_mb": round(float(done.get(name, {}).get("max_rss_mb", 0.0)), 1),
         }
     leaks = count_id_leaks(job, report) if audit and error is None else 0
+    steps = merge_step_outputs(job, done) if error is None else {}
+    if error is None:
+        add_centralized(job, steps)
     summary = {
         "job": job.name,
         "status": "failed" if error is not None else "success",
         "error": None if error is None else str(error),
         "elapsed_s": round(elapsed_s, 4),
         "report_dir": str(report),
-        "steps": merge_step_outputs(job, done) if error is None else {},
+        "steps": steps,
+        "plots": collect_plots(job, report) if error is None else [],
         "parties": parties,
         "wire": {
             "bytes": sum(p["bytes_sent"] for p in parties.values()),

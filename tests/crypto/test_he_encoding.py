@@ -109,8 +109,6 @@ def test_scheme_selector_and_numpy_left_operands(ou_keypair: Any) -> None:
         np.testing.assert_allclose(he.decrypt(sk, np.array([[1, 1]]) @ c), [-0.5])
     with pytest.raises(ConfigError, match="he_scheme"):
         he.keygen("rsa", 1024)
-    with pytest.raises(ConfigError, match=r"sharelearn\[ray\]"):
-        he.encrypt(ou_keypair[0], [1], backend="ray")
     with pytest.raises(ConfigError, match="backend"):
         he.encrypt(ou_keypair[0], [1], backend="gpu")
 
@@ -148,3 +146,19 @@ def test_multi_exp_table_and_inversion_helpers() -> None:
     assert all(a * b % mod == 1 for a, b in zip(bases, inv, strict=True))
     with pytest.raises(CryptoError, match="not invertible"):
         modexp.batch_invert([gmpy2.mpz(0)], mod)
+
+
+@pytest.mark.timeout(240)
+def test_ray_backend_encrypts_on_a_local_cluster(ou_keypair: Any) -> None:
+    ray = pytest.importorskip("ray")
+    pk, sk = ou_keypair
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        x = np.linspace(-3.0, 3.0, 50).reshape(5, 10)
+        c = he.encrypt(pk, x, backend="ray", ray_chunk=16)
+        assert c.shape == (5, 10)
+        np.testing.assert_allclose(he.decrypt(sk, c), x, atol=1e-9)
+        with pytest.raises(CryptoError, match="rng=None"):
+            he.encrypt(pk, x, backend="ray", rng=lambda n: bytes(n))
+    finally:
+        ray.shutdown()
