@@ -30,6 +30,8 @@ __all__ = [
     "multiclass_metrics",
     "pool_vertical",
     "regression_metrics",
+    "run_evaluate",
+    "run_predict",
 ]
 
 TASKS = ("binary", "multiclass", "regression")
