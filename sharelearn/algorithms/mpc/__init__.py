@@ -1,0 +1,3 @@
+"""Algorithms on secret shares (the MPC route): SS logistic regression."""
+
+__all__: list[str] = []

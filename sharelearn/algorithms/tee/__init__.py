@@ -1,0 +1,3 @@
+"""Algorithms that run inside attested enclaves (the TEE route)."""
+
+__all__: list[str] = []
