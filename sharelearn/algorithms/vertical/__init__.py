@@ -1,3 +1,3 @@
-"""Vertical (feature-split) learning: hetero LR, SecureBoost; parties hold different columns of the same rows."""
+"""Vertical (feature-split) learning: parties hold different columns of the same rows."""
 
 __all__: list[str] = []
