@@ -30,6 +30,9 @@ class Dataset(Protocol):
     @property
     def feature_names(self) -> tuple[str, ...]: ...
 
+    @property
+    def source(self) -> Path: ...
+
     def take(self, indices: np.ndarray) -> Dataset: ...
 
     def __len__(self) -> int: ...
@@ -79,9 +82,14 @@ class TrainedModel(Protocol):
         history: per-epoch (or per-round / per-tree) training curves, e.g. {"loss": [...]}; may be empty.
     """
 
-    step: str
-    task: str
-    history: Mapping[str, Sequence[float]]
+    @property
+    def step(self) -> str: ...
+
+    @property
+    def task(self) -> str: ...
+
+    @property
+    def history(self) -> Mapping[str, Sequence[float]]: ...
 
     def predict(self, ctx: StepContext, data: Dataset | None) -> np.ndarray | None:
         """Run this party's role of prediction on `data` (rows aligned across parties).
