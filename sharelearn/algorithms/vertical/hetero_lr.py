@@ -175,11 +175,17 @@ def _taylor_loss(z: np.ndarray, y: np.ndarray) -> float:
 
 
 def fit_plain(
-    blocks: Sequence[np.ndarray], y: np.ndarray, params: HeteroLrParams, seed: int
+    blocks: Sequence[np.ndarray],
+    y: np.ndarray,
+    params: HeteroLrParams,
+    seed: int,
+    *,
+    gradients: list[list[np.ndarray]] | None = None,
 ) -> tuple[list[np.ndarray], list[float]]:
     """The same training in the clear on the parties' column blocks (guest first): the test oracle.
 
-    Returns each block's weights (the guest's with the intercept last) and the epoch losses.
+    Returns each block's weights (the guest's with the intercept last) and the epoch losses; when
+    `gradients` is a list, each batch's per-block gradients are appended to it (for leak tests).
     """
     n = len(y)
     ws = [np.zeros(b.shape[1] + (1 if i == 0 and params.fit_intercept else 0)) for i, b in enumerate(blocks)]
@@ -191,9 +197,12 @@ def fit_plain(
             z = sum(x[rows] @ w for x, w in zip(xs, ws, strict=True))
             total += _taylor_loss(z, y[rows])
             d = z + 2.0 - 4.0 * y[rows]
+            grads = [x[rows].T @ d / (4 * len(rows)) for x in xs]
+            if gradients is not None:
+                gradients.append(grads)
             ws = [
-                _step(w, x[rows].T @ d / (4 * len(rows)), lr, params, i == 0 and params.fit_intercept)
-                for i, (x, w) in enumerate(zip(xs, ws, strict=True))
+                _step(w, g, lr, params, i == 0 and params.fit_intercept)
+                for i, (g, w) in enumerate(zip(grads, ws, strict=True))
             ]
         losses.append(total / n)
         if params.tol and len(losses) > 1 and abs(losses[-2] - losses[-1]) < params.tol:
