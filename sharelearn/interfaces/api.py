@@ -32,4 +32,4 @@ def run_job(
 
 def demo_job_path() -> Path:
     """The embedded demo job (shipped inside the package, so it runs without ../shared)."""
-    return Path(str(resources.files("sharelearn.interfaces") / "demo" / "psi_breast.yaml"))
+    return Path(str(resources.files("sharelearn.interfaces") / "demo" / "hetero_lr_breast.yaml"))

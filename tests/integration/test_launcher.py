@@ -112,3 +112,8 @@ def test_demo_runs_from_the_embedded_data(tmp_path: Path) -> None:
     summary = json.loads(proc.stdout)
     assert summary["steps"]["psi"]["intersection_size"] == 569
     assert summary["wire"]["leaks"] == 0
+    ev = summary["steps"]["evaluate"]
+    assert ev["auc"] > 0.98 and ev["auc_delta"] <= 0.01
+    assert {"auc", "auc_centralized", "auc_delta", "ks", "accuracy"} <= set(ev)
+    assert summary["steps"]["hetero_lr"]["key_bits"] == 2048
+    assert (tmp_path / "demo" / "loss_curve.png").is_file() and (tmp_path / "demo" / "roc.png").is_file()

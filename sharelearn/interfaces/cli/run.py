@@ -17,10 +17,18 @@ __all__ = ["demo_command", "print_summary", "run_command"]
 
 
 def _progress_printer(console: Console) -> Any:
+    seen: set[tuple[Any, ...]] = set()
+
     def on_event(event: dict[str, Any]) -> None:
         kind = event.get("event")
         party = event.get("party", "?")
         if kind == "progress":
+            epoch = event.get("metrics", {}).get("epoch")
+            if epoch is not None:  # every party reports each epoch; show it once
+                key = (event.get("step"), epoch)
+                if key in seen:
+                    return
+                seen.add(key)
             console.print(f"[cyan]{party:>10}[/] {event.get('step')}: {event.get('message')}")
         elif kind == "step_done":
             took = event["outputs"].get("elapsed_s", 0)
@@ -58,12 +66,28 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         )
     console.print(parties)
     for step, outputs in summary["steps"].items():
-        shown = {k: v for k, v in outputs.items() if k != "parties"}
+        shown = {k: v for k, v in outputs.items() if k not in ("parties", "history") and "_central" not in k}
+        shown = {k: v for k, v in shown.items() if not k.endswith("_delta")}
         console.print(f"[bold]{step}[/]: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+        central = [k[: -len("_centralized")] for k in outputs if k.endswith("_centralized")]
+        if central:
+            table = Table(
+                "metric", "federated", "centralised (pooled data)", "delta", title=f"{step}: result"
+            )
+            for metric in central:
+                table.add_row(
+                    metric,
+                    f"{outputs.get(metric, float('nan')):.4f}",
+                    f"{outputs[metric + '_centralized']:.4f}",
+                    f"{outputs.get(metric + '_delta', float('nan')):.4f}",
+                )
+            console.print(table)
     wire = summary["wire"]
     console.print(
         f"wire: {_human_bytes(wire['bytes'])} in {wire['messages']} messages, leaks: {wire['leaks']}"
     )
+    for plot in summary.get("plots", []):
+        console.print(f"plot: {Path(summary['report_dir']) / plot}")
     console.print(f"time: {summary['elapsed_s']:.2f} s; report: {summary['report_dir']}")
 
 
@@ -96,5 +120,5 @@ def demo_command(
     as_json: Annotated[bool, typer.Option("--json", help="print exactly one JSON summary on stdout")] = False,
     report_dir: Annotated[Path | None, typer.Option(help="report folder")] = None,
 ) -> int:
-    """Run the embedded demo: PSI between a bank and a shop on the breast-cancer data."""
+    """Run the embedded demo: PSI, then vertical LR (bank, shop, arbiter) on the breast-cancer data."""
     return _run(demo_job_path(), as_json, report_dir, True, None)
