@@ -37,10 +37,11 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -80,6 +81,7 @@ PENALTIES = ("l2", "l1", "none")
 _X_FRAC = 16  # fixed-point bits of features in X^T [[d]] (features are scaled; 2^-16 ~ 1.5e-5)
 _LOG2 = math.log(2.0)
 _PREDICT_FP = FixedPoint(24)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,10 +292,21 @@ def _epoch_end(link: Link, setup: _Setup, decider: str, loss: float | None, stop
 
 @dataclass
 class _Trainer:
+    """Per-role bookkeeping: the loss curve, and the seconds spent computing on ciphertexts."""
+
     ctx: StepContext
     params: HeteroLrParams
     setup: _Setup
     history: list[float] = field(default_factory=list)
+    he_seconds: float = 0.0
+
+    def he(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """Run one HE computation (encrypt, X^T [[d]], decrypt, ...) and count its time."""
+        started = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.he_seconds += time.perf_counter() - started
 
     def progress(self, epoch: int, loss: float) -> None:
         self.history.append(loss)
@@ -307,13 +320,13 @@ class _Trainer:
 
 
 def _arbiter(ctx: StepContext, params: HeteroLrParams, setup: _Setup) -> HeteroLrModel:
-    pk, sk = he.keygen(params.he_scheme, params.key_bits)
+    trainer = _Trainer(ctx, params, setup)
+    pk, sk = trainer.he(he.keygen, params.he_scheme, params.key_bits)
     for p in [setup.guest, *setup.hosts]:
         ctx.link.send(p, "pk", pk.to_wire())
     sizes = expect_type(ctx.link.recv(setup.guest, "plan"), dict, peer=setup.guest, tag="plan")
     n = int(expect_type(sizes.get("rows"), int, peer=setup.guest, tag="plan.rows"))
     n_batches = int(expect_type(sizes.get("batches"), int, peer=setup.guest, tag="plan.batches"))
-    trainer = _Trainer(ctx, params, setup)
     for epoch in range(params.epochs):
         link, total = ctx.link.scope("epoch", epoch), 0.0
         for b in range(n_batches):
@@ -321,16 +334,17 @@ def _arbiter(ctx: StepContext, params: HeteroLrParams, setup: _Setup) -> HeteroL
             for p in [setup.guest, *setup.hosts]:
                 serve_masked_decrypt(bl, p, "grad", sk, max_size=4096)
             loss_c = recv_encrypted(bl, setup.guest, "loss", pk, shape=(1,))
-            total += float(he.decrypt(sk, loss_c)[0])
+            total += float(trainer.he(he.decrypt, sk, loss_c)[0])
         trainer.progress(epoch, total / n)
         stop = trainer.converged()
         _epoch_end(link, setup, ctx.party, total / n, stop or epoch == params.epochs - 1)
         if stop:
             break
-    return HeteroLrModel("arbiter", np.zeros(0), 0.0, trainer.history)
+    return HeteroLrModel("arbiter", np.zeros(0), 0.0, trainer.history, trainer.he_seconds)
 
 
 def _guest(ctx: StepContext, params: HeteroLrParams, setup: _Setup) -> HeteroLrModel:
+    trainer = _Trainer(ctx, params, setup)
     data = _require_data(ctx, label=True)
     x, y = np.asarray(data.x, dtype=np.float64), np.asarray(data.y, dtype=np.float64)
     n = len(y)
@@ -340,14 +354,13 @@ def _guest(ctx: StepContext, params: HeteroLrParams, setup: _Setup) -> HeteroLrM
     two_party = setup.arbiter is None
     host = setup.hosts[0]
     if two_party:
-        pk, sk = he.keygen(params.he_scheme, params.key_bits)
+        pk, sk = trainer.he(he.keygen, params.he_scheme, params.key_bits)
         ctx.link.send(host, "pk", pk.to_wire())
         pk_other = recv_public_key(ctx.link, host, "pk", scheme=params.he_scheme, min_bits=params.key_bits)
     else:
         assert setup.arbiter is not None
         pk = recv_public_key(ctx.link, setup.arbiter, "pk", scheme=params.he_scheme, min_bits=params.key_bits)
         ctx.link.send(setup.arbiter, "plan", {"rows": n, "batches": len(batches(n, params, seed, 0))})
-    trainer = _Trainer(ctx, params, setup)
     for epoch in range(params.epochs):
         link, lr, total = ctx.link.scope("epoch", epoch), learning_rate_at(params, epoch), 0.0
         for b, rows in enumerate(batches(n, params, seed, epoch)):
@@ -360,24 +373,27 @@ def _guest(ctx: StepContext, params: HeteroLrParams, setup: _Setup) -> HeteroLrM
             if two_party:
                 u_h = recv_encrypted(bl, host, "u", pk_other, shape=(m,))
                 send_encrypted(
-                    bl, host, "v", he.encrypt(pk, v, frac_bits=params.frac_bits, workers=_workers(params))
+                    bl,
+                    host,
+                    "v",
+                    trainer.he(he.encrypt, pk, v, frac_bits=params.frac_bits, workers=_workers(params)),
                 )
                 cross = MaskedDecryption.start(
-                    bl, host, "grad", he.matmul_plain(xb.T, u_h, frac_bits=_X_FRAC)
+                    bl, host, "grad", trainer.he(he.matmul_plain, xb.T, u_h, frac_bits=_X_FRAC)
                 )
-                loss_c = he.matmul_plain(coef[None, :], u_h, frac_bits=params.frac_bits)
+                loss_c = trainer.he(he.matmul_plain, coef[None, :], u_h, frac_bits=params.frac_bits)
                 loss_req = MaskedDecryption.start(bl, host, "loss", loss_c)
                 serve_masked_decrypt(bl, host, "grad", sk, max_size=4096)
                 grad = (xb.T @ v + cross.finish()) / (4 * m)
                 total += plain_loss + float(loss_req.finish()[0])
             else:
                 u_hosts = [recv_encrypted(bl, h, "u", pk, shape=(m,)) for h in setup.hosts]
-                d = he.add_all(u_hosts) + v
+                d = trainer.he(he.add_all, u_hosts) + v
                 for h in setup.hosts:
                     send_encrypted(bl, h, "d", d)
-                g_enc = he.matmul_plain(xb.T, d, frac_bits=_X_FRAC)
+                g_enc = trainer.he(he.matmul_plain, xb.T, d, frac_bits=_X_FRAC)
                 grad = MaskedDecryption.start(bl, setup.arbiter or "", "grad", g_enc).finish() / (4 * m)
-                loss = _encrypted_loss(bl, setup, pk, u_hosts, coef, m, params) + plain_loss
+                loss = _encrypted_loss(bl, trainer, pk, u_hosts, coef) + plain_loss
                 send_encrypted(bl, setup.arbiter or "", "loss", loss)
             w = _step(w, grad, lr, params, params.fit_intercept)
         if two_party:
@@ -393,29 +409,25 @@ def _guest(ctx: StepContext, params: HeteroLrParams, setup: _Setup) -> HeteroLrM
         if stop:
             break
     weights, intercept = (w[:-1], float(w[-1])) if params.fit_intercept else (w, 0.0)
-    return HeteroLrModel("guest", weights, intercept, trainer.history)
+    return HeteroLrModel("guest", weights, intercept, trainer.history, trainer.he_seconds)
 
 
 def _encrypted_loss(
-    link: Link,
-    setup: _Setup,
-    pk: he.HEPublicKey,
-    u_hosts: list[EncArray],
-    coef: np.ndarray,
-    m: int,
-    params: HeteroLrParams,
+    link: Link, trainer: _Trainer, pk: he.HEPublicKey, u_hosts: list[EncArray], coef: np.ndarray
 ) -> EncArray:
     """[[sum_i c_i U_i + sum_h sum u_h^2 / 8 + sum_{h<k} sum u_h u_k / 4]] (U = sum of host scores)."""
-    parts = [he.matmul_plain(coef[None, :], u, frac_bits=params.frac_bits) for u in u_hosts]
+    setup, frac = trainer.setup, trainer.params.frac_bits
+    parts = [trainer.he(he.matmul_plain, coef[None, :], u, frac_bits=frac) for u in u_hosts]
     for h in setup.hosts:
         parts.append(recv_encrypted(link, h, "uu", pk, shape=(1,)).mul(0.125))
     for k, hk in enumerate(setup.hosts):
         for hj in setup.hosts[:k]:
             parts.append(recv_encrypted(link, hk, f"cross.{hj}", pk, shape=(1,)).mul(0.25))
-    return he.add_all(parts)
+    return trainer.he(he.add_all, parts)
 
 
 def _host(ctx: StepContext, params: HeteroLrParams, setup: _Setup) -> HeteroLrModel:
+    trainer = _Trainer(ctx, params, setup)
     data = _require_data(ctx, label=False)
     x = np.asarray(data.x, dtype=np.float64)
     n = len(x)
@@ -425,39 +437,43 @@ def _host(ctx: StepContext, params: HeteroLrParams, setup: _Setup) -> HeteroLrMo
     g = setup.guest
     if two_party:
         pk_guest = recv_public_key(ctx.link, g, "pk", scheme=params.he_scheme, min_bits=params.key_bits)
-        pk, sk = he.keygen(params.he_scheme, params.key_bits)
+        pk, sk = trainer.he(he.keygen, params.he_scheme, params.key_bits)
         ctx.link.send(g, "pk", pk.to_wire())
     else:
         assert setup.arbiter is not None
         pk = recv_public_key(ctx.link, setup.arbiter, "pk", scheme=params.he_scheme, min_bits=params.key_bits)
     me = setup.hosts.index(ctx.party)
-    trainer = _Trainer(ctx, params, setup)
     for epoch in range(params.epochs):
         link, lr = ctx.link.scope("epoch", epoch), learning_rate_at(params, epoch)
         for b, rows in enumerate(batches(n, params, seed, epoch)):
             bl = link.scope("batch", b)
             xb, m = x[rows], len(rows)
             u = xb @ w
-            cu = he.encrypt(pk, u, frac_bits=params.frac_bits, workers=_workers(params))
+            cu = trainer.he(he.encrypt, pk, u, frac_bits=params.frac_bits, workers=_workers(params))
             send_encrypted(bl, g, "u", cu)
             if two_party:
                 v = recv_encrypted(bl, g, "v", pk_guest, shape=(m,))
-                cross = MaskedDecryption.start(bl, g, "grad", he.matmul_plain(xb.T, v, frac_bits=_X_FRAC))
+                cross = MaskedDecryption.start(
+                    bl, g, "grad", trainer.he(he.matmul_plain, xb.T, v, frac_bits=_X_FRAC)
+                )
                 serve_masked_decrypt(bl, g, "grad", sk, max_size=4096)
                 _serve_loss(bl, g, sk, 0.125 * float(u @ u), 2 * params.frac_bits)
                 grad = (xb.T @ u + cross.finish()) / (4 * m)
             else:
                 send_encrypted(
-                    bl, g, "uu", he.encrypt(pk, np.array([float(u @ u)]), frac_bits=params.frac_bits)
+                    bl,
+                    g,
+                    "uu",
+                    trainer.he(he.encrypt, pk, np.array([float(u @ u)]), frac_bits=params.frac_bits),
                 )
                 for later in setup.hosts[me + 1 :]:
                     send_encrypted(bl, later, "u_cross", cu)
                 for earlier in setup.hosts[:me]:
                     c_other = recv_encrypted(bl, earlier, "u_cross", pk, shape=(m,))
-                    dot = he.matmul_plain(u[None, :], c_other, frac_bits=params.frac_bits)
+                    dot = trainer.he(he.matmul_plain, u[None, :], c_other, frac_bits=params.frac_bits)
                     send_encrypted(bl, g, f"cross.{earlier}", dot)
                 d = recv_encrypted(bl, g, "d", pk, shape=(m,))
-                g_enc = he.matmul_plain(xb.T, d, frac_bits=_X_FRAC)
+                g_enc = trainer.he(he.matmul_plain, xb.T, d, frac_bits=_X_FRAC)
                 grad = MaskedDecryption.start(bl, setup.arbiter or "", "grad", g_enc).finish() / (4 * m)
             w = _step(w, grad, lr, params, False)
         decider = g if two_party else setup.arbiter or ""
@@ -465,7 +481,7 @@ def _host(ctx: StepContext, params: HeteroLrParams, setup: _Setup) -> HeteroLrMo
         trainer.progress(epoch, loss_e)
         if stop:
             break
-    return HeteroLrModel("host", w, 0.0, trainer.history)
+    return HeteroLrModel("host", w, 0.0, trainer.history, trainer.he_seconds)
 
 
 def _serve_loss(link: Link, guest: str, sk: he.HEPrivateKey, extra: float, frac_bits: int) -> None:
@@ -489,6 +505,7 @@ class HeteroLrModel:
     weights: np.ndarray
     intercept: float
     losses: list[float]
+    he_seconds: float = 0.0
     step: str = STEP
     task: str = "binary"
 
@@ -592,6 +609,7 @@ def run_hetero_lr(ctx: StepContext, params: HeteroLrParams) -> dict[str, Any]:
         "he_scheme": params.he_scheme,
         "key_bits": params.key_bits,
         "model": str(path),
+        "he_s": round(model.he_seconds, 3),
     }
     if model.role != "arbiter":
         out["features"] = len(model.weights)
