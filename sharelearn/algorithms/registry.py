@@ -7,12 +7,22 @@ from collections.abc import Mapping
 from sharelearn.algorithms.alignment import PSI_STEP
 from sharelearn.algorithms.context import StepDef
 from sharelearn.algorithms.evaluation import EVALUATE_STEP, PREDICT_STEP
+from sharelearn.algorithms.tee.steps import TEE_STEPS
 from sharelearn.algorithms.vertical.hetero_lr import HETERO_LR_STEP
 from sharelearn.core.errors import ConfigError
 
 __all__ = ["STEPS", "get_step", "step_params"]
 
-STEPS: Mapping[str, StepDef] = {s.name: s for s in (PSI_STEP, EVALUATE_STEP, PREDICT_STEP, HETERO_LR_STEP)}
+STEPS: Mapping[str, StepDef] = {
+    s.name: s
+    for s in (
+        PSI_STEP,
+        EVALUATE_STEP,
+        PREDICT_STEP,
+        HETERO_LR_STEP,
+        *TEE_STEPS,
+    )
+}
 
 
 def get_step(name: str) -> StepDef:

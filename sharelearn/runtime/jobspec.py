@@ -11,6 +11,10 @@ steps:                         # run in order; each item is {step_name: {paramet
   - psi: {}
 ```
 
+`engine: tee` runs the steps on attested enclaves (the TEE route); an optional `tee:` block points
+at a running cluster manager and the measurement to accept (`cm`, `mrenclave`, `allow_simulation`,
+`simulation_root`, `storage`). Without it a `tee` job starts a local simulated platform itself.
+
 Only safe YAML loading is used. Every error is a `ConfigError` that names the file, the key path
 and the line: `job.yaml: parties.bank.role (line 4): unknown role 'gust'; expected one of ...`.
 Sequence items count from 0 (`steps[0].psi.batch_size`). Data files are not opened here: each
@@ -57,7 +61,9 @@ DUPLICATE_ID_MODES: tuple[str, ...] = ("error", "first", "drop")
 # Party names become TLS names and link ids (the rule of runtime.certs); job names become folder names.
 _JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _ENDPOINT = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):([0-9]{1,5})$")
-_JOB_KEYS = ("job", "timeout_s", "parties", "steps")
+_JOB_KEYS = ("job", "timeout_s", "engine", "tee", "parties", "steps")
+ENGINES = ("federated", "tee")
+_TEE_KEYS = ("cm", "mrenclave", "allow_simulation", "simulation_root", "storage")
 _PARTY_KEYS = ("role", "data", "endpoint")
 _DATA_KEYS = ("path", "id", "label", "features", "format", "duplicate_ids")
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -136,6 +142,8 @@ class JobSpec:
     parties: dict[str, PartySpec]
     steps: tuple[StepSpec, ...]
     timeout_s: float = DEFAULT_TIMEOUT_S
+    engine: str = "federated"
+    tee: dict[str, Any] | None = None
 
     def by_role(self, role: str) -> list[PartySpec]:
         """Return the parties that have `role`, in job order."""
@@ -204,7 +212,39 @@ def _parse(
         parties=_parties(doc, data["parties"], base),
         steps=_steps(doc, data["steps"], steps),
         timeout_s=_timeout(doc, data.get("timeout_s")),
+        engine=_engine(doc, data.get("engine", "federated"), data.get("tee")),
+        tee=_tee(doc, data.get("tee")),
     )
+
+
+def _engine(doc: _Doc, value: Any, tee: Any) -> str:
+    if value not in ENGINES:
+        raise doc.error(("engine",), f"unknown engine {value!r}; expected one of {', '.join(ENGINES)}")
+    if tee is not None and value != "tee":
+        raise doc.error(("tee",), "a `tee:` block needs `engine: tee`")
+    return str(value)
+
+
+def _tee(doc: _Doc, value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise doc.error(("tee",), f"must be a mapping with cm and mrenclave, got {_kind(value)}")
+    _check_keys(doc, ("tee",), value, _TEE_KEYS)
+    for key in ("cm", "mrenclave"):
+        if key not in value:
+            raise doc.error(("tee",), f"missing required key {key!r}")
+    _endpoint(doc, ("tee", "cm"), value["cm"])
+    if not isinstance(value["mrenclave"], str) or not re.fullmatch(r"[0-9a-fA-F]{64}", value["mrenclave"]):
+        raise doc.error(("tee", "mrenclave"), f"must be 64 hex digits, got {_kind(value['mrenclave'])}")
+    if not isinstance(value.get("allow_simulation", False), bool):
+        raise doc.error(("tee", "allow_simulation"), "must be true or false")
+    for key in ("simulation_root", "storage"):
+        if key in value:
+            _string(doc, ("tee", key), value[key])
+    if value.get("allow_simulation") and "simulation_root" not in value:
+        raise doc.error(("tee",), "allow_simulation: true needs simulation_root (the pinned root's DER file)")
+    return dict(value)
 
 
 @dataclass(frozen=True, slots=True)

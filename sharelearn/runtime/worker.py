@@ -89,6 +89,7 @@ def _context(job: JobSpec, party: str, link: GrpcLink, workdir: Path, control: S
         data=data,
         data_parties=[p.name for p in job.parties.values() if p.data is not None],
         workdir=workdir,
+        state={"engine": job.engine, "tee": job.tee},
         job_dir=job.base_dir,
     )
 

@@ -310,3 +310,43 @@ def test_data_spec_infers_format_and_validates_directly() -> None:
         DataSpec(path=Path("a.csv"), label="id")
     with pytest.raises(ConfigError, match="cannot tell csv from parquet"):
         DataSpec(path=Path("a.tsv"))
+
+
+TEE_JOB = """\
+engine: tee
+parties:
+  bank: {role: guest, data: {path: bank.csv, id: id, label: y}}
+steps:
+  - tee_upload: {}
+"""
+
+
+def test_engine_tee_and_tee_block_are_parsed() -> None:
+    job = parse_job(TEE_JOB)
+    assert job.engine == "tee" and job.tee is None
+    assert parse_job(MINIMAL).engine == "federated"
+    block = "tee: {cm: '127.0.0.1:7000', mrenclave: '" + "ab" * 32 + "', allow_simulation: false}\n"
+    job = parse_job(block + TEE_JOB)
+    assert job.tee == {"cm": "127.0.0.1:7000", "mrenclave": "ab" * 32, "allow_simulation": False}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("engine: sgx\n" + TEE_JOB.replace("engine: tee\n", ""), "engine (line 1): unknown engine 'sgx'"),
+        (
+            "tee: {cm: 'h:1', mrenclave: '" + "ab" * 32 + "'}\n" + MINIMAL,
+            "a `tee:` block needs `engine: tee`",
+        ),
+        ("tee: {cm: 'h:1', mrenclave: abc}\n" + TEE_JOB, "tee.mrenclave (line 1): must be 64 hex digits"),
+        ("tee: {mrenclave: '" + "ab" * 32 + "'}\n" + TEE_JOB, "missing required key 'cm'"),
+        ("tee: {cm: 'h:1', mrenclave: '" + "ab" * 32 + "', pcs: x}\n" + TEE_JOB, "unknown key 'pcs'"),
+        (
+            "tee: {cm: 'h:1', mrenclave: '" + "ab" * 32 + "', allow_simulation: true}\n" + TEE_JOB,
+            "allow_simulation: true needs simulation_root",
+        ),
+    ],
+)
+def test_bad_engine_or_tee_block_is_refused(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_job(text)

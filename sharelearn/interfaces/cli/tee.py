@@ -1,0 +1,150 @@
+"""`sharelearn tee ...`: cluster manager, simulated enclave host, and the data-envelope tool.
+
+SIMULATION: `tee host` runs enclaves on a simulated platform (no SGX, no memory
+confidentiality); its evidence is labelled SIMULATION and verifiers refuse it unless they pin
+the simulation root it writes (`--root-out`). `tee encrypt` attests the target itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sharelearn.algorithms.tee.service import TRAIN_OP, build_bundle
+from sharelearn.core.errors import ConfigError
+from sharelearn.runtime.data import read_party_data
+from sharelearn.runtime.jobspec import DataSpec
+from sharelearn.tee.cluster import ClusterManager, EnclaveHost, TeeClient
+from sharelearn.tee.envelope import rows_of, write_envelope
+from sharelearn.tee.policy import AttestationPolicy, EnclaveIdentityRule
+
+__all__ = ["app", "cm_command", "encrypt_command", "host_command"]
+
+app = typer.Typer(
+    help="TEE route: cluster manager, enclave host (simulation), data envelopes.", no_args_is_help=True
+)
+
+
+def _wait_for_signal() -> None:
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+
+
+@app.command("cm")
+def cm_command(
+    port: Annotated[int, typer.Option(help="loopback port (0: any free port)")] = 0,
+    lease_s: Annotated[float, typer.Option(help="drop an instance after this long without heartbeats")] = 0.8,
+) -> None:
+    """Run a cluster manager (untrusted: routing and heartbeats only, no keys)."""
+    cm = ClusterManager(lease_s=lease_s, port=port)
+    typer.echo(json.dumps({"cm": cm.endpoint, "pid": os.getpid()}), nl=True)
+    _wait_for_signal()
+    cm.close()
+
+
+@app.command("host")
+def host_command(
+    cm: Annotated[str, typer.Option(help="cluster manager host:port")],
+    workdir: Annotated[Path, typer.Option(help="folder for bundles and the simulation root")],
+    instances: Annotated[int, typer.Option(help="instances of build v1 to start")] = 3,
+    cluster: Annotated[str, typer.Option(help="service cluster name (measured)")] = "sharelearn-serve",
+    owner_pk: Annotated[str, typer.Option(help="owner Ed25519 key (hex) that may authorize upgrades")] = "",
+    hb_s: Annotated[float, typer.Option(help="heartbeat period (seconds)")] = 0.2,
+) -> None:
+    """Run a SIMULATED enclave host: builds v1 (and v2 = next ISVSVN) and starts v1 instances."""
+    host = EnclaveHost(cm=cm, hb_s=hb_s)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "simulation_root.der").write_bytes(host.platform.root_der)
+    extra = {"owner_pk": owner_pk} if owner_pk else None
+    images = {}
+    for name, svn in (("v1", 1), ("v2", 2)):
+        bundle = build_bundle(
+            workdir / name,
+            cluster=cluster,
+            simulation_root_der=host.platform.root_der,
+            isv_svn=svn,
+            extra=extra,
+        )
+        images[name] = host.load(bundle, name).identity.mrenclave.hex()
+    started = [host.launch(host.images["v1"]).iid for _ in range(instances)]
+    info = {
+        "endpoint": host.endpoint,
+        "pid": os.getpid(),
+        "simulation": True,
+        "simulation_root": str(workdir / "simulation_root.der"),
+        "images": images,
+        "instances": {iid: host.instances[iid].enclave.pid for iid in started},
+    }
+    typer.echo(json.dumps(info), nl=True)
+    typer.echo("SIMULATION: enclaves are local processes on a simulated platform (no SGX)", err=True)
+    _wait_for_signal()
+    host.close()
+
+
+@app.command("encrypt")
+def encrypt_command(
+    data: Annotated[Path, typer.Option(help="the party's CSV/parquet table")],
+    out: Annotated[str, typer.Option(help="envelope URL (path, file://, or any fsspec URL)")],
+    mrenclave: Annotated[str, typer.Option(help="the enclave build (hex MRENCLAVE) allowed to open it")],
+    cm: Annotated[str, typer.Option(help="cluster manager host:port (to find instances)")] = "",
+    endpoint: Annotated[str, typer.Option(help="an enclave host host:port (instead of --cm)")] = "",
+    simulation_root: Annotated[
+        Path | None, typer.Option(help="accept SIMULATED evidence under this root")
+    ] = None,
+    id_column: Annotated[str, typer.Option("--id", help="id column")] = "id",
+    label: Annotated[str | None, typer.Option(help="label column")] = None,
+    dataset: Annotated[str, typer.Option(help="dataset name (in the header)")] = "",
+    owner: Annotated[str, typer.Option(help="owner name (in the header)")] = "owner",
+    ops: Annotated[str, typer.Option(help="comma-separated allowed operations")] = TRAIN_OP,
+    chunk_rows: Annotated[int, typer.Option(help="rows per encrypted chunk")] = 4096,
+) -> None:
+    """Attest the target enclave cluster with YOUR policy, then encrypt a table to its key."""
+    if not cm and not endpoint:
+        raise ConfigError("tee encrypt: give --cm or --endpoint")
+    try:
+        accepted = bytes.fromhex(mrenclave)
+    except ValueError:
+        accepted = b""
+    if len(accepted) != 32:
+        raise ConfigError(f"tee encrypt: --mrenclave must be 64 hex digits, got {mrenclave!r}")
+    root = simulation_root.read_bytes() if simulation_root is not None else None
+    policy = AttestationPolicy(
+        accept=(EnclaveIdentityRule(mrenclave=accepted),),
+        name="encrypt-tool",
+        allow_simulation=root is not None,
+        simulation_root_der=root,
+    )
+    client = TeeClient(policy, cm=cm or None, endpoints=[endpoint] if endpoint else ())
+    routes = client.routes()
+    if not routes:
+        raise ConfigError("tee encrypt: no instance of an accepted build is registered")
+    ep, iid, _ = routes[0]
+    target = client.attest(ep, iid)
+    table = read_party_data(DataSpec(data, id=id_column, label=label))
+    header = write_envelope(
+        out,
+        rows_of(list(table.ids), table.x, table.y, chunk_rows),
+        target=target,
+        dataset=dataset or data.stem,
+        owner=owner,
+        features=table.feature_names,
+        label=label,
+        allowed_ops=[o.strip() for o in ops.split(",") if o.strip()],
+    )
+    summary = {
+        "envelope": out,
+        "rows": len(table),
+        "dataset": header.dataset,
+        "audience": list(header.audience),
+        "cluster": header.cluster,
+        "simulation": target.evidence.simulated,
+    }
+    typer.echo(json.dumps(summary))

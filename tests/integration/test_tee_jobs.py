@@ -1,0 +1,138 @@
+"""`engine: tee` jobs across OS processes (launcher: one process per party over gRPC + mTLS).
+
+No `tee:` block: the first party starts the embedded default (simulated platform, cluster
+manager, enclave processes) and every output says SIMULATION. default_credit (30000 rows x 23
+features, ~5.5 MB as float64) trains under a 2 MB enclave memory cap, so it must stream.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sharelearn.interfaces.api import run_job
+
+pytestmark = [pytest.mark.grpc, pytest.mark.timeout(300)]
+FATE = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "fate"
+
+
+def _job(
+    folder: Path,
+    model: str,
+    *,
+    tee_block: str = "",
+    serve: int = 0,
+    data: str = "default_credit",
+    cap: float = 2,
+) -> Path:
+    if not FATE.is_dir():
+        pytest.skip(f"datasets not found at {FATE}")
+    job = folder / f"tee_{model}.yaml"
+    serve_step = f"  - tee_serve: {{instances: {serve}, requests: 30, concurrency: 3}}\n" if serve else ""
+    guest, host = FATE / f"{data}_hetero_guest.csv", FATE / f"{data}_hetero_host.csv"
+    job.write_text(
+        f"job: tee-{model}\nengine: tee\ntimeout_s: 240\n{tee_block}parties:\n"
+        f"  bank: {{role: guest, data: {{path: {guest}, id: id, label: y}}}}\n"
+        f"  shop: {{role: host, data: {{path: {host}, id: id}}}}\n"
+        f"steps:\n  - tee_upload: {{chunk_rows: {100 if data == 'breast' else 2048}}}\n"
+        f"  - tee_train: {{model: {model}, num_trees: 30, max_depth: 3, memory_cap_mb: {cap}}}\n"
+        "  - evaluate: {plots: false}\n" + serve_step
+    )
+    return job
+
+
+@pytest.mark.parametrize("model", ["xgboost", "gbdt"])
+def test_default_credit_in_enclave_matches_the_pooled_library(tmp_path: Path, model: str) -> None:
+    summary = run_job(_job(tmp_path, model, serve=3 if model == "xgboost" else 0), report_dir=tmp_path / "r")
+
+    assert summary["status"] == "success", summary["error"]
+    steps = summary["steps"]
+    train, evaluate = steps["tee_train"], steps["evaluate"]
+    assert train["simulation"] is True and steps["tee_upload"]["simulation"] is True
+    assert train["rows"] == 30000 and train["blocks"] > 1
+    assert train["peak_bytes"] <= train["memory_cap_bytes"] == 2 << 20 < train["data_bytes"]
+    assert evaluate["auc"] > 0.75
+    assert abs(evaluate["auc_delta"]) <= 0.005, evaluate
+    if model == "xgboost":
+        serve = steps["tee_serve"]
+        assert serve["instances"] == 3 and serve["failed"] == 0
+        assert serve["max_abs_diff_vs_evaluate"] < 1e-6
+    print(f"{model}: auc {evaluate['auc']} centralized {evaluate['auc_centralized']}", end=" ")
+    print(f"delta {evaluate['auc_delta']}")
+
+
+def test_tee_job_cli_says_simulation_and_refuses_a_bad_tee_block(tmp_path: Path) -> None:
+    bad = _job(tmp_path, "lr", tee_block="tee: {cm: '127.0.0.1:1', mrenclave: nothex}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "sharelearn", "run", str(bad), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2 and "tee.mrenclave" in proc.stderr
+
+    job = _job(tmp_path, "lr", data="breast", cap=0.05)  # 569 x 30 (~140 kB) under a 52 kB cap
+    proc = subprocess.run(
+        [sys.executable, "-m", "sharelearn", "run", str(job), "--json", "--report-dir", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    assert "SIMULATION" in proc.stderr
+    assert abs(summary["steps"]["evaluate"]["auc_delta"]) <= 0.005
+
+
+def test_tee_block_points_the_job_at_a_running_cluster(tmp_path: Path) -> None:
+    """`sharelearn tee cm` + `sharelearn tee host` already run; the job pins their build and root."""
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        infos = []
+        for args in (["cm"], None):
+            if args is None:
+                args = [
+                    "host",
+                    "--cm",
+                    infos[0]["cm"],
+                    "--workdir",
+                    str(tmp_path / "host"),
+                    "--instances",
+                    "2",
+                    "--cluster",
+                    "sharelearn-train",
+                ]
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "sharelearn", "tee", *args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                start_new_session=True,
+            )
+            procs.append(proc)
+            assert proc.stdout is not None
+            infos.append(json.loads(proc.stdout.readline()))
+        cm, host = infos
+        block = (
+            f"tee: {{cm: '{cm['cm']}', mrenclave: '{host['images']['v1']}', allow_simulation: true, "
+            f"simulation_root: '{host['simulation_root']}'}}\n"
+        )
+        job = _job(tmp_path, "gbdt", tee_block=block, serve=2, data="breast", cap=0.05)
+        summary = run_job(job, report_dir=tmp_path / "r")
+        assert summary["status"] == "success", summary["error"]
+        steps = summary["steps"]
+        assert steps["tee_upload"]["mrenclave"] == host["images"]["v1"]
+        assert steps["tee_train"]["simulation"] is True and abs(steps["evaluate"]["auc_delta"]) <= 0.005
+        assert steps["tee_serve"]["instances"] == 2 and steps["tee_serve"]["failed"] == 0
+    finally:
+        for proc in reversed(procs):
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(20)

@@ -1,0 +1,80 @@
+"""Cluster manager and client SDK in-process: leases, weights, and a lying CM."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from sharelearn.algorithms.tee.service import build_bundle
+from sharelearn.core.errors import AttestationError, ConfigError
+from sharelearn.tee.cluster import ClusterManager, EnclaveHost, TeeClient, call_endpoint
+from sharelearn.tee.policy import AttestationPolicy, EnclaveIdentityRule
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_cm_expires_silent_instances_and_publishes_weights() -> None:
+    cm = ClusterManager(lease_s=0.2)
+    try:
+        beat = {"op": "heartbeat", "iid": "a", "endpoint": "127.0.0.1:9", "mrenclave": b"m" * 32, "fpr": "f"}
+        call_endpoint(cm.endpoint, beat)
+        table = call_endpoint(cm.endpoint, {"op": "table"})
+        assert isinstance(table, dict) and [i["iid"] for i in table["instances"]] == ["a"]  # type: ignore[index, union-attr]
+        assert table["weights"] == {(b"m" * 32).hex(): 1.0}
+        time.sleep(0.35)
+        table = call_endpoint(cm.endpoint, {"op": "table"})
+        assert isinstance(table, dict) and table["instances"] == [] and cm.removed[0][0] == "a"
+        with pytest.raises(Exception, match="heartbeat needs"):
+            call_endpoint(cm.endpoint, {"op": "heartbeat", "iid": 3})
+    finally:
+        cm.close()
+
+
+def test_a_lying_cm_cannot_route_the_client_to_another_build(tmp_path: Path) -> None:
+    cm = ClusterManager(lease_s=30)
+    with EnclaveHost() as host:
+        root = host.platform.root_der
+        good = host.load(build_bundle(tmp_path / "good", cluster="svc", simulation_root_der=root))
+        evil = host.load(build_bundle(tmp_path / "evil", cluster="svc", simulation_root_der=root, isv_svn=9))
+        impostor = host.launch(evil)
+        # The CM claims the impostor runs the accepted build.
+        call_endpoint(
+            cm.endpoint,
+            {
+                "op": "heartbeat",
+                "iid": impostor.iid,
+                "endpoint": host.endpoint,
+                "mrenclave": good.identity.mrenclave,
+                "fpr": impostor.fpr,
+            },
+        )
+        policy = AttestationPolicy(
+            accept=(EnclaveIdentityRule(mrenclave=good.identity.mrenclave),),
+            name="client",
+            allow_simulation=True,
+            simulation_root_der=root,
+        )
+        client = TeeClient(policy, cm=cm.endpoint)
+        with pytest.raises(AttestationError, match="no instance passed attestation"):
+            client.call("status", lambda key: None)
+        honest = host.launch(good)
+        call_endpoint(
+            cm.endpoint,
+            {
+                "op": "heartbeat",
+                "iid": honest.iid,
+                "endpoint": host.endpoint,
+                "mrenclave": good.identity.mrenclave,
+                "fpr": honest.fpr,
+            },
+        )
+        client._down.clear()
+        for _ in range(5):
+            value, fpr = client.call("status", lambda key: None)
+            assert fpr == honest.fpr != impostor.fpr
+            assert isinstance(value, dict) and value["mrenclave"] == good.identity.mrenclave
+    cm.close()
+    with pytest.raises(ConfigError, match="needs a cluster manager endpoint"):
+        TeeClient(policy)
