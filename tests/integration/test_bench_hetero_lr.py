@@ -10,7 +10,18 @@ pytestmark = [pytest.mark.grpc, pytest.mark.timeout(240)]
 
 
 def test_bench_runs_end_to_end_on_a_small_configuration(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["--dataset", "breast", "--bits", "1024", "--epochs", "2", "--batch-size", "256", "--schemes", "ou"]
+    argv = [
+        "--dataset",
+        "breast",
+        "--bits",
+        "1024",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "256",
+        "--schemes",
+        "ou",
+    ]
     assert bench_hetero_lr.main([*argv, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     ou = result["ou"]
