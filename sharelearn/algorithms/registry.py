@@ -10,6 +10,7 @@ from sharelearn.algorithms.evaluation import EVALUATE_STEP, PREDICT_STEP
 from sharelearn.algorithms.mpc.ss_lr import SS_LR_STEP
 from sharelearn.algorithms.tee.steps import TEE_STEPS
 from sharelearn.algorithms.vertical.hetero_lr import HETERO_LR_STEP
+from sharelearn.algorithms.vertical.secureboost import SECUREBOOST_STEP
 from sharelearn.core.errors import ConfigError
 
 __all__ = ["STEPS", "get_step", "step_params"]
@@ -21,6 +22,7 @@ STEPS: Mapping[str, StepDef] = {
         EVALUATE_STEP,
         PREDICT_STEP,
         HETERO_LR_STEP,
+        SECUREBOOST_STEP,
         SS_LR_STEP,
         *TEE_STEPS,
     )
