@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from sharelearn.algorithms.alignment import PSI_STEP
 from sharelearn.algorithms.context import StepDef
 from sharelearn.algorithms.evaluation import EVALUATE_STEP, PREDICT_STEP
+from sharelearn.algorithms.horizontal.fedavg import FEDAVG_STEP
 from sharelearn.algorithms.mpc.ss_lr import SS_LR_STEP
 from sharelearn.algorithms.tee.steps import TEE_STEPS
 from sharelearn.algorithms.vertical.hetero_lr import HETERO_LR_STEP
@@ -22,6 +23,7 @@ STEPS: Mapping[str, StepDef] = {
         EVALUATE_STEP,
         PREDICT_STEP,
         HETERO_LR_STEP,
+        FEDAVG_STEP,
         SECUREBOOST_STEP,
         SS_LR_STEP,
         *TEE_STEPS,

@@ -1,0 +1,642 @@
+"""The `fedavg` step: horizontal federated averaging with optional secure aggregation and DP.
+
+Roles: one `server` (its optional data is a test set), clients (`client` role, rows with labels).
+
+1. Each client sends the server its feature count and largest label (to agree on the model shape).
+2. The server sends the model description; then, per round, each client the global weights and
+   whether it takes part (a seeded `fraction` of the clients).
+3. Each selected client trains locally (`local_epochs` of SGD/Adam, FedProx term if `proximal_mu` >
+   0) and forms the vector [w_k * delta_k, w_k, w_k * train_loss, n_val * val_loss, n_val] with
+   w_k its sample count (`weighted`) or 1; under DP delta_k is clipped and w_k = 1.
+4. Plain: the server receives the vectors. `secure_aggregation`: the vectors are quantised into
+   Z_2^k and summed with `secagg` (Bonawitz et al.), so the server learns only the sum, and not
+   even each client's sample count or loss.
+5. The server sets w += sum(w_k delta_k) / sum(w_k) (plus Gaussian noise under DP), scores its
+   test set and records the round in `history`. After the last round every client gets the model.
+
+Leaks: plain mode shows the server each client's update, sample count and loss; with secure
+aggregation only their sums over the round's survivors (and the survivor set). The final model is
+known to every party.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sharelearn.algorithms.context import BaselineData, Dataset, StepContext, StepDef
+from sharelearn.algorithms.evaluation import metrics_for
+from sharelearn.algorithms.horizontal import models, secagg
+from sharelearn.algorithms.horizontal.dp_fedavg import DpConfig, DpTracker, clip_update, noisy_average
+from sharelearn.algorithms.modelstore import load_model, save_model
+from sharelearn.core import codec
+from sharelearn.core.errors import ConfigError, DataError, DecodeError
+from sharelearn.core.types import F64Array, PartyId
+
+__all__ = [
+    "FEDAVG_STEP",
+    "ClientTrainer",
+    "FedAvgModel",
+    "FedAvgParams",
+    "ServerLoop",
+    "baseline_fedavg",
+    "infer_spec",
+    "load_fedavg_model",
+    "run_fedavg",
+    "secagg_config",
+    "train_centralized",
+]
+
+HEADLINE = {"binary": "auc", "multiclass": "accuracy", "regression": "rmse"}
+_EXTRA = 4  # weight, weight * loss, n_val * val_loss, n_val
+
+
+@dataclass(frozen=True, slots=True)
+class FedAvgParams:
+    """Parameters of `fedavg`.
+
+    Attributes:
+        model: "logistic", "linear" (numpy), "mlp" or "cnn" (PyTorch).
+        task: "auto" (linear -> regression, else classification from the labels) or a task name.
+        rounds: federated rounds.
+        local_epochs / batch_size / learning_rate / optimizer / momentum / weight_decay: local training.
+        proximal_mu: FedProx proximal coefficient (0 = plain FedAvg).
+        keep_optimizer_state: torch models: each client keeps its optimiser state (Adam moments,
+            momentum) from round to round instead of restarting it (it never leaves the client).
+        weighted: weight client updates by sample count (FedAvg); False = plain mean.
+        fraction: fraction of clients invited per round (seeded, at least one).
+        hidden: hidden layer widths (mlp, cnn dense layer).
+        image_shape: [channels, height, width] of each row, for `cnn`.
+        seed: seed of the initial model, the client sampling and the local shuffles.
+        validation_fraction: rows each client holds out; the global model's loss on them is
+            aggregated every round (history "client_val_loss").
+        secure_aggregation: sum the updates with Bonawitz et al. secure aggregation.
+        secagg_threshold: t; 0 = a majority of each client's share holders.
+        secagg_neighbours: 0 = full graph; else SecAgg+ with this many neighbours per client.
+        secagg_modulus_bits / secagg_frac_bits: Z_2^k and the fixed-point scale of the updates.
+        stage_timeout_s: a client silent this long in a secure-aggregation stage counts as dropped.
+        dp_noise_multiplier: > 0 turns on DP-FedAvg (noise std z * dp_clip_norm on the sum).
+        dp_clip_norm / dp_delta: the clipping bound and the delta of the reported epsilon.
+        simulate_dropouts: TEST/SIMULATION KNOB: "client:stage" items; that client leaves every
+            round after `stage` ("advertise", "share", "masked" with secure aggregation; "update"
+            (sends no update) without).
+        compute: "local" (clients are the job's parties) or "ray" (simulation: the server's own
+            table is split into `simulate_clients` clients run on a local Ray).
+        simulate_clients / simulation_test_fraction / ray_cpus / ray_actors: the Ray simulation.
+    """
+
+    model: str = "logistic"
+    task: str = "auto"
+    rounds: int = 10
+    local_epochs: int = 1
+    batch_size: int = 64
+    learning_rate: float = 0.1
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    proximal_mu: float = 0.0
+    keep_optimizer_state: bool = False
+    weighted: bool = True
+    fraction: float = 1.0
+    hidden: tuple[int, ...] = (64,)
+    image_shape: tuple[int, ...] = ()
+    seed: int = 0
+    validation_fraction: float = 0.0
+    secure_aggregation: bool = False
+    secagg_threshold: int = 0
+    secagg_neighbours: int = 0
+    secagg_modulus_bits: int = 64
+    secagg_frac_bits: int = 24
+    stage_timeout_s: float = 60.0
+    dp_noise_multiplier: float = 0.0
+    dp_clip_norm: float = 1.0
+    dp_delta: float = 1e-5
+    simulate_dropouts: tuple[str, ...] = ()
+    compute: str = "local"
+    simulate_clients: int = 100
+    simulation_test_fraction: float = 0.2
+    ray_cpus: int = 2
+    ray_actors: int = 2
+
+    def __post_init__(self) -> None:
+        if self.model not in models.MODELS:
+            raise ConfigError(f"fedavg.model must be one of {', '.join(models.MODELS)}, got {self.model!r}")
+        if self.task != "auto" and self.task not in models.TASKS:
+            raise ConfigError(
+                f"fedavg.task must be 'auto' or one of {', '.join(models.TASKS)}, got {self.task!r}"
+            )
+        for name in ("rounds", "local_epochs", "batch_size"):
+            if not 1 <= getattr(self, name) <= 1_000_000:
+                raise ConfigError(f"fedavg.{name} must be in 1..1000000, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"fedavg.learning_rate must be > 0, got {self.learning_rate}")
+        if self.optimizer not in models.OPTIMIZERS:
+            raise ConfigError(
+                f"fedavg.optimizer must be one of {', '.join(models.OPTIMIZERS)}, got {self.optimizer!r}"
+            )
+        for name in ("momentum", "weight_decay", "proximal_mu", "dp_noise_multiplier"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"fedavg.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 < self.fraction <= 1:
+            raise ConfigError(f"fedavg.fraction must be in (0, 1], got {self.fraction}")
+        if not 0 <= self.validation_fraction < 1:
+            raise ConfigError(f"fedavg.validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if not 1 <= self.secagg_modulus_bits <= 64:
+            raise ConfigError(f"fedavg.secagg_modulus_bits must be in 1..64, got {self.secagg_modulus_bits}")
+        if not 0 <= self.secagg_frac_bits < self.secagg_modulus_bits - 1:
+            raise ConfigError("fedavg.secagg_frac_bits must be in 0..secagg_modulus_bits-2")
+        if self.secagg_threshold < 0 or self.secagg_neighbours < 0:
+            raise ConfigError("fedavg.secagg_threshold and fedavg.secagg_neighbours must be >= 0")
+        if not self.stage_timeout_s > 0:
+            raise ConfigError(f"fedavg.stage_timeout_s must be > 0, got {self.stage_timeout_s}")
+        if self.dp_noise_multiplier > 0:
+            self.dp_config()
+        if self.compute not in ("local", "ray"):
+            raise ConfigError(f"fedavg.compute must be 'local' or 'ray', got {self.compute!r}")
+        if not 2 <= self.simulate_clients <= 100_000:
+            raise ConfigError(f"fedavg.simulate_clients must be in 2..100000, got {self.simulate_clients}")
+        if not 0 < self.simulation_test_fraction < 1:
+            raise ConfigError("fedavg.simulation_test_fraction must be in (0, 1)")
+        if self.ray_cpus < 1 or self.ray_actors < 1:
+            raise ConfigError("fedavg.ray_cpus and fedavg.ray_actors must be >= 1")
+        self.dropouts()
+
+    def dp_config(self) -> DpConfig | None:
+        if self.dp_noise_multiplier == 0:
+            return None
+        return DpConfig(self.dp_clip_norm, self.dp_noise_multiplier, self.dp_delta)
+
+    def dropouts(self) -> dict[str, str]:
+        """client -> stage of the `simulate_dropouts` knob."""
+        out: dict[str, str] = {}
+        for item in self.simulate_dropouts:
+            client, sep, stage = str(item).partition(":")
+            if not sep or not client or stage not in (*secagg.DROP_STAGES, "update"):
+                raise ConfigError(
+                    f"fedavg.simulate_dropouts items must be 'client:stage' with stage one of "
+                    f"{', '.join((*secagg.DROP_STAGES, 'update'))}, got {item!r}"
+                )
+            if (stage == "update") == self.secure_aggregation:
+                allowed = ", ".join(secagg.DROP_STAGES) if self.secure_aggregation else "update"
+                raise ConfigError(
+                    f"fedavg.simulate_dropouts {item!r}: with secure_aggregation={self.secure_aggregation} "
+                    f"the stage must be one of {allowed}"
+                )
+            out[client] = stage
+        return out
+
+    def train_config(self) -> models.TrainConfig:
+        return models.TrainConfig(
+            self.local_epochs,
+            self.batch_size,
+            self.learning_rate,
+            self.optimizer,
+            self.momentum,
+            self.weight_decay,
+            self.proximal_mu,
+        )
+
+
+# --- the trained model ------------------------------------------------------------------------
+
+
+@dataclass
+class FedAvgModel:
+    """The global model as one party holds it; only the server (with a test set) predicts."""
+
+    spec: models.ModelSpec
+    weights: F64Array
+    role: str
+    history: dict[str, list[float]] = field(default_factory=dict)
+    dp_epsilon: float | None = None
+    step: str = "fedavg"
+
+    @property
+    def task(self) -> str:
+        return self.spec.task
+
+    def predict(self, ctx: StepContext, data: Dataset | None) -> np.ndarray | None:
+        """The server scores its own test set locally; clients answer None without talking."""
+        if self.role != "server" or data is None:
+            return None
+        return models.predict(self.spec, self.weights, np.asarray(data.x, dtype=np.float64))
+
+    def save(self, path: Path) -> Path:
+        meta: dict[str, Any] = {
+            "spec": self.spec.to_meta(),
+            "role": self.role,
+            "history": {k: [float(v) for v in vals] for k, vals in self.history.items()},
+        }
+        if self.dp_epsilon is not None:
+            meta["dp_epsilon"] = float(self.dp_epsilon)
+        return save_model(path, "fedavg", meta, {"weights": self.weights})
+
+
+def load_fedavg_model(path: Path) -> FedAvgModel:
+    """Read a model file written by `FedAvgModel.save`."""
+    meta, arrays = load_model(path, "fedavg")
+    spec = models.ModelSpec.from_meta(meta.get("spec", {}))
+    weights = arrays.get("weights")
+    if weights is None or weights.dtype != np.float64 or weights.shape != (models.num_params(spec),):
+        raise DataError(f"model file {str(path)!r}: weights do not match the model description")
+    history = meta.get("history", {})
+    if not isinstance(history, dict):
+        raise DataError(f"model file {str(path)!r}: malformed history")
+    eps = meta.get("dp_epsilon")
+    return FedAvgModel(
+        spec,
+        weights,
+        str(meta.get("role", "server")),
+        {str(k): [float(v) for v in vals] for k, vals in history.items()},
+        None if eps is None else float(eps),
+    )
+
+
+# --- the client's side (shared by the Link protocol and the Ray simulation) --------------------
+
+
+def _labels_info(data: Dataset, party: str) -> dict[str, Any]:
+    if data.y is None:
+        raise DataError(f"fedavg: client {party!r} has no label column")
+    y = np.asarray(data.y, dtype=np.float64)
+    if len(y) == 0:
+        raise DataError(f"fedavg: client {party!r} has no rows")
+    integral = bool(np.all(y == np.round(y)) and y.min() >= 0)
+    return {"n_features": int(np.asarray(data.x).shape[1]), "max_label": float(y.max()), "integral": integral}
+
+
+class ClientTrainer:
+    """One client: its rows split into train/validation, and the update it computes per round."""
+
+    def __init__(self, party: str, data: Dataset, params: FedAvgParams) -> None:
+        self.party = party
+        self.params = params
+        x = np.asarray(data.x, dtype=np.float64)
+        y = np.asarray(data.y, dtype=np.float64) if data.y is not None else None
+        if y is None:
+            raise DataError(f"fedavg: client {party!r} has no label column")
+        n_val = int(len(y) * params.validation_fraction)
+        order = np.random.default_rng([params.seed, _party_seed(party)]).permutation(len(y))
+        self.x_val, self.y_val = x[order[:n_val]], y[order[:n_val]]
+        self.x, self.y = x[order[n_val:]], y[order[n_val:]]
+        if len(self.y) == 0:
+            raise DataError(f"fedavg: client {party!r} keeps no training rows after validation_fraction")
+        self.spec: models.ModelSpec | None = None
+        self.optimizer_state: dict[str, Any] | None = {} if params.keep_optimizer_state else None
+
+    def update(self, weights: F64Array, round_index: int) -> F64Array:
+        """Train from the global weights; return [w*delta, w, w*loss, n_val*val_loss, n_val]."""
+        if self.spec is None:
+            raise ConfigError(f"fedavg: client {self.party!r} got no model description")
+        params, spec = self.params, self.spec
+        val_n = float(len(self.y_val))
+        val_loss = models.evaluate_loss(spec, weights, self.x_val, self.y_val) if val_n else 0.0
+        rng = np.random.default_rng([params.seed, round_index, _party_seed(self.party)])
+        new, loss = models.train_local(
+            spec, weights, self.x, self.y, params.train_config(), rng, self.optimizer_state
+        )
+        delta = new - weights
+        dp = params.dp_config()
+        if dp is not None:
+            delta, weight = clip_update(delta, dp), 1.0
+        else:
+            weight = float(len(self.y)) if params.weighted else 1.0
+        tail = np.array([weight, weight * loss, val_n * val_loss, val_n], dtype=np.float64)
+        return np.concatenate([weight * delta, tail])
+
+
+def _party_seed(party: str) -> int:
+    return int.from_bytes(party.encode()[:8].ljust(8, b"\0"), "little") ^ len(party)
+
+
+# --- the server's side ------------------------------------------------------------------------
+
+
+class ServerLoop:
+    """The server's state across rounds: weights, history, DP accounting; no network code."""
+
+    def __init__(
+        self, spec: models.ModelSpec, params: FedAvgParams, n_clients: int, test: Dataset | None
+    ) -> None:
+        self.spec, self.params, self.n_clients, self.test = spec, params, n_clients, test
+        self.weights = models.init_weights(spec)
+        self.history: dict[str, list[float]] = {"train_loss": []}
+        dp = params.dp_config()
+        per_round = self.per_round()
+        self.dp = None if dp is None else DpTracker(dp, per_round / n_clients)
+        self.rng = np.random.default_rng([params.seed, 7])
+
+    def per_round(self) -> int:
+        return max(1, round(self.params.fraction * self.n_clients))
+
+    def select(self, round_index: int) -> list[int]:
+        """Indices of the clients invited to this round (seeded sample)."""
+        rng = np.random.default_rng([self.params.seed, round_index, 11])
+        return sorted(int(i) for i in rng.choice(self.n_clients, self.per_round(), replace=False))
+
+    def apply(self, total: F64Array) -> dict[str, float]:
+        """Apply one round's summed vector; return the round's metrics."""
+        size = self.weights.size
+        if total.shape != (size + _EXTRA,):
+            raise ConfigError(f"fedavg: aggregate of length {total.shape} for a model of {size} weights")
+        weight, loss_sum, val_sum, val_n = (float(v) for v in total[size:])
+        if weight <= 0:
+            raise ConfigError("fedavg: no client contributed to the round")
+        dp_cfg = self.params.dp_config()
+        if dp_cfg is not None:
+            step = noisy_average(total[:size], round(weight), dp_cfg, self.rng)
+        else:
+            step = total[:size] / weight
+        self.weights = self.weights + step
+        out = {"train_loss": loss_sum / weight}
+        if val_n > 0:
+            out["client_val_loss"] = val_sum / val_n
+        if self.dp is not None:
+            out["dp_epsilon"] = self.dp.charge_round()
+        if self.test is not None and self.test.y is not None:
+            scores = models.predict(self.spec, self.weights, np.asarray(self.test.x, dtype=np.float64))
+            metric = HEADLINE[self.spec.task]
+            out[f"test_{metric}"] = metrics_for(self.spec.task, np.asarray(self.test.y), scores)[metric]
+        for key, value in out.items():
+            self.history.setdefault(key, []).append(float(value))
+        return out
+
+    def model(self) -> FedAvgModel:
+        eps = self.dp.epsilons[-1] if self.dp is not None and self.dp.epsilons else None
+        return FedAvgModel(self.spec, self.weights.copy(), "server", dict(self.history), eps)
+
+
+def infer_spec(
+    params: FedAvgParams, infos: Sequence[Mapping[str, Any]], names: Sequence[str]
+) -> models.ModelSpec:
+    """Agree the model shape from the clients' feature counts and label ranges."""
+    widths = {int(i["n_features"]) for i in infos}
+    if len(widths) != 1:
+        detail = ", ".join(f"{n}: {int(i['n_features'])}" for n, i in zip(names, infos, strict=True))
+        raise DataError(f"fedavg: clients disagree on the number of features ({detail})")
+    task = params.task
+    if task == "auto":
+        task = "regression" if params.model == "linear" else "classification"
+    n_classes = 1
+    if task in ("classification", "binary", "multiclass"):
+        bad = [n for n, i in zip(names, infos, strict=True) if not i["integral"]]
+        if bad:
+            raise DataError(
+                f"fedavg: clients {bad} have non-integer labels; a classifier needs classes 0..k-1"
+            )
+        n_classes = max(2, int(max(float(i["max_label"]) for i in infos)) + 1)
+        if task == "classification":
+            task = "binary" if n_classes == 2 else "multiclass"
+    return models.ModelSpec(
+        params.model,
+        task,
+        widths.pop(),
+        n_classes,
+        tuple(params.hidden),
+        tuple(params.image_shape),
+        params.seed,
+    )
+
+
+def secagg_config(params: FedAvgParams, n: int, length: int, round_index: int) -> secagg.SecAggConfig:
+    """The round's secure-aggregation parameters (threshold 0 = majority of share holders)."""
+    neighbours = params.secagg_neighbours if params.secagg_neighbours < n - 1 else 0
+    probe = secagg.SecAggConfig(n, 2, length, params.secagg_modulus_bits, neighbours, bytes(32), round_index)
+    threshold = params.secagg_threshold or probe.holders // 2 + 1
+    if threshold > probe.holders:
+        raise ConfigError(
+            f"fedavg.secagg_threshold {threshold} exceeds the {probe.holders} share holders per client"
+        )
+    seed = np.random.default_rng([params.seed, round_index, 13]).bytes(32)
+    return secagg.SecAggConfig(
+        n, threshold, length, params.secagg_modulus_bits, neighbours, seed, round_index
+    )
+
+
+# --- the step over a Link ---------------------------------------------------------------------
+
+
+def _clients(ctx: StepContext) -> list[PartyId]:
+    return [p for p, role in ctx.roles.items() if role == "client"]
+
+
+def _server(ctx: StepContext) -> PartyId:
+    servers = [p for p, role in ctx.roles.items() if role == "server"]
+    if len(servers) != 1:
+        raise ConfigError(f"fedavg needs exactly one party with role 'server', the job has {servers}")
+    return servers[0]
+
+
+def _run_server(ctx: StepContext, params: FedAvgParams) -> dict[str, Any]:
+    clients = _clients(ctx)
+    if not clients:
+        raise ConfigError("fedavg needs at least one party with role 'client'")
+    if params.secure_aggregation and len(clients) < 2:
+        raise ConfigError("fedavg.secure_aggregation needs at least two clients")
+    link = ctx.link
+    infos = []
+    for c in clients:
+        doc = codec.expect_type(link.recv(c, "info"), dict, peer=c, tag="info")
+        for key, kind in (("n_features", int), ("max_label", float), ("integral", bool)):
+            codec.expect_type(doc.get(key), kind, peer=c, tag="info")
+        infos.append(doc)
+    spec = infer_spec(params, infos, clients)
+    if ctx.data is not None and np.asarray(ctx.data.x).shape[1] != spec.n_features:
+        raise DataError(
+            f"fedavg: the server's test set has {np.asarray(ctx.data.x).shape[1]} features, "
+            f"the clients {spec.n_features}"
+        )
+    for c in clients:
+        link.send(c, "spec", spec.to_meta())
+    loop = ServerLoop(spec, params, len(clients), ctx.data)
+    length = loop.weights.size + _EXTRA
+    started = time.perf_counter()
+    dropped_total = 0
+    for r in range(params.rounds):
+        rlink = link.scope("round", r)
+        chosen = loop.select(r)
+        for i, c in enumerate(clients):
+            rlink.send(c, "global", {"w": loop.weights, "selected": i in chosen})
+        members = [clients[i] for i in chosen]
+        if params.secure_aggregation:
+            cfg = secagg_config(params, len(members), length, r)
+            result = secagg.run_secagg_server(
+                rlink.scope("sa"), members, cfg, stage_timeout=params.stage_timeout_s
+            )
+            total = secagg.dequantize(
+                result.total, frac_bits=params.secagg_frac_bits, modulus_bits=cfg.modulus_bits
+            )
+            dropped_total += len(members) - len(result.survivors)
+        else:
+            total = np.zeros(length, dtype=np.float64)
+            for c in members:
+                value = rlink.recv(c, "update")
+                if value is None:  # the dropout knob of plain mode
+                    dropped_total += 1
+                    continue
+                total += codec.expect_array(value, peer=c, tag="update", dtype=np.float64, shape=(length,))
+        metrics = loop.apply(total)
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        ctx.progress(f"round {r + 1}/{params.rounds}: {shown}", {"round": r + 1, **metrics})
+    for c in clients:
+        link.send(c, "final", {"w": loop.weights})
+    model = loop.model()
+    ctx.state["model"] = model
+    path = model.save(ctx.workdir / "model_fedavg.slm")
+    return _summary(params, spec, loop, len(clients), time.perf_counter() - started, dropped_total, path)
+
+
+def _summary(
+    params: FedAvgParams,
+    spec: models.ModelSpec,
+    loop: ServerLoop,
+    n_clients: int,
+    elapsed: float,
+    dropped: int,
+    path: Path | None,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "model": spec.kind,
+        "task": spec.task,
+        "clients": n_clients,
+        "rounds": params.rounds,
+        "parameters": int(loop.weights.size),
+        "secure_aggregation": params.secure_aggregation,
+        "round_time_s": round(elapsed / params.rounds, 4),
+        "dropouts": dropped,
+        "history": {k: [round(float(v), 6) for v in vals] for k, vals in loop.history.items()},
+    }
+    for key, values in loop.history.items():
+        if values:
+            out[key] = round(values[-1], 6)
+    if loop.dp is not None:
+        out["dp_epsilon"] = round(loop.dp.epsilons[-1], 6)
+        out["dp_delta"] = params.dp_delta
+        out["dp_noise_multiplier"] = params.dp_noise_multiplier
+        out["dp_clip_norm"] = params.dp_clip_norm
+    if path is not None:
+        out["model_path"] = str(path)
+    return out
+
+
+def _run_client(ctx: StepContext, params: FedAvgParams) -> dict[str, Any]:
+    if ctx.data is None:
+        raise ConfigError(f"fedavg: client {ctx.party!r} has no data")
+    server, link = _server(ctx), ctx.link
+    trainer = ClientTrainer(ctx.party, ctx.data, params)
+    link.send(server, "info", _labels_info(ctx.data, ctx.party))
+    trainer.spec = models.ModelSpec.from_meta(
+        codec.expect_type(link.recv(server, "spec"), dict, peer=server, tag="spec")
+    )
+    if trainer.spec.n_features != trainer.x.shape[1]:
+        raise DecodeError(
+            f"message 'spec' from {server!r}: feature count differs from the data", peer=server, tag="spec"
+        )
+    size = models.num_params(trainer.spec)
+    drop = params.dropouts().get(ctx.party)
+    joined = 0
+    for r in range(params.rounds):
+        rlink = link.scope("round", r)
+        doc = codec.expect_type(rlink.recv(server, "global"), dict, peer=server, tag="global")
+        weights = codec.expect_array(doc.get("w"), peer=server, tag="global", dtype=np.float64, shape=(size,))
+        if not codec.expect_type(doc.get("selected"), bool, peer=server, tag="global"):
+            continue
+        vector = trainer.update(weights, r)
+        if params.secure_aggregation:
+            n_sum = len(_clients(ctx))
+            q = secagg.quantize(
+                vector,
+                frac_bits=params.secagg_frac_bits,
+                modulus_bits=params.secagg_modulus_bits,
+                max_summands=n_sum,
+            )
+            joined += secagg.run_secagg_client(rlink.scope("sa"), server, q, drop_after=drop)
+        elif drop is not None:
+            rlink.send(server, "update", None)
+        else:
+            rlink.send(server, "update", vector)
+            joined += 1
+        ctx.progress(f"round {r + 1}/{params.rounds}: local update sent", {})
+    doc = codec.expect_type(link.recv(server, "final"), dict, peer=server, tag="final")
+    weights = codec.expect_array(doc.get("w"), peer=server, tag="final", dtype=np.float64, shape=(size,))
+    model = FedAvgModel(trainer.spec, weights, "client")
+    ctx.state["model"] = model
+    model.save(ctx.workdir / "model_fedavg.slm")
+    return {"rows": len(trainer.y), "rounds_joined": joined}
+
+
+def run_fedavg(ctx: StepContext, params: FedAvgParams) -> dict[str, Any]:
+    """Run this party's role of federated averaging (server or client)."""
+    if params.compute == "ray":
+        from sharelearn.algorithms.horizontal.simulation import run_simulation_step
+
+        return run_simulation_step(ctx, params)
+    if ctx.role == "server":
+        return _run_server(ctx, params)
+    if ctx.role == "client":
+        return _run_client(ctx, params)
+    return {}
+
+
+# --- the centralised twin ---------------------------------------------------------------------
+
+
+def train_centralized(
+    params: FedAvgParams, x: np.ndarray, y: np.ndarray
+) -> tuple[models.ModelSpec, F64Array]:
+    """Train the same model on pooled rows: rounds * local_epochs epochs of the same optimiser."""
+    labels = np.asarray(y, dtype=np.float64)
+    info = {
+        "n_features": int(x.shape[1]),
+        "max_label": float(labels.max()),
+        "integral": bool(np.all(labels == np.round(labels))),
+    }
+    spec = infer_spec(params, [info], ["pooled"])
+    cfg = params.train_config()
+    central = models.TrainConfig(
+        cfg.local_epochs * params.rounds,
+        cfg.batch_size,
+        cfg.learning_rate,
+        cfg.optimizer,
+        cfg.momentum,
+        cfg.weight_decay,
+        0.0,
+    )
+    rng = np.random.default_rng([params.seed, 17])
+    weights, _ = models.train_local(spec, models.init_weights(spec), x, labels, central, rng)
+    return spec, weights
+
+
+def baseline_fedavg(params: FedAvgParams, datasets: Mapping[PartyId, BaselineData]) -> dict[str, float]:
+    """Train on the clients' pooled rows and score the server's test set (the report's V_SUM)."""
+    clients = [d for role, d in datasets.values() if role == "client"]
+    tests = [d for role, d in datasets.values() if role == "server"]
+    if params.compute == "ray" and tests:
+        from sharelearn.algorithms.horizontal.simulation import split_table
+
+        # The simulation's clients and test set are the server table's split: pool the same rows.
+        shards, test = split_table(tests[0], params)
+        clients, tests = list(shards.values()), [test]
+    if not clients or not tests or tests[0].y is None:
+        return {}
+    x = np.vstack([np.asarray(d.x, dtype=np.float64) for d in clients])
+    y = np.concatenate([np.asarray(d.y, dtype=np.float64) for d in clients if d.y is not None])
+    spec, weights = train_centralized(params, x, y)
+    scores = models.predict(spec, weights, np.asarray(tests[0].x, dtype=np.float64))
+    metric = HEADLINE[spec.task]
+    return {metric: metrics_for(spec.task, np.asarray(tests[0].y), scores)[metric]}
+
+
+FEDAVG_STEP = StepDef(
+    "fedavg",
+    FedAvgParams,
+    run_fedavg,
+    "horizontal federated averaging (FedAvg/FedProx) with optional secure aggregation and DP",
+    load=load_fedavg_model,
+    baseline=baseline_fedavg,
+)

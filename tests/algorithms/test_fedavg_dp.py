@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sharelearn.algorithms.evaluation import EvaluateParams
+from sharelearn.algorithms.horizontal.dp_fedavg import DpConfig, clip_update, noisy_average
+from sharelearn.algorithms.horizontal.fedavg import FedAvgParams, load_fedavg_model
+from sharelearn.algorithms.horizontal.simulation import simulate
+from sharelearn.core.errors import ConfigError
+from sharelearn.crypto.dp import GaussianAccountant
+from sharelearn.testing.steps import load_csv, run_steps
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "fate"
+
+
+def test_dp_fedavg_reports_the_budget_per_round_and_its_accuracy_cost(tmp_path: Path) -> None:
+    train = load_csv(DATA / "default_credit_homo_guest.csv", label="y")
+    test = load_csv(DATA / "default_credit_homo_test.csv", label="y")
+    shards = np.array_split(np.arange(4000), 20)
+    clients = {f"c{i}": train.take(s) for i, s in enumerate(shards)}
+    common = {"rounds": 4, "learning_rate": 0.1, "fraction": 0.5, "seed": 1}
+    plain = simulate(FedAvgParams(**common), clients, test, compute="local").outputs
+    private = simulate(
+        FedAvgParams(
+            **common, dp_noise_multiplier=1.0, dp_clip_norm=0.5, dp_delta=1e-4, secure_aggregation=True
+        ),
+        clients,
+        test,
+        compute="local",
+    ).outputs
+
+    eps = private["history"]["dp_epsilon"]
+    reference = GaussianAccountant(1.0, 0.5, 1e-4)
+    assert eps == pytest.approx([round(reference.step(), 6) for _ in range(4)])
+    assert private["dp_epsilon"] == eps[-1] and private["dp_delta"] == 1e-4
+    assert all(a < b for a, b in itertools.pairwise(eps))
+    # The accuracy cost of privacy: still a useful model, not better than without noise by much.
+    assert private["test_auc"] > 0.6
+    assert private["test_auc"] < plain["test_auc"] + 0.02
+    assert "dp_epsilon" not in plain
+
+
+def test_dp_fedavg_step_puts_epsilon_in_the_output_and_model(tmp_path: Path) -> None:
+    parties = {
+        "agg": ("server", load_csv(DATA / "breast_homo_test.csv", label="y")),
+        "guest": ("client", load_csv(DATA / "breast_homo_guest.csv", label="y")),
+        "host": ("client", load_csv(DATA / "breast_homo_host.csv", label="y")),
+    }
+    params = FedAvgParams(rounds=3, dp_noise_multiplier=2.0, dp_clip_norm=1.0)
+
+    run = run_steps(parties, [("fedavg", params), ("evaluate", EvaluateParams(plots=False))], tmp_path)
+
+    out = run.parties["agg"].outputs["fedavg"]
+    assert out["dp_epsilon"] > 0 and out["dp_delta"] == 1e-5 and len(out["history"]["dp_epsilon"]) == 3
+    assert load_fedavg_model(Path(out["model_path"])).dp_epsilon == pytest.approx(out["dp_epsilon"])
+    assert "auc" in run.parties["agg"].outputs["evaluate"]
+
+
+def test_clipping_and_noise_follow_the_config() -> None:
+    cfg = DpConfig(clip_norm=1.0, noise_multiplier=0.5)
+    clipped = clip_update(np.full(100, 1.0), cfg)
+    assert np.isclose(np.linalg.norm(clipped), 1.0)
+    avg = noisy_average(np.zeros(50_000), 4, cfg, np.random.default_rng(0))
+    assert abs(float(avg.std()) - 0.5 / 4) < 0.005
+    with pytest.raises(ConfigError, match="dp_noise_multiplier"):
+        DpConfig(clip_norm=1.0, noise_multiplier=0.0)
+    with pytest.raises(ConfigError, match="dp_clip_norm"):
+        FedAvgParams(dp_noise_multiplier=1.0, dp_clip_norm=-1.0)
