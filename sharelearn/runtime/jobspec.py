@@ -455,7 +455,18 @@ def _build(doc: _Doc, path: KeyPath, factory: Callable[..., Any], params: dict[s
 
 
 def _typed_fields(doc: _Doc, path: KeyPath, cls: type, params: dict[str, Any]) -> dict[str, Any]:
+    """Check and coerce `params` against the dataclass `cls`.
+
+    A field may declare `metadata={"alias": "lambda"}`: the job file may then use that name (for
+    parameter names that are Python keywords, such as XGBoost's `lambda`).
+    """
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    aliases = {f.metadata["alias"]: f.name for f in fields.values() if "alias" in f.metadata}
+    for alias, name in aliases.items():
+        if alias in params:
+            if name in params:
+                raise doc.error((*path, alias), f"give either {alias!r} or {name!r}, not both")
+            params = {(name if k == alias else k): v for k, v in params.items()}
     for key in params:
         if key not in fields:
             expected = f"expected one of {', '.join(fields)}" if fields else "this step takes none"

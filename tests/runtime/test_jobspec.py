@@ -350,3 +350,13 @@ def test_engine_tee_and_tee_block_are_parsed() -> None:
 def test_bad_engine_or_tee_block_is_refused(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse_job(text)
+
+
+def test_a_parameter_alias_lets_a_job_use_a_python_keyword_name() -> None:
+    from sharelearn.algorithms.registry import step_params
+
+    base = "job: j\nparties:\n  a: {role: guest, data: a.csv}\n  b: {role: host, data: b.csv}\nsteps:\n"
+    job = parse_job(base + "  - secureboost: {lambda: 2.5, gamma: 0.1}\n", step_params=step_params())
+    assert job.steps[0].params.reg_lambda == 2.5 and job.steps[0].params.gamma == 0.1
+    with pytest.raises(ConfigError, match="either 'lambda' or 'reg_lambda'"):
+        parse_job(base + "  - secureboost: {lambda: 2.5, reg_lambda: 1}\n", step_params=step_params())

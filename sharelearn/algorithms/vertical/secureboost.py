@@ -86,7 +86,7 @@ class SecureBoostParams:
         max_bins: quantile bins per feature.
         learning_rate: shrinkage of every leaf weight (XGBoost's eta).
         objective: binary (logistic), regression (squared error) or multiclass (softmax).
-        reg_lambda: L2 regularisation of leaf weights (XGBoost's lambda).
+        reg_lambda: L2 regularisation of leaf weights (XGBoost's lambda; job files may write `lambda`).
         gamma: minimum loss reduction of a split (XGBoost's gamma / min_split_loss).
         min_child_weight: minimum hessian sum of a child.
         subsample: fraction of training rows sampled per round.
@@ -105,7 +105,7 @@ class SecureBoostParams:
     max_bins: int = 32
     learning_rate: float = 0.3
     objective: Literal["binary", "regression", "multiclass"] = "binary"
-    reg_lambda: float = 1.0
+    reg_lambda: float = field(default=1.0, metadata={"alias": "lambda"})
     gamma: float = 0.0
     min_child_weight: float = 1.0
     subsample: float = 1.0
