@@ -10,7 +10,6 @@ training (`hetero_lr.fit_plain`, numpy, same batches and epochs): the ratio is t
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -18,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.common import print_result, vertical_parser
 from sharelearn.algorithms.evaluation import binary_metrics, pool_vertical
 from sharelearn.algorithms.vertical.hetero_lr import HeteroLrParams, fit_plain
 from sharelearn.interfaces.api import run_job
 from sharelearn.testing.steps import load_csv
 
-FATE = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "fate"
 TARGET_S = {"paillier": 30.0, "ou": 10.0}
 
 
@@ -81,19 +80,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="sharelearn bench hetero-lr", description=__doc__)
-    parser.add_argument("--dataset", default="default_credit", help="FATE dataset family (hetero split)")
-    parser.add_argument("--data", default=str(FATE), help="folder with <dataset>_hetero_{guest,host}.csv")
-    parser.add_argument("--bits", type=int, default=2048)
+    parser = vertical_parser("sharelearn bench hetero-lr", __doc__)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--schemes", default="paillier,ou")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    result = run(args)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>12}: {value}")
+    print_result(run(args), args.json)
     return 0

@@ -18,7 +18,6 @@ ratio. Targets on a 2-core machine: <= 12 s per tree with Paillier, <= 5 s with 
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -26,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.common import print_result, vertical_parser
 from sharelearn.algorithms.evaluation import binary_metrics, pool_vertical
 from sharelearn.interfaces.api import run_job
 from sharelearn.testing.steps import load_csv
 
-FATE = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "fate"
 TARGET_S = {"paillier": 12.0, "ou": 5.0}
 
 
@@ -114,20 +113,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="sharelearn bench secureboost", description=__doc__)
-    parser.add_argument("--dataset", default="default_credit", help="FATE dataset family (hetero split)")
-    parser.add_argument("--data", default=str(FATE), help="folder with <dataset>_hetero_{guest,host}.csv")
-    parser.add_argument("--bits", type=int, default=2048)
+    parser = vertical_parser("sharelearn bench secureboost", __doc__)
     parser.add_argument("--trees", type=int, default=30)
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--bins", type=int, default=32)
-    parser.add_argument("--schemes", default="paillier,ou")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    result = run(args)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>12}: {value}")
+    print_result(run(args), args.json)
     return 0
