@@ -22,9 +22,10 @@ from sharelearn.runtime.data import read_party_data
 from sharelearn.runtime.jobspec import DataSpec
 from sharelearn.tee.cluster import ClusterManager, EnclaveHost, TeeClient
 from sharelearn.tee.envelope import rows_of, write_envelope
+from sharelearn.tee.pccs import CollateralCache, PccsServer
 from sharelearn.tee.policy import AttestationPolicy, EnclaveIdentityRule
 
-__all__ = ["app", "cm_command", "encrypt_command", "host_command"]
+__all__ = ["app", "cm_command", "encrypt_command", "host_command", "pccs_command"]
 
 app = typer.Typer(
     help="TEE route: cluster manager, enclave host (simulation), data envelopes.", no_args_is_help=True
@@ -36,6 +37,28 @@ def _wait_for_signal() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
     done.wait()
+
+
+@app.command("pccs")
+def pccs_command(
+    cache: Annotated[Path, typer.Option(help="collateral cache folder")],
+    add: Annotated[list[Path] | None, typer.Option(help="import a collateral JSON file (repeatable)")] = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port (0: any free port)")] = 0,
+) -> None:
+    """Run the provisioning proxy (PCCS-lite): serve cached DCAP collateral on the PCCS v4 paths."""
+    store = CollateralCache(cache)
+    for path in add or []:
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"{path}: {exc.strerror or exc}") from exc
+        tee, fmspc = store.import_json(text, source=str(path))
+        typer.echo(json.dumps({"imported": str(path), "tee": tee, "fmspc": fmspc}))
+    server = PccsServer(store, host=host, port=port)
+    typer.echo(json.dumps({"pccs": server.url, "pid": os.getpid()}), nl=True)
+    _wait_for_signal()
+    server.close()
 
 
 @app.command("cm")
