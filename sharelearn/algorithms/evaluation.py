@@ -187,6 +187,10 @@ def run_evaluate(ctx: StepContext, params: EvaluateParams) -> dict[str, Any]:
     else:
         out = metrics_for(model.task, y, scores)
     out = {k: round(v, 6) for k, v in out.items()}
+    # A differentially private model states its privacy budget next to its accuracy.
+    epsilon = getattr(model, "dp_epsilon", None)
+    if isinstance(epsilon, int | float):
+        out["dp_epsilon"] = round(float(epsilon), 6)
     out["task"] = model.task
     out["rows"] = len(y)
     if params.plots:

@@ -58,6 +58,7 @@ def test_dp_fedavg_step_puts_epsilon_in_the_output_and_model(tmp_path: Path) -> 
     assert out["dp_epsilon"] > 0 and out["dp_delta"] == 1e-5 and len(out["history"]["dp_epsilon"]) == 3
     assert load_fedavg_model(Path(out["model_path"])).dp_epsilon == pytest.approx(out["dp_epsilon"])
     assert "auc" in run.parties["agg"].outputs["evaluate"]
+    assert run.parties["agg"].outputs["evaluate"]["dp_epsilon"] == pytest.approx(out["dp_epsilon"], rel=1e-5)
 
 
 def test_clipping_and_noise_follow_the_config() -> None:
