@@ -3,11 +3,14 @@
 A table holds base^(d * 2^(w*j)) for every window j and digit d, so an l-bit exponent of a fixed
 base costs ceil(l / w) - 1 multiplications and no squarings.
 
-Parallelism: these are pure gmpy2 multiplications, which hold the GIL, so threads cannot spread
-them. `fixed_base_products` splits big batches between the calling thread and `procpool` worker
-processes, each of which builds its own copy of the tables once per key. (Running the mbx kernel on
-the same exponents in helper threads was measured slower: each return from the kernel waits for
-the GIL while the table thread holds it.)
+Two engines compute the products, with identical results:
+
+* on CPUs with AVX512-IFMA, `mbxmont` multiplies 8 numbers per call with ipp-crypto's Montgomery
+  kernel (tables kept in Montgomery form; about 3x fewer cycles than gmpy2 at 2048 bits); the calls
+  release the GIL, so `workers` threads share a batch;
+* elsewhere (or with `mbx.force_portable(True)`), gmpy2 multiplications, which hold the GIL, so
+  big batches are split between the calling thread and `procpool` worker processes, each of which
+  builds its own copy of the tables once per key.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import numpy.typing as npt
 
 from sharelearn.core.errors import CryptoError
 from sharelearn.core.types import Wire
-from sharelearn.crypto import procpool
+from sharelearn.crypto import mbxmont, procpool
 from sharelearn.crypto.modexp import Mpz, RandBytes, int_digits, random_bytes
 
 __all__ = [
@@ -58,6 +61,22 @@ class FixedBaseTable:
         self._rows: list[list[Mpz]] = []
         self._next = self.base % self.mod  # base^(2^(w*len(rows)))
         self._lock = threading.Lock()
+        self._mont: mbxmont.MontTable | None = None
+
+    def mont_rows(self, windows: int) -> npt.NDArray[np.uint64] | None:
+        """The first `windows` rows in Montgomery form for the IFMA kernel, or None without one."""
+        found = mbxmont.kernel(int(self.mod.bit_length()))
+        if found is None:
+            return None
+        if self._mont is None:
+            self._mont = mbxmont.MontTable(self.mod, *found)
+        return self._mont.ensure(self.rows(windows))[:windows]
+
+    def mont_context(self) -> Any:
+        """The kernel's view of the modulus (after `mont_rows` returned rows)."""
+        if self._mont is None:
+            raise CryptoError("no Montgomery table was built for this fixed base")
+        return self._mont.ctx
 
     def rows(self, windows: int) -> list[list[Mpz]]:
         """Return the first `windows` rows, building any that are missing."""
@@ -131,12 +150,55 @@ def _bytes_to_digits(exps: npt.NDArray[np.uint8], window_bits: int, windows: int
     return bits_arr.reshape(exps.shape[0], windows, window_bits).astype(np.int64) @ weights
 
 
+def _mbx_products(
+    tables: Sequence[FixedBaseTable],
+    digits: Sequence[npt.NDArray[np.int64]],
+    negative: npt.NDArray[np.bool_] | None,
+    workers: int,
+) -> list[Mpz] | None:
+    """The IFMA path of `_products` (without the affine factor); None where no kernel applies."""
+    count = digits[0].shape[0]
+    plan: list[tuple[int, mbxmont.Fill]] = []
+    first = 0
+    if negative is not None:  # tables[0] / tables[1]: g and g^-1 sharing digits[0]
+        d = digits[0]
+        pos, neg = tables[0].mont_rows(d.shape[1]), tables[1].mont_rows(d.shape[1])
+        if pos is None or neg is None:
+            return None
+        where = np.flatnonzero(negative)
+
+        def fill_signed(j: int, out: Any, d: Any = d, pos: Any = pos, neg: Any = neg) -> None:
+            np.take(pos[j], d[:, j], axis=0, out=out[:count])
+            out[where] = neg[j][d[where, j]]
+
+        plan.append((d.shape[1], fill_signed))
+        first = 2
+    for table, d in zip(tables[first:], digits[1 if first else 0 :], strict=True):
+        rows = table.mont_rows(d.shape[1])
+        if rows is None:
+            return None
+
+        def fill(j: int, out: npt.NDArray[np.uint64], d: Any = d, rows: Any = rows) -> None:
+            np.take(rows[j], d[:, j], axis=0, out=out[:count])
+
+        plan.append((d.shape[1], fill))
+    return mbxmont.products(tables[0].mont_context(), plan, count, workers)
+
+
 def _products(
     tables: Sequence[FixedBaseTable],
     digits: Sequence[npt.NDArray[np.int64]],
     affine: Any,
     negative: npt.NDArray[np.bool_] | None = None,
+    workers: int = 1,
 ) -> list[Mpz]:
+    fast = _mbx_products(tables, digits, negative, workers)
+    if fast is not None:
+        if affine is None:
+            return fast
+        k, ms = affine
+        mod = tables[0].mod
+        return [(k * m + 1) * x % mod for m, x in zip(ms, fast, strict=True)]
     acc = None
     if affine is not None:
         k, ms = affine
@@ -209,6 +271,9 @@ def fixed_base_products(
     (`procpool`), each of which builds its own copy of the tables once per key.
     """
     count = digits[0].shape[0]
+    if mbxmont.kernel(int(tables[0].mod.bit_length())) is not None:
+        # the IFMA kernel releases the GIL: threads share the work, no worker processes
+        return _products(tables, digits, affine, negative, workers)
     helpers = min(workers - 1, count // _PROC_MIN - 1)
     if helpers <= 0:
         return _products(tables, digits, affine, negative)

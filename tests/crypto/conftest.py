@@ -43,3 +43,13 @@ def backend(request: pytest.FixtureRequest) -> Iterator[str]:
         yield request.param
     finally:
         mbx.force_portable(False)
+
+
+@pytest.fixture
+def portable() -> Iterator[None]:
+    """Run a test on the gmpy2-only path (worker processes instead of the IFMA kernel's threads)."""
+    mbx.force_portable(True)
+    try:
+        yield
+    finally:
+        mbx.force_portable(False)

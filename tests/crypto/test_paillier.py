@@ -184,7 +184,7 @@ def test_mbx_and_portable_decrypt_agree(paillier_keypair: Any, backend: str) -> 
     np.testing.assert_array_equal(paillier.decrypt(sk, c.mul(-(2**40) + 3, workers=2)), v * (-(2**40) + 3))
 
 
-def test_worker_processes_encrypt_big_batches(paillier_keypair: Any) -> None:
+def test_worker_processes_encrypt_big_batches(paillier_keypair: Any, portable: None) -> None:
     pk, sk = paillier_keypair
     v = np.arange(-300, 300)
 
@@ -271,7 +271,7 @@ def test_invalid_public_keys_are_rejected(paillier_keypair: Any) -> None:
 
 
 def test_dead_worker_process_falls_back_to_in_process(
-    paillier_keypair: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    paillier_keypair: Any, portable: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     pk, sk = paillier_keypair
     monkeypatch.setattr(procpool, "_workers", [])
