@@ -83,7 +83,7 @@ def from_digits(digits: U64) -> list[Mpz]:
 
 def _self_test(fn: Kernel, ndigits: int) -> bool:
     bits = DIGIT_BITS * ndigits - 2
-    mod = gmpy2.next_prime(gmpy2.mpz(3) << (bits - 2))
+    mod = (gmpy2.mpz(3) << (bits - 2)) + 0x9E3779B97F4A7C15  # any odd modulus will do
     xs = [gmpy2.mpz(pow(3, 1000 + i, int(mod))) for i in range(LANES)]
     ys = [gmpy2.mpz(pow(5, 2000 + i, int(mod))) for i in range(LANES)]
     ctx = _Modulus(mod, fn, ndigits)
