@@ -157,32 +157,21 @@ def _mbx_products(
     workers: int,
 ) -> list[Mpz] | None:
     """The IFMA path of `_products` (without the affine factor); None where no kernel applies."""
-    count = digits[0].shape[0]
-    plan: list[tuple[int, mbxmont.Fill]] = []
-    first = 0
+    count, lead = digits[0].shape[0], tables[0]
+    factors: list[mbxmont.Factor] = []
     if negative is not None:  # tables[0] / tables[1]: g and g^-1 sharing digits[0]
         d = digits[0]
         pos, neg = tables[0].mont_rows(d.shape[1]), tables[1].mont_rows(d.shape[1])
         if pos is None or neg is None:
             return None
-        where = np.flatnonzero(negative)
-
-        def fill_signed(j: int, out: Any, d: Any = d, pos: Any = pos, neg: Any = neg) -> None:
-            np.take(pos[j], d[:, j], axis=0, out=out[:count])
-            out[where] = neg[j][d[where, j]]
-
-        plan.append((d.shape[1], fill_signed))
-        first = 2
-    for table, d in zip(tables[first:], digits[1 if first else 0 :], strict=True):
+        factors.append(mbxmont.Factor(pos, d, neg, negative))
+        tables, digits = tables[2:], digits[1:]
+    for table, d in zip(tables, digits, strict=True):
         rows = table.mont_rows(d.shape[1])
         if rows is None:
             return None
-
-        def fill(j: int, out: npt.NDArray[np.uint64], d: Any = d, rows: Any = rows) -> None:
-            np.take(rows[j], d[:, j], axis=0, out=out[:count])
-
-        plan.append((d.shape[1], fill))
-    return mbxmont.products(tables[0].mont_context(), plan, count, workers)
+        factors.append(mbxmont.Factor(rows, d))
+    return mbxmont.products(lead.mont_context(), factors, count, workers)
 
 
 def _products(

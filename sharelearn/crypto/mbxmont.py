@@ -17,7 +17,7 @@ guarantees (52 L >= |M| + 2); the final reduction makes them canonical.
 These are internal kernel symbols, not the library's public API, so `kernel()` runs a known-answer
 self-test against gmpy2 on first use and returns None (portable gmpy2 path) if it fails; a
 modulus of more than 79 * 52 - 2 bits has no kernel and also takes the gmpy2 path. The ctypes
-calls release the GIL, so `workers` threads share the groups.
+calls and numpy's gathers release the GIL, so `workers` threads share a batch.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import functools
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import gmpy2
 import numpy as np
@@ -35,7 +36,7 @@ import numpy.typing as npt
 from sharelearn.crypto import mbx
 from sharelearn.crypto.modexp import Mpz
 
-__all__ = ["Fill", "MontTable", "digit_count", "from_digits", "kernel", "products", "to_digits"]
+__all__ = ["Factor", "MontTable", "digit_count", "from_digits", "kernel", "products", "to_digits"]
 
 LANES = 8
 DIGIT_BITS = 52
@@ -170,57 +171,64 @@ class MontTable:
             return self.rows
 
 
-Fill = Callable[[int, U64], None]
+@dataclass(frozen=True)
+class Factor:
+    """One fixed base of a product: Montgomery rows (windows, 2^w, L) and per-row digits (count, windows).
 
-
-def products(ctx: _Modulus, plan: Sequence[tuple[int, Fill]], count: int, workers: int = 1) -> list[Mpz]:
-    """Return the product over every window of every plan entry, mod M, canonical, per row.
-
-    A plan entry is (windows, fill): `fill(j, out)` writes window j's Montgomery-form factor of
-    each of the `count` rows into out[:count] (shape (count rounded up to 8, L)).
+    With `inverse` (rows of base^-1) and `negative`, flagged rows use base^-(digits) instead.
     """
+
+    rows: U64
+    digits: npt.NDArray[np.int64]
+    inverse: U64 | None = None
+    negative: npt.NDArray[np.bool_] | None = None
+
+
+def products(ctx: _Modulus, factors: Sequence[Factor], count: int, workers: int = 1) -> list[Mpz]:
+    """Return prod_f prod_j f.rows[j][f.digits[i, j]] mod M (canonical) for every row i.
+
+    With `workers` > 1 the rows are split between threads (the kernel and numpy's gathers release
+    the GIL); each thread needs enough groups of 8 to pay for itself.
+    """
+    parts = max(1, min(workers, count // _THREAD_MIN))
+    if parts == 1:
+        return _products(ctx, factors, 0, count)
+    size = -(-count // parts // LANES) * LANES
+    bounds = [(a, min(a + size, count)) for a in range(0, count, size)]
+    with ThreadPoolExecutor(len(bounds)) as pool:
+        done = list(pool.map(lambda ab: _products(ctx, factors, *ab), bounds))
+    return [v for part in done for v in part]
+
+
+_THREAD_MIN = 256  # rows per thread below which thread hand-offs cost more than they save
+
+
+def _products(ctx: _Modulus, factors: Sequence[Factor], lo: int, hi: int) -> list[Mpz]:
+    count = hi - lo
     groups = -(-count // LANES)
-    padded = groups * LANES
-    n = ctx.ndigits
-    acc: U64 | None = None
+    padded, n = groups * LANES, ctx.ndigits
     gather = np.empty((padded, n), dtype=np.uint64)
     if padded != count:  # padding rows multiply by R mod M, i.e. by 1
         gather[count:] = to_digits([ctx.r % ctx.mod], n)[0]
+    acc: U64 | None = None
     other = np.empty((groups, n, LANES), dtype=np.uint64)
-    bounds = _split(groups, workers)
-    pool = ThreadPoolExecutor(len(bounds)) if len(bounds) > 1 else None
-    try:
-        for windows, fill in plan:
-            for j in range(windows):
-                fill(j, gather)
-                target = other if acc is not None else np.empty_like(other)
-                np.copyto(target, gather.reshape(groups, LANES, n).transpose(0, 2, 1))
-                if acc is None:
-                    acc = target
-                else:
-                    _run(pool, bounds, functools.partial(ctx.multiply, acc, other))
-        if acc is None:
-            return [gmpy2.mpz(1)] * count
-        _run(pool, bounds, functools.partial(ctx.leave, acc))
-    finally:
-        if pool is not None:
-            pool.shutdown()
+    for f in factors:
+        digits = f.digits[lo:hi]
+        flip, inverse = None, f.inverse
+        if inverse is not None and f.negative is not None:
+            flip = np.flatnonzero(f.negative[lo:hi])
+        for j in range(digits.shape[1]):
+            np.take(f.rows[j], digits[:, j], axis=0, out=gather[:count])
+            if flip is not None and inverse is not None and flip.size:
+                gather[flip] = inverse[j][digits[flip, j]]
+            target = other if acc is not None else np.empty_like(other)
+            np.copyto(target, gather.reshape(groups, LANES, n).transpose(0, 2, 1))
+            if acc is None:
+                acc = target
+            else:
+                ctx.multiply(acc, other, 0, groups)
+    if acc is None:
+        return [gmpy2.mpz(1)] * count
+    ctx.leave(acc, 0, groups)
     mod = ctx.mod
     return [v % mod for v in from_digits(acc.transpose(0, 2, 1).reshape(padded, n)[:count])]
-
-
-def _split(groups: int, workers: int) -> list[tuple[int, int]]:
-    parts = max(1, min(workers, groups // 16))  # a thread needs enough groups to pay for itself
-    size = -(-groups // parts)
-    return [(a, min(a + size, groups)) for a in range(0, groups, size)]
-
-
-def _run(
-    pool: ThreadPoolExecutor | None, bounds: list[tuple[int, int]], fn: Callable[[int, int], None]
-) -> None:
-    if pool is None:
-        for lo, hi in bounds:
-            fn(lo, hi)
-        return
-    for f in [pool.submit(fn, lo, hi) for lo, hi in bounds]:
-        f.result()
