@@ -31,25 +31,42 @@ completed.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
-import os
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from sharelearn.algorithms.context import BaselineData, Dataset, StepContext, StepDef
+from sharelearn.algorithms.context import BaselineData, StepContext, StepDef
 from sharelearn.algorithms.evaluation import pool_vertical
 from sharelearn.algorithms.modelstore import load_model, save_model
 from sharelearn.algorithms.vertical import tree_kernels as tk
+from sharelearn.algorithms.vertical.secureboost_host import run_host
+from sharelearn.algorithms.vertical.secureboost_model import (
+    MODEL_FILE,
+    Bystander,
+    SecureBoostGuestModel,
+    SecureBoostHostModel,
+    Tree,
+    guest_party,
+    load_secureboost,
+    trees_from_arrays,
+    trees_to_arrays,
+)
+from sharelearn.algorithms.vertical.secureboost_params import (
+    CHECKPOINT_FILE,
+    CHECKPOINT_STEP,
+    F64,
+    I64,
+    SecureBoostParams,
+    Timing,
+    unpack_mask,
+)
 from sharelearn.core import codec
-from sharelearn.core.errors import ConfigError, DataError, DecodeError, ProtocolError
+from sharelearn.core.errors import ConfigError, DataError, DecodeError
 from sharelearn.core.link import Link
 from sharelearn.core.types import Wire
 from sharelearn.crypto import he
@@ -68,330 +85,10 @@ __all__ = [
     "run_secureboost",
 ]
 
-MODEL_FILE = "secureboost_model.msgpack"
-CHECKPOINT_FILE = "secureboost_checkpoint.msgpack"
-_CHECKPOINT_STEP = "secureboost-checkpoint"
 _MAX_FEATURES = 100_000
-F64 = npt.NDArray[np.float64]
-I64 = npt.NDArray[np.int64]
-
-
-@dataclass(frozen=True, slots=True)
-class SecureBoostParams:
-    """Parameters of `secureboost` (XGBoost's names where they exist).
-
-    Attributes:
-        num_trees: boosting rounds (multiclass: one tree per class per round).
-        max_depth: depth of every tree.
-        max_bins: quantile bins per feature.
-        learning_rate: shrinkage of every leaf weight (XGBoost's eta).
-        objective: binary (logistic), regression (squared error) or multiclass (softmax).
-        reg_lambda: L2 regularisation of leaf weights (XGBoost's lambda; job files may write `lambda`).
-        gamma: minimum loss reduction of a split (XGBoost's gamma / min_split_loss).
-        min_child_weight: minimum hessian sum of a child.
-        subsample: fraction of training rows sampled per round.
-        validation_fraction: rows held out (at the guest) for early stopping; 0 disables it.
-        early_stopping_rounds: stop after this many rounds without a better validation loss.
-        he_scheme: paillier or ou (Okamoto–Uchiyama, faster).
-        key_bits: modulus size of the guest's key.
-        frac_bits: fixed-point precision of the scaled gradients (2^-frac_bits).
-        seed: seed of the row sampling and validation split (deterministic resume).
-        resume: continue from the checkpoint in the party's workdir.
-        workers: threads for the crypto kernels; 0 = every core.
-    """
-
-    num_trees: int = 30
-    max_depth: int = 3
-    max_bins: int = 32
-    learning_rate: float = 0.3
-    objective: Literal["binary", "regression", "multiclass"] = "binary"
-    reg_lambda: float = field(default=1.0, metadata={"alias": "lambda"})
-    gamma: float = 0.0
-    min_child_weight: float = 1.0
-    subsample: float = 1.0
-    validation_fraction: float = 0.0
-    early_stopping_rounds: int = 0
-    he_scheme: Literal["paillier", "ou"] = "ou"
-    key_bits: int = he.DEFAULT_KEY_BITS
-    frac_bits: int = hh.DEFAULT_FRAC_BITS
-    seed: int = 0
-    resume: bool = False
-    workers: int = 0
-
-    def __post_init__(self) -> None:
-        checks = [
-            (1 <= self.num_trees <= 10_000, "num_trees must be in 1..10000"),
-            (1 <= self.max_depth <= 16, "max_depth must be in 1..16"),
-            (2 <= self.max_bins <= 1024, "max_bins must be in 2..1024"),
-            (0.0 < self.learning_rate <= 1.0, "learning_rate must be in (0, 1]"),
-            (
-                self.objective in ("binary", "regression", "multiclass"),
-                "objective must be binary, regression or multiclass",
-            ),
-            (self.reg_lambda >= 0.0, "reg_lambda must be >= 0"),
-            (self.gamma >= 0.0, "gamma must be >= 0"),
-            (self.min_child_weight >= 0.0, "min_child_weight must be >= 0"),
-            (0.0 < self.subsample <= 1.0, "subsample must be in (0, 1]"),
-            (0.0 <= self.validation_fraction < 0.5, "validation_fraction must be in [0, 0.5)"),
-            (self.early_stopping_rounds >= 0, "early_stopping_rounds must be >= 0"),
-            (self.he_scheme in he.SCHEMES, f"he_scheme must be one of {he.SCHEMES}"),
-            (1024 <= self.key_bits <= 4096, "key_bits must be in 1024..4096"),
-            (8 <= self.frac_bits <= 52, "frac_bits must be in 8..52"),
-            (self.workers >= 0, "workers must be >= 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"secureboost.{message}")
-        if self.early_stopping_rounds and not self.validation_fraction:
-            raise ConfigError("secureboost.early_stopping_rounds needs a validation_fraction > 0")
-
-    def fingerprint(self, ids: np.ndarray) -> str:
-        """Identify a training run (parameters and the set of row ids, not resume/worker settings)."""
-        fields = {k: v for k, v in asdict(self).items() if k not in ("resume", "workers")}
-        digest = hashlib.sha256("\n".join(sorted(str(i) for i in ids)).encode()).hexdigest()
-        raw = json.dumps({"params": fields, "ids": digest}, sort_keys=True).encode()
-        return hashlib.sha256(raw).hexdigest()[:32]
-
-
-# -- trees ------------------------------------------------------------------------------------------
-@dataclass
-class _Tree:
-    """One tree at the guest. owner -1 = the guest's own split; owner h = hosts[h], split_id opaque."""
-
-    cls: int = 0
-    left: list[int] = field(default_factory=list)
-    right: list[int] = field(default_factory=list)
-    owner: list[int] = field(default_factory=list)
-    feature: list[int] = field(default_factory=list)
-    split_id: list[int] = field(default_factory=list)
-    threshold: list[float] = field(default_factory=list)
-    value: list[float] = field(default_factory=list)
-
-    def add(self) -> int:
-        for name in ("left", "right", "owner", "feature", "split_id"):
-            getattr(self, name).append(-1)
-        self.threshold.append(0.0)
-        self.value.append(0.0)
-        return len(self.left) - 1
-
-
-_INT_FIELDS = ("left", "right", "owner", "feature", "split_id")
-
-
-def _trees_to_arrays(trees: Sequence[_Tree]) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {
-        "tree_sizes": np.asarray([len(t.left) for t in trees], dtype=np.int64),
-        "tree_class": np.asarray([t.cls for t in trees], dtype=np.int64),
-    }
-    for name in (*_INT_FIELDS, "threshold", "value"):
-        dtype = np.int64 if name in _INT_FIELDS else np.float64
-        out[name] = np.asarray([v for t in trees for v in getattr(t, name)], dtype=dtype)
-    return out
-
-
-def _trees_from_arrays(arrays: Mapping[str, np.ndarray], source: str) -> list[_Tree]:
-    try:
-        sizes, classes = arrays["tree_sizes"].tolist(), arrays["tree_class"].tolist()
-        total = int(sum(sizes))
-        columns = {n: arrays[n].tolist() for n in (*_INT_FIELDS, "threshold", "value")}
-    except KeyError as exc:
-        raise DataError(f"{source}: secureboost trees lack array {exc}") from None
-    if any(len(v) != total for v in columns.values()):
-        raise DataError(f"{source}: secureboost tree arrays have inconsistent lengths")
-    trees, start = [], 0
-    for size, cls in zip(sizes, classes, strict=True):
-        part = {n: v[start : start + size] for n, v in columns.items()}
-        trees.append(_Tree(cls=int(cls), **part))
-        start += size
-    return trees
-
-
-def _decider(tree: _Tree, x: F64, masks: Sequence[npt.NDArray[np.bool_]]) -> Any:
-    """goes_left(node, positions) for prediction: the guest's own splits, else the hosts' masks."""
-    feat, thr = np.asarray(tree.feature), np.asarray(tree.threshold)
-    owner, sid = np.asarray(tree.owner), np.asarray(tree.split_id)
-
-    def goes_left(nd: int, at: I64) -> Any:
-        if owner[nd] < 0:
-            return x[at, feat[nd]] <= thr[nd]
-        return masks[owner[nd]][sid[nd], at]
-
-    return goes_left
-
-
-def _route(tree: _Tree, rows: int, goes_left: Any) -> I64:
-    """Leaf of every row; goes_left(node, positions) -> bool mask of those rows going left."""
-    node = np.zeros(rows, dtype=np.int64)
-    left, right = np.asarray(tree.left), np.asarray(tree.right)
-    while True:
-        inner = np.flatnonzero(left[node] >= 0)
-        if inner.size == 0:
-            return node
-        for nd in np.unique(node[inner]).tolist():
-            at = inner[node[inner] == nd]
-            mask = goes_left(nd, at)
-            node[at] = np.where(mask, left[nd], right[nd])
-
-
-# -- the models -------------------------------------------------------------------------------------
-def _guest_party(ctx: StepContext) -> str:
-    guests = [p for p, r in ctx.roles.items() if r == "guest"]
-    if len(guests) != 1:
-        raise ConfigError(f"secureboost needs exactly one party with role guest, the job has {guests}")
-    return guests[0]
-
-
-@dataclass
-class SecureBoostGuestModel:
-    """The guest's part: trees whose host splits are (host, opaque split id); scores stay here."""
-
-    trees: list[_Tree]
-    hosts: list[str]
-    base: list[float]
-    task: str
-    history: dict[str, list[float]] = field(default_factory=dict)
-    step: str = "secureboost"
-
-    def margins(self, x: F64, masks: Sequence[npt.NDArray[np.bool_]]) -> F64:
-        """Raw scores (n, k) given the hosts' go-left masks (entries, n)."""
-        out = np.tile(np.asarray(self.base, dtype=np.float64), (x.shape[0], 1))
-        for tree in self.trees:
-            leaves = _route(tree, x.shape[0], _decider(tree, x, masks))
-            out[:, tree.cls] += np.asarray(tree.value)[leaves]
-        return out
-
-    def predict(self, ctx: StepContext, data: Dataset | None) -> np.ndarray | None:
-        if data is None:
-            raise DataError(f"secureboost: the guest {ctx.party!r} has no data to predict")
-        link = ctx.link.scope("secureboost", "predict")
-        rows = len(data)
-        masks = []
-        for host in self.hosts:
-            if host not in ctx.roles:
-                raise ConfigError(
-                    f"secureboost model expects host party {host!r}; the job has {list(ctx.roles)}"
-                )
-            bits = codec.expect_array(
-                link.recv(host, "goes_left"), peer=host, tag="goes_left", dtype=np.uint8
-            )
-            if bits.ndim != 2 or bits.shape[1] != (rows + 7) // 8:
-                raise DecodeError(
-                    f"goes_left from {host!r} has shape {bits.shape} for {rows} rows",
-                    peer=host,
-                    tag="goes_left",
-                )
-            masks.append(np.unpackbits(bits, axis=1, count=rows).astype(bool))
-        for tree in self.trees:
-            for nd, (o, s) in enumerate(zip(tree.owner, tree.split_id, strict=True)):
-                if tree.left[nd] >= 0 and o >= 0 and not 0 <= s < masks[o].shape[0]:
-                    raise ProtocolError(
-                        f"host {self.hosts[o]!r} sent no decision for split {s}", peer=self.hosts[o]
-                    )
-        return _link_scores(self.task, self.margins(np.asarray(data.x, dtype=np.float64), masks))
-
-    def save(self, path: Path) -> Path:
-        meta = {
-            "role": "guest",
-            "hosts": self.hosts,
-            "base": self.base,
-            "task": self.task,
-            "history": self.history,
-        }
-        return save_model(path, "secureboost", meta, _trees_to_arrays(self.trees))
-
-
-@dataclass
-class SecureBoostHostModel:
-    """A host's part: its private lookup table (feature, threshold) per split id."""
-
-    feature: I64
-    threshold: F64
-    task: str
-    history: dict[str, list[float]] = field(default_factory=dict)
-    step: str = "secureboost"
-
-    def predict(self, ctx: StepContext, data: Dataset | None) -> np.ndarray | None:
-        if data is None:
-            raise DataError(f"secureboost: host {ctx.party!r} has no data to predict")
-        x = np.asarray(data.x, dtype=np.float64)
-        if self.feature.size and int(self.feature.max()) >= x.shape[1]:
-            raise DataError(
-                f"secureboost: host {ctx.party!r} model uses feature {int(self.feature.max())}, "
-                f"data has {x.shape[1]}"
-            )
-        left = (
-            self.threshold[:, None] >= x[:, self.feature].T
-            if self.feature.size
-            else np.zeros((0, len(x)), bool)
-        )
-        bits = np.packbits(left, axis=1) if left.size else np.zeros((0, (len(x) + 7) // 8), np.uint8)
-        ctx.link.scope("secureboost", "predict").send(_guest_party(ctx), "goes_left", bits)
-        return None
-
-    def save(self, path: Path) -> Path:
-        meta = {"role": "host", "task": self.task}
-        return save_model(path, "secureboost", meta, {"feature": self.feature, "threshold": self.threshold})
-
-
-@dataclass
-class _Bystander:
-    """The part of a party with no role in SecureBoost: it predicts nothing and saves nothing."""
-
-    task: str = "binary"
-    history: dict[str, list[float]] = field(default_factory=dict)
-    step: str = "secureboost"
-
-    def predict(self, ctx: StepContext, data: Dataset | None) -> np.ndarray | None:
-        return None
-
-    def save(self, path: Path) -> Path:
-        raise ConfigError("secureboost: a party without a guest or host role holds no model to save")
-
-
-def _link_scores(task: str, margin: F64) -> np.ndarray:
-    if task == "binary":
-        return np.asarray(1.0 / (1.0 + np.exp(-margin[:, 0])))
-    if task == "regression":
-        return margin[:, 0]
-    shifted = np.exp(margin - margin.max(axis=1, keepdims=True))
-    return np.asarray(shifted / shifted.sum(axis=1, keepdims=True))
-
-
-def load_secureboost(path: Path) -> SecureBoostGuestModel | SecureBoostHostModel:
-    """Read one party's model file (guest trees or a host's lookup table)."""
-    meta, arrays = load_model(path, "secureboost")
-    role = meta.get("role")
-    if role == "host":
-        try:
-            return SecureBoostHostModel(
-                arrays["feature"].astype(np.int64), arrays["threshold"].astype(np.float64), str(meta["task"])
-            )
-        except KeyError as exc:
-            raise DataError(f"model file {str(path)!r}: host part lacks {exc}") from None
-    if role != "guest":
-        raise DataError(f"model file {str(path)!r}: unknown secureboost role {role!r}")
-    return SecureBoostGuestModel(
-        _trees_from_arrays(arrays, str(path)),
-        [str(h) for h in meta.get("hosts", [])],
-        [float(b) for b in meta.get("base", [])],
-        str(meta.get("task")),
-        {str(k): [float(x) for x in v] for k, v in dict(meta.get("history") or {}).items()},
-    )
 
 
 # -- guest ------------------------------------------------------------------------------------------
-@dataclass
-class _Timing:
-    encrypt_s: float = 0.0
-    decrypt_s: float = 0.0
-    split_s: float = 0.0
-    wait_s: float = 0.0
-    histogram_s: float = 0.0
-
-    def rounded(self) -> dict[str, float]:
-        return {k: round(v, 4) for k, v in asdict(self).items()}
-
-
 @dataclass
 class _GuestRun:
     """Everything the guest needs to grow a tree."""
@@ -404,7 +101,7 @@ class _GuestRun:
     spec: hh.GHPacking
     bins: npt.NDArray[np.int32]
     edges: list[F64]
-    timing: _Timing
+    timing: Timing
     scales: tuple[float, float] = (1.0, 1.0)
 
     @property
@@ -480,15 +177,8 @@ def _best(
     return best
 
 
-def _unpack_mask(bits: Any, rows: int, *, peer: str, tag: str) -> npt.NDArray[np.bool_]:
-    raw = codec.expect_type(bits, bytes, peer=peer, tag=tag)
-    if len(raw) != (rows + 7) // 8:
-        raise DecodeError(f"{tag} from {peer!r}: {len(raw)} bytes for {rows} rows", peer=peer, tag=tag)
-    return np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=rows).astype(bool)
-
-
 def _guest_level(
-    run: _GuestRun, link: Link, tree: _Tree, level: list[int], rows_of: dict[int, I64], gh: tuple[I64, I64]
+    run: _GuestRun, link: Link, tree: Tree, level: list[int], rows_of: dict[int, I64], gh: tuple[I64, I64]
 ) -> list[int]:
     """Expand one depth: histograms, best splits, partitions; return the next level's nodes."""
     for host in run.hosts:
@@ -545,7 +235,7 @@ def _guest_level(
             ):
                 raise DecodeError(f"partition from {host!r}: malformed entry", peer=host, tag="partition")
             tree.split_id[nd] = item[0]
-            masks[nd] = _unpack_mask(item[1], len(rows_of[nd]), peer=host, tag="partition")
+            masks[nd] = unpack_mask(item[1], len(rows_of[nd]), peer=host, tag="partition")
     children: list[Wire] = []
     nxt: list[int] = []
     for nd in level:
@@ -561,7 +251,7 @@ def _guest_level(
     return nxt
 
 
-def _grow_tree(run: _GuestRun, link: Link, g: F64, h: F64, cls: int) -> tuple[_Tree, I64]:
+def _grow_tree(run: _GuestRun, link: Link, g: F64, h: F64, cls: int) -> tuple[Tree, I64]:
     """Grow one tree on (g, h) (zero outside the sample); return it and every row's leaf."""
     gs = float(np.max(np.abs(g))) or 1.0
     hs = float(np.max(np.abs(h))) or 1.0
@@ -572,7 +262,7 @@ def _grow_tree(run: _GuestRun, link: Link, g: F64, h: F64, cls: int) -> tuple[_T
     run.timing.encrypt_s += time.perf_counter() - started
     for host in run.hosts:
         link.send(host, "tree", {"gh": wire})
-    tree = _Tree(cls=cls)
+    tree = Tree(cls=cls)
     root = tree.add()
     rows_of: dict[int, I64] = {root: np.arange(len(g), dtype=np.int64)}
     level = [root]
@@ -598,7 +288,7 @@ def _grow_tree(run: _GuestRun, link: Link, g: F64, h: F64, cls: int) -> tuple[_T
 
 @dataclass
 class _GuestState:
-    trees: list[_Tree]
+    trees: list[Tree]
     deltas: list[F64]
     history: dict[str, list[float]]
 
@@ -612,24 +302,24 @@ def _id_rank(ids: np.ndarray) -> I64:
 
 
 def _guest_checkpoint(path: Path, fingerprint: str, state: _GuestState, rank: I64) -> None:
-    arrays = _trees_to_arrays(state.trees)
+    arrays = trees_to_arrays(state.trees)
     by_id = np.zeros((len(state.deltas), len(rank)))
     if state.deltas:
         by_id[:, rank] = np.stack(state.deltas)
     arrays["deltas"] = by_id
     meta = {"fingerprint": fingerprint, "trees": len(state.trees), "history": state.history}
-    save_model(path, _CHECKPOINT_STEP, meta, arrays)
+    save_model(path, CHECKPOINT_STEP, meta, arrays)
 
 
 def _guest_resume(path: Path, fingerprint: str, rank: I64) -> _GuestState | None:
     if not path.is_file():
         return None
-    meta, arrays = load_model(path, _CHECKPOINT_STEP)
+    meta, arrays = load_model(path, CHECKPOINT_STEP)
     if meta.get("fingerprint") != fingerprint:
         raise ConfigError(
             f"{path}: the checkpoint belongs to a different secureboost run (parameters or data changed)"
         )
-    trees = _trees_from_arrays(arrays, str(path))
+    trees = trees_from_arrays(arrays, str(path))
     deltas = [np.asarray(d, dtype=np.float64)[rank] for d in arrays["deltas"]]
     history = {str(k): [float(x) for x in v] for k, v in dict(meta.get("history") or {}).items()}
     return _GuestState(trees, deltas, history)
@@ -687,7 +377,7 @@ def _guest_setup(
         state = _GuestState([], [], {})
     state.trees, state.deltas = state.trees[:start], state.deltas[:start]
     bins, edges = tk.bin_features(ctx.data.x, params.max_bins, name=f"party {ctx.party!r}")
-    run = _GuestRun(ctx.link, hosts, params, pk, sk, spec, bins, edges, _Timing())
+    run = _GuestRun(ctx.link, hosts, params, pk, sk, spec, bins, edges, Timing())
     return run, state
 
 
@@ -760,260 +450,13 @@ def _run_guest(ctx: StepContext, params: SecureBoostParams, hosts: list[str]) ->
     return out
 
 
-# -- host -------------------------------------------------------------------------------------------
-@dataclass
-class _HostState:
-    tree: list[int]
-    feature: list[int]
-    threshold: list[float]
-    key: bytes
-
-
-def _host_checkpoint(path: Path, fingerprint: str, trees: int, st: _HostState) -> None:
-    arrays: dict[str, np.ndarray] = {
-        "tree": np.asarray(st.tree, dtype=np.int64),
-        "feature": np.asarray(st.feature, dtype=np.int64),
-        "threshold": np.asarray(st.threshold, dtype=np.float64),
-        "key": np.frombuffer(st.key, dtype=np.uint8).copy(),
-    }
-    save_model(path, _CHECKPOINT_STEP, {"fingerprint": fingerprint, "trees": trees}, arrays)
-
-
-def _host_resume(path: Path, fingerprint: str) -> tuple[int, _HostState] | None:
-    if not path.is_file():
-        return None
-    meta, arrays = load_model(path, _CHECKPOINT_STEP)
-    if meta.get("fingerprint") != fingerprint:
-        raise ConfigError(
-            f"{path}: the checkpoint belongs to a different secureboost run (parameters or data changed)"
-        )
-    st = _HostState(
-        arrays["tree"].tolist(),
-        arrays["feature"].tolist(),
-        arrays["threshold"].tolist(),
-        arrays["key"].tobytes(),
-    )
-    return int(meta["trees"]), st
-
-
-def _permutation(key: bytes, tree: int, node: int, features: int) -> I64:
-    """A secret per-node shuffle of the host's features (keyed, so a resumed run shuffles alike)."""
-    digest = hmac.new(key, f"{tree}/{node}".encode(), hashlib.sha256).digest()
-    return (
-        np.random.default_rng(np.frombuffer(digest, dtype=np.uint64)).permutation(features).astype(np.int64)
-    )
-
-
-@dataclass
-class _HostRun:
-    link: Link
-    guest: str
-    params: SecureBoostParams
-    pk: he.HEPublicKey
-    spec: hh.GHPacking
-    bins: npt.NDArray[np.int32]
-    edges: list[F64]
-    state: _HostState
-    timing: _Timing
-
-
-def _host_histograms(
-    run: _HostRun,
-    ct: Any,
-    level: list[int],
-    rows_of: dict[int, I64],
-    parent_of: dict[int, int],
-    cache: dict[int, Any],
-    t: int,
-) -> Any:
-    """Per node of `level`: encrypted (F * B) bin sums, the smaller sibling built, the other subtracted."""
-    mod, b = run.pk.cipher_modulus, run.params.max_bins
-    done: dict[int, Any] = {}
-    for nd in level:
-        if nd in done:
-            continue
-        parent = parent_of.get(nd)
-        sibs = [s for s in level if s != nd and parent is not None and parent_of.get(s) == parent]
-        if parent in cache and sibs:
-            small, big = sorted([nd, sibs[0]], key=lambda v: (len(rows_of[v]), v))
-            done[small] = hh.bin_products(ct, run.bins, rows_of[small], b, mod)
-            done[big] = hh.subtract(cache[parent], done[small], mod)
-        else:
-            done[nd] = hh.bin_products(ct, run.bins, rows_of[nd], b, mod)
-    cache.clear()
-    cache.update(done)
-    features = run.bins.shape[1]
-    out = np.empty((len(level), features * b), dtype=object)
-    for k, nd in enumerate(level):
-        perm = _permutation(run.state.key, t, nd, features)
-        out[k] = done[nd].reshape(features, b)[perm].ravel()
-    return out
-
-
-def _host_pick(run: _HostRun, item: Any, level: list[int], t: int) -> tuple[int, int, int]:
-    """Map the guest's (node, tied (position, bin) candidates) to a real (feature, bin).
-
-    Exact ties are broken by the real feature order, then bin: what a pooled booster would pick.
-    """
-    bad = DecodeError(f"split from {run.guest!r}: malformed entry", peer=run.guest, tag="split")
-    if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], list)):
-        raise bad
-    nd: Any = item[0]
-    cands: list[Any] = item[1]
-    if not isinstance(nd, int) or nd not in level or not 1 <= len(cands) <= tk.MAX_TIES:
-        raise bad
-    perm = _permutation(run.state.key, t, nd, run.bins.shape[1])
-    picks = []
-    for cand in cands:
-        if not (isinstance(cand, list) and len(cand) == 2 and all(type(v) is int for v in cand)):
-            raise bad
-        pos: int = cand[0]
-        b: int = cand[1]
-        if not 0 <= pos < len(perm) or not 0 <= b < len(run.edges[int(perm[pos])]) - 1:
-            raise DecodeError(
-                f"split from {run.guest!r}: feature position {pos} / bin {b} out of range",
-                peer=run.guest,
-                tag="split",
-            )
-        picks.append((int(perm[pos]), b))
-    j, best_bin = min(picks)
-    return nd, j, best_bin
-
-
-def _host_level(
-    run: _HostRun,
-    link: Link,
-    ct: Any,
-    level: list[int],
-    rows_of: dict[int, I64],
-    parent_of: dict[int, int],
-    cache: dict[int, Any],
-    t: int,
-) -> None:
-    started = time.perf_counter()
-    hists = _host_histograms(run, ct, level, rows_of, parent_of, cache, t)
-    enc = hh.compress(hists, run.spec, run.pk, workers=run.params.workers or None)
-    run.timing.histogram_s += time.perf_counter() - started
-    link.send(run.guest, "hist", {"features": run.bins.shape[1], "enc": enc.to_wire()})
-    wins = codec.expect_type(link.recv(run.guest, "split"), list, peer=run.guest, tag="split")
-    answers: list[Wire] = []
-    for item in wins:
-        nd, j, b = _host_pick(run, item, level, t)
-        run.state.tree.append(t)
-        run.state.feature.append(j)
-        run.state.threshold.append(float(run.edges[j][b]))
-        mask = run.bins[rows_of[nd], j] <= b
-        answers.append([len(run.state.feature) - 1, np.packbits(mask).tobytes()])
-    if wins:
-        link.send(run.guest, "partition", answers)
-    children = codec.expect_type(link.recv(run.guest, "children"), list, peer=run.guest, tag="children")
-    for item in children:
-        if not (isinstance(item, list) and len(item) == 4 and item[0] in level and item[0] in rows_of):
-            raise DecodeError(f"children from {run.guest!r}: malformed entry", peer=run.guest, tag="children")
-        nd, left, right = (codec.expect_type(v, int, peer=run.guest, tag="children") for v in item[:3])
-        mask = _unpack_mask(item[3], len(rows_of[nd]), peer=run.guest, tag="children")
-        rows_of[left], rows_of[right] = rows_of[nd][mask], rows_of[nd][~mask]
-        parent_of[left] = parent_of[right] = nd
-
-
-def _host_tree(run: _HostRun, link: Link, ct: Any, n: int, t: int) -> None:
-    rows_of: dict[int, I64] = {0: np.arange(n, dtype=np.int64)}
-    parent_of: dict[int, int] = {}
-    cache: dict[int, Any] = {}
-    for depth in range(run.params.max_depth):
-        step = link.scope("depth", depth)
-        level = codec.expect_type(step.recv(run.guest, "expand"), list, peer=run.guest, tag="expand")
-        if not level:
-            return
-        if not all(isinstance(v, int) and v in rows_of for v in level):
-            raise DecodeError(f"expand from {run.guest!r}: unknown node ids", peer=run.guest, tag="expand")
-        _host_level(run, step, ct, level, rows_of, parent_of, cache, t)
-
-
-def _run_host(ctx: StepContext, params: SecureBoostParams, guest: str) -> dict[str, Any]:
-    assert ctx.data is not None
-    n = len(ctx.data)
-    link = ctx.link
-    setup = codec.expect_type(link.recv(guest, "setup"), dict, peer=guest, tag="setup")
-    fingerprint = params.fingerprint(ctx.data.ids)
-    if setup.get("rows") != n or setup.get("fingerprint") != fingerprint:
-        raise ProtocolError(
-            f"secureboost setup from {guest!r}: rows or parameters differ from {ctx.party!r}'s ({n} rows)",
-            peer=guest,
-            tag="setup",
-        )
-    pk = he.public_key_from_wire(setup.get("pk"))
-    packing = setup.get("packing")
-    if not (isinstance(packing, list) and len(packing) == 3 and all(isinstance(v, int) for v in packing)):
-        raise DecodeError(f"setup from {guest!r}: malformed packing", peer=guest, tag="setup")
-    spec = hh.GHPacking(*packing)
-    if spec != hh.make_packing(n, pk.max_int, frac_bits=params.frac_bits):
-        raise ProtocolError(
-            f"setup from {guest!r}: packing {packing} does not fit the key and rows", peer=guest, tag="setup"
-        )
-    ckpt = ctx.workdir / CHECKPOINT_FILE
-    resumed = _host_resume(ckpt, fingerprint) if params.resume else None
-    done, st = resumed if resumed else (0, _HostState([], [], [], os.urandom(32)))
-    link.send(guest, "resume_from", done)
-    start = codec.expect_type(link.recv(guest, "start"), int, peer=guest, tag="start")
-    if not 0 <= start <= done:
-        raise ProtocolError(
-            f"start {start} from {guest!r} is beyond this host's {done} trees", peer=guest, tag="start"
-        )
-    keep = [i for i, tr in enumerate(st.tree) if tr < start]
-    st = _HostState(
-        [st.tree[i] for i in keep], [st.feature[i] for i in keep], [st.threshold[i] for i in keep], st.key
-    )
-    bins, edges = tk.bin_features(ctx.data.x, params.max_bins, name=f"party {ctx.party!r}")
-    run = _HostRun(link, guest, params, pk, spec, bins, edges, st, _Timing())
-    t = start
-    started = time.perf_counter()
-    while True:
-        step = link.scope("tree", t)
-        msg = codec.expect_type(step.recv(guest, "tree"), dict, peer=guest, tag="tree")
-        if "finish" in msg:
-            kept = codec.expect_type(msg["finish"], int, peer=guest, tag="tree")
-            keep = [i for i, tr in enumerate(st.tree) if tr < kept]
-            st = _HostState(
-                [st.tree[i] for i in keep],
-                [st.feature[i] for i in keep],
-                [st.threshold[i] for i in keep],
-                st.key,
-            )
-            break
-        enc = EncArray.from_wire(msg.get("gh"), pk)
-        if enc.shape != (n,) or enc.pack is not None:
-            raise DecodeError(
-                f"tree from {guest!r}: expected {n} ciphertexts, got shape {enc.shape}",
-                peer=guest,
-                tag="tree",
-            )
-        _host_tree(run, step, enc.ct, n, t)
-        t += 1
-        _host_checkpoint(ckpt, fingerprint, t, run.state)
-        ctx.progress(f"tree {t} checkpointed", {"trees": t})
-    task = setup.get("task") if setup.get("task") in ("binary", "regression", "multiclass") else "binary"
-    model = SecureBoostHostModel(
-        np.asarray(st.feature, dtype=np.int64), np.asarray(st.threshold, dtype=np.float64), str(task)
-    )
-    ctx.state["model"] = model
-    path = model.save(ctx.workdir / MODEL_FILE)
-    elapsed = time.perf_counter() - started
-    return {
-        "splits": len(st.feature),
-        "model_path": str(path),
-        "seconds": round(elapsed, 4),
-        "timing": run.timing.rounded(),
-    }
-
-
 # -- the step ---------------------------------------------------------------------------------------
 def run_secureboost(ctx: StepContext, params: SecureBoostParams) -> dict[str, Any]:
     """Run this party's role of SecureBoost training (guest: labels; host: features)."""
     if ctx.role not in ("guest", "host"):
-        ctx.state["model"] = _Bystander()  # e.g. an arbiter: it takes no part in evaluate / predict
+        ctx.state["model"] = Bystander()  # e.g. an arbiter: it takes no part in evaluate / predict
         return {}
-    guest = _guest_party(ctx)
+    guest = guest_party(ctx)
     hosts = [p for p in ctx.data_parties if ctx.roles[p] == "host"]
     if not hosts:
         raise ConfigError("secureboost needs at least one party with role host and data")
@@ -1021,7 +464,7 @@ def run_secureboost(ctx: StepContext, params: SecureBoostParams) -> dict[str, An
         raise ConfigError(f"secureboost: party {ctx.party!r} ({ctx.role}) has no data")
     if ctx.role == "guest":
         return _run_guest(ctx, params, hosts)
-    return _run_host(ctx, params, guest)
+    return run_host(ctx, params, guest)
 
 
 def baseline_secureboost(params: SecureBoostParams, datasets: Mapping[str, BaselineData]) -> dict[str, float]:

@@ -1,0 +1,263 @@
+"""SecureBoost's trained model: the guest's trees, each host's private lookup table, prediction.
+
+The guest keeps its trees, with every host split as (host, opaque split id); each host keeps its
+lookup table (feature, threshold) per split id. Prediction is collaborative: each host sends, for
+its lookup-table entries, which rows go left; only the guest learns scores. Model files are
+msgpack (`modelstore`), one per party.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from sharelearn.algorithms.context import Dataset, StepContext
+from sharelearn.algorithms.modelstore import load_model, save_model
+from sharelearn.algorithms.vertical.secureboost_params import F64, I64
+from sharelearn.core import codec
+from sharelearn.core.errors import ConfigError, DataError, DecodeError, ProtocolError
+
+__all__ = [
+    "MODEL_FILE",
+    "Bystander",
+    "SecureBoostGuestModel",
+    "SecureBoostHostModel",
+    "Tree",
+    "guest_party",
+    "load_secureboost",
+    "trees_from_arrays",
+    "trees_to_arrays",
+]
+
+MODEL_FILE = "secureboost_model.msgpack"
+
+
+# -- trees ------------------------------------------------------------------------------------------
+@dataclass
+class Tree:
+    """One tree at the guest. owner -1 = the guest's own split; owner h = hosts[h], split_id opaque."""
+
+    cls: int = 0
+    left: list[int] = field(default_factory=list)
+    right: list[int] = field(default_factory=list)
+    owner: list[int] = field(default_factory=list)
+    feature: list[int] = field(default_factory=list)
+    split_id: list[int] = field(default_factory=list)
+    threshold: list[float] = field(default_factory=list)
+    value: list[float] = field(default_factory=list)
+
+    def add(self) -> int:
+        for name in ("left", "right", "owner", "feature", "split_id"):
+            getattr(self, name).append(-1)
+        self.threshold.append(0.0)
+        self.value.append(0.0)
+        return len(self.left) - 1
+
+
+_INT_FIELDS = ("left", "right", "owner", "feature", "split_id")
+
+
+def trees_to_arrays(trees: Sequence[Tree]) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {
+        "tree_sizes": np.asarray([len(t.left) for t in trees], dtype=np.int64),
+        "tree_class": np.asarray([t.cls for t in trees], dtype=np.int64),
+    }
+    for name in (*_INT_FIELDS, "threshold", "value"):
+        dtype = np.int64 if name in _INT_FIELDS else np.float64
+        out[name] = np.asarray([v for t in trees for v in getattr(t, name)], dtype=dtype)
+    return out
+
+
+def trees_from_arrays(arrays: Mapping[str, np.ndarray], source: str) -> list[Tree]:
+    try:
+        sizes, classes = arrays["tree_sizes"].tolist(), arrays["tree_class"].tolist()
+        total = int(sum(sizes))
+        columns = {n: arrays[n].tolist() for n in (*_INT_FIELDS, "threshold", "value")}
+    except KeyError as exc:
+        raise DataError(f"{source}: secureboost trees lack array {exc}") from None
+    if any(len(v) != total for v in columns.values()):
+        raise DataError(f"{source}: secureboost tree arrays have inconsistent lengths")
+    trees, start = [], 0
+    for size, cls in zip(sizes, classes, strict=True):
+        part = {n: v[start : start + size] for n, v in columns.items()}
+        trees.append(Tree(cls=int(cls), **part))
+        start += size
+    return trees
+
+
+def _decider(tree: Tree, x: F64, masks: Sequence[npt.NDArray[np.bool_]]) -> Any:
+    """goes_left(node, positions) for prediction: the guest's own splits, else the hosts' masks."""
+    feat, thr = np.asarray(tree.feature), np.asarray(tree.threshold)
+    owner, sid = np.asarray(tree.owner), np.asarray(tree.split_id)
+
+    def goes_left(nd: int, at: I64) -> Any:
+        if owner[nd] < 0:
+            return x[at, feat[nd]] <= thr[nd]
+        return masks[owner[nd]][sid[nd], at]
+
+    return goes_left
+
+
+def _route(tree: Tree, rows: int, goes_left: Any) -> I64:
+    """Leaf of every row; goes_left(node, positions) -> bool mask of those rows going left."""
+    node = np.zeros(rows, dtype=np.int64)
+    left, right = np.asarray(tree.left), np.asarray(tree.right)
+    while True:
+        inner = np.flatnonzero(left[node] >= 0)
+        if inner.size == 0:
+            return node
+        for nd in np.unique(node[inner]).tolist():
+            at = inner[node[inner] == nd]
+            mask = goes_left(nd, at)
+            node[at] = np.where(mask, left[nd], right[nd])
+
+
+# -- the models -------------------------------------------------------------------------------------
+def guest_party(ctx: StepContext) -> str:
+    guests = [p for p, r in ctx.roles.items() if r == "guest"]
+    if len(guests) != 1:
+        raise ConfigError(f"secureboost needs exactly one party with role guest, the job has {guests}")
+    return guests[0]
+
+
+@dataclass
+class SecureBoostGuestModel:
+    """The guest's part: trees whose host splits are (host, opaque split id); scores stay here."""
+
+    trees: list[Tree]
+    hosts: list[str]
+    base: list[float]
+    task: str
+    history: dict[str, list[float]] = field(default_factory=dict)
+    step: str = "secureboost"
+
+    def margins(self, x: F64, masks: Sequence[npt.NDArray[np.bool_]]) -> F64:
+        """Raw scores (n, k) given the hosts' go-left masks (entries, n)."""
+        out = np.tile(np.asarray(self.base, dtype=np.float64), (x.shape[0], 1))
+        for tree in self.trees:
+            leaves = _route(tree, x.shape[0], _decider(tree, x, masks))
+            out[:, tree.cls] += np.asarray(tree.value)[leaves]
+        return out
+
+    def predict(self, ctx: StepContext, data: Dataset | None) -> np.ndarray | None:
+        if data is None:
+            raise DataError(f"secureboost: the guest {ctx.party!r} has no data to predict")
+        link = ctx.link.scope("secureboost", "predict")
+        rows = len(data)
+        masks = []
+        for host in self.hosts:
+            if host not in ctx.roles:
+                raise ConfigError(
+                    f"secureboost model expects host party {host!r}; the job has {list(ctx.roles)}"
+                )
+            bits = codec.expect_array(
+                link.recv(host, "goes_left"), peer=host, tag="goes_left", dtype=np.uint8
+            )
+            if bits.ndim != 2 or bits.shape[1] != (rows + 7) // 8:
+                raise DecodeError(
+                    f"goes_left from {host!r} has shape {bits.shape} for {rows} rows",
+                    peer=host,
+                    tag="goes_left",
+                )
+            masks.append(np.unpackbits(bits, axis=1, count=rows).astype(bool))
+        for tree in self.trees:
+            for nd, (o, s) in enumerate(zip(tree.owner, tree.split_id, strict=True)):
+                if tree.left[nd] >= 0 and o >= 0 and not 0 <= s < masks[o].shape[0]:
+                    raise ProtocolError(
+                        f"host {self.hosts[o]!r} sent no decision for split {s}", peer=self.hosts[o]
+                    )
+        return _link_scores(self.task, self.margins(np.asarray(data.x, dtype=np.float64), masks))
+
+    def save(self, path: Path) -> Path:
+        meta = {
+            "role": "guest",
+            "hosts": self.hosts,
+            "base": self.base,
+            "task": self.task,
+            "history": self.history,
+        }
+        return save_model(path, "secureboost", meta, trees_to_arrays(self.trees))
+
+
+@dataclass
+class SecureBoostHostModel:
+    """A host's part: its private lookup table (feature, threshold) per split id."""
+
+    feature: I64
+    threshold: F64
+    task: str
+    history: dict[str, list[float]] = field(default_factory=dict)
+    step: str = "secureboost"
+
+    def predict(self, ctx: StepContext, data: Dataset | None) -> np.ndarray | None:
+        if data is None:
+            raise DataError(f"secureboost: host {ctx.party!r} has no data to predict")
+        x = np.asarray(data.x, dtype=np.float64)
+        if self.feature.size and int(self.feature.max()) >= x.shape[1]:
+            raise DataError(
+                f"secureboost: host {ctx.party!r} model uses feature {int(self.feature.max())}, "
+                f"data has {x.shape[1]}"
+            )
+        left = (
+            self.threshold[:, None] >= x[:, self.feature].T
+            if self.feature.size
+            else np.zeros((0, len(x)), bool)
+        )
+        bits = np.packbits(left, axis=1) if left.size else np.zeros((0, (len(x) + 7) // 8), np.uint8)
+        ctx.link.scope("secureboost", "predict").send(guest_party(ctx), "goes_left", bits)
+        return None
+
+    def save(self, path: Path) -> Path:
+        meta = {"role": "host", "task": self.task}
+        return save_model(path, "secureboost", meta, {"feature": self.feature, "threshold": self.threshold})
+
+
+@dataclass
+class Bystander:
+    """The part of a party with no role in SecureBoost: it predicts nothing and saves nothing."""
+
+    task: str = "binary"
+    history: dict[str, list[float]] = field(default_factory=dict)
+    step: str = "secureboost"
+
+    def predict(self, ctx: StepContext, data: Dataset | None) -> np.ndarray | None:
+        return None
+
+    def save(self, path: Path) -> Path:
+        raise ConfigError("secureboost: a party without a guest or host role holds no model to save")
+
+
+def _link_scores(task: str, margin: F64) -> np.ndarray:
+    if task == "binary":
+        return np.asarray(1.0 / (1.0 + np.exp(-margin[:, 0])))
+    if task == "regression":
+        return margin[:, 0]
+    shifted = np.exp(margin - margin.max(axis=1, keepdims=True))
+    return np.asarray(shifted / shifted.sum(axis=1, keepdims=True))
+
+
+def load_secureboost(path: Path) -> SecureBoostGuestModel | SecureBoostHostModel:
+    """Read one party's model file (guest trees or a host's lookup table)."""
+    meta, arrays = load_model(path, "secureboost")
+    role = meta.get("role")
+    if role == "host":
+        try:
+            return SecureBoostHostModel(
+                arrays["feature"].astype(np.int64), arrays["threshold"].astype(np.float64), str(meta["task"])
+            )
+        except KeyError as exc:
+            raise DataError(f"model file {str(path)!r}: host part lacks {exc}") from None
+    if role != "guest":
+        raise DataError(f"model file {str(path)!r}: unknown secureboost role {role!r}")
+    return SecureBoostGuestModel(
+        trees_from_arrays(arrays, str(path)),
+        [str(h) for h in meta.get("hosts", [])],
+        [float(b) for b in meta.get("base", [])],
+        str(meta.get("task")),
+        {str(k): [float(x) for x in v] for k, v in dict(meta.get("history") or {}).items()},
+    )
