@@ -1,11 +1,14 @@
 """Quote verification (crypto + TCB) and the single entry point `attest` (verify, then appraise).
 
-Real quotes (Intel SGX v3 / TDX v4) are verified by dcap-qvl against Intel's root with the
-collateral passed in (TEE.md §1.3): PCK chain + CRLs, QE report, QE identity, ISV signature,
-TCB level -> status + advisories. Simulated quotes (`sim.SimPlatform`) are DCAP-shaped and
-labelled SIMULATION in-band (QE vendor id and header user_data); they are only ever verified
-against the simulation root a caller pins, with the same structure checks (PCK chain to the root,
-QE report signed by the PCK key, QE report binding the attestation key, ISV signature).
+Every SGX/TDX quote, real or simulated, is verified by the same verifier, dcap-qvl (TEE.md §1.3,
+§2.1): TCB info and QE identity (signatures, dates), PCK chain to the trusted root with the root
+CA and PCK CRLs, QE report signature and its binding of the attestation key, ISV signature, PCK
+SGX extension (CPUSVN / PCESVN / FMSPC) against the TCB info -> status + advisories. Real quotes
+are checked against Intel's root built into dcap-qvl; simulated quotes (`simplatform.SimPlatform`,
+PKI and collateral from `simpcs.SimPcs`) against the simulation root a policy pins, and only if
+they are labelled SIMULATION in-band (header user_data, inside the signed bytes). Evidence may
+carry its collateral (`pack_evidence`): collateral is checked under the root, never trusted for
+travelling with the quote. dcap-qvl refuses DEBUG enclaves outright, whatever the policy says.
 
 What the verifier learns: the enclave's identity fields, its 64-byte report_data and its
 platform's TCB status. Nothing about the enclave's secrets.
@@ -16,10 +19,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
@@ -31,8 +34,10 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from sharelearn.core.errors import AttestationError, ConfigError
 from sharelearn.tee.policy import AttestationPolicy, VerifiedEvidence, appraise
 from sharelearn.tee.quote import CERT_TYPE_PCK_CHAIN, Quote, SgxReportBody, TdReportBody, parse_quote
+from sharelearn.tee.simpcs import SIM_FMSPC
 
 __all__ = [
+    "EVIDENCE_MAGIC",
     "SIM_QE_MRENCLAVE",
     "SIM_QE_VENDOR_ID",
     "SIM_USER_DATA",
@@ -41,13 +46,18 @@ __all__ = [
     "describe_quote",
     "ecdsa_p256_verify",
     "is_simulation_labelled",
+    "pack_evidence",
+    "unpack_evidence",
     "verify_quote",
 ]
 
-# In-band SIMULATION labels (TEE.md §2.1). Both are inside the signed header.
+# In-band SIMULATION labels (TEE.md §2.1), inside the signed header. Simulated quotes carry
+# SIM_USER_DATA; their QE vendor id is Intel's, which dcap-qvl requires. SIM_QE_VENDOR_ID labelled
+# earlier simulated quotes and is still recognised, so such quotes are refused as simulated.
 SIM_QE_VENDOR_ID = b"SMLSIM-NOT-INTEL"
 SIM_USER_DATA = b"SML-SIM-NOT-SGX" + bytes(5)
 SIM_QE_MRENCLAVE = hashlib.sha256(b"SML-SIM-QE-v1").digest()
+EVIDENCE_MAGIC = b"SML-EVIDENCE-v1\0"  # never a quote: quotes start with version 3, 4 or 5 (u16 LE)
 
 
 def is_simulation_labelled(quote: Quote) -> bool:
@@ -114,47 +124,46 @@ def _pem_chain(quote: Quote) -> list[x509.Certificate]:
         raise AttestationError(f"{describe_quote(quote)}: unreadable PCK certificate chain: {exc}") from exc
 
 
-def _check_sim_chain(quote: Quote, root_der: bytes, now: int) -> x509.Certificate:
+def _check_sim_root(quote: Quote, root_der: bytes) -> None:
+    """Cheap pre-check with a clear error: the quote's PCK chain must end at the pinned root."""
     chain = _pem_chain(quote)
-    who = describe_quote(quote)
-    if len(chain) != 2 or not hmac.compare_digest(
-        chain[1].public_bytes(serialization.Encoding.DER), root_der
+    if len(chain) < 2 or not hmac.compare_digest(
+        chain[-1].public_bytes(serialization.Encoding.DER), root_der
     ):
-        raise AttestationError(f"{who}: simulated quote does not chain to the pinned simulation root")
-    pck, root = chain
-    try:
-        root.verify_directly_issued_by(root)
-        pck.verify_directly_issued_by(root)
-    except (InvalidSignature, ValueError, TypeError) as exc:
         raise AttestationError(
-            f"{who}: simulation PCK certificate not signed by the simulation root"
-        ) from exc
-    at = datetime.fromtimestamp(now, UTC)
-    for cert in chain:
-        if not cert.not_valid_before_utc <= at <= cert.not_valid_after_utc:
-            raise AttestationError(f"{who}: certificate {cert.subject.rfc4514_string()} not valid at {at}")
-    return pck
+            f"{describe_quote(quote)}: simulated quote does not chain to the pinned simulation root"
+        )
 
 
-def _verify_sim(quote: Quote, root_der: bytes, now: int) -> VerifiedEvidence:
-    """Verify a simulated DCAP-shaped quote under the pinned simulation root (TEE.md §2.4)."""
-    who, sig = describe_quote(quote), quote.signature
-    pck_key = _check_sim_chain(quote, root_der, now).public_key()
-    if not isinstance(pck_key, ec.EllipticCurvePublicKey):
-        raise AttestationError(f"{who}: simulation PCK key is not an EC key")
-    pck_xy = pck_key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)[
-        1:
-    ]
-    if not ecdsa_p256_verify(pck_xy, sig.qe_report_signature, sig.qe_report.to_bytes()):
-        raise AttestationError(f"{who}: QE report signature is invalid")
-    if not hmac.compare_digest(sig.qe_report.mrenclave, SIM_QE_MRENCLAVE):
+def _verify_sim(quote: Quote, collateral_json: str | None, root_der: bytes, now: int) -> VerifiedEvidence:
+    """Verify a simulated quote with dcap-qvl under the pinned simulation root (TEE.md §2.1).
+
+    The same verifier as real quotes (`dcap_qvl.verify_with_root_ca`): TCB-info and QE-identity
+    signatures and dates, PCK chain to the pinned root with the root and PCK CRLs, QE report
+    signature and binding, ISV signature, PCK SGX extension against the TCB info. Then our own
+    checks: the SIMULATION label, the simulation FMSPC, the simulated QE's MRENCLAVE, and that
+    dcap-qvl parsed the same identity as we did.
+    """
+    who = describe_quote(quote)
+    if not is_simulation_labelled(quote):
+        raise AttestationError(f"{who}: not a SIMULATION-labelled quote; refused against a simulation root")
+    if collateral_json is None:
+        raise AttestationError(f"{who}: simulated quote came without its collateral (sim PCS)")
+    _check_sim_root(quote, root_der)
+    qvl = _dcap_qvl()
+    try:
+        collateral = qvl.QuoteCollateralV3.from_json(collateral_json)
+        report = qvl.verify_with_root_ca(quote.raw, collateral, root_der, int(now))
+        fmspc = str(qvl.parse_quote(quote.raw).fmspc()).upper()
+    except ValueError as exc:
+        raise AttestationError(f"{who}: DCAP verification under the simulation root failed: {exc}") from exc
+    if fmspc != SIM_FMSPC.hex().upper():
+        raise AttestationError(f"{who}: PCK certificate FMSPC {fmspc} is not the simulation FMSPC")
+    if not hmac.compare_digest(quote.signature.qe_report.mrenclave, SIM_QE_MRENCLAVE):
         raise AttestationError(f"{who}: QE report is not from the simulation quoting enclave")
-    qe_hash = hashlib.sha256(sig.attestation_key + sig.qe_auth_data).digest()
-    if not hmac.compare_digest(sig.qe_report.report_data, qe_hash + bytes(32)):
-        raise AttestationError(f"{who}: QE report does not bind the attestation key")
-    if not ecdsa_p256_verify(sig.attestation_key, sig.isv_signature, quote.signed_bytes):
-        raise AttestationError(f"{who}: ISV enclave report signature is invalid")
-    return _evidence(quote, "sim-sgx", "UpToDate", (), hashlib.sha256(root_der).digest())
+    _cross_check(quote, str(report.to_json()))
+    advisories = tuple(str(a) for a in report.advisory_ids)
+    return _evidence(quote, "sim-sgx", str(report.status), advisories, hashlib.sha256(root_der).digest())
 
 
 def _dcap_qvl() -> Any:
@@ -162,7 +171,7 @@ def _dcap_qvl() -> Any:
         import dcap_qvl
     except ImportError as exc:
         raise ConfigError(
-            "verifying real SGX/TDX quotes needs dcap-qvl: pip install 'sharelearn[tee]'"
+            "verifying SGX/TDX quotes (real or simulated) needs dcap-qvl: pip install 'sharelearn[tee]'"
         ) from exc
     return dcap_qvl
 
@@ -197,29 +206,64 @@ def _verify_dcap(quote: Quote, collateral_json: str, now: int) -> VerifiedEviden
     return _evidence(quote, tee, str(report.status), advisories, hashlib.sha256(root).digest())
 
 
+def pack_evidence(quote: bytes, collateral: str) -> bytes:
+    """Evidence that carries its collateral: magic ‖ u32 quote length ‖ quote ‖ collateral JSON.
+
+    The collateral is not trusted because it travels with the quote: dcap-qvl checks every item
+    of it against the verifier's own root (Intel's, or the simulation root a policy pins).
+    """
+    return EVIDENCE_MAGIC + struct.pack(">I", len(quote)) + quote + collateral.encode()
+
+
+def unpack_evidence(evidence: bytes) -> tuple[bytes, str | None]:
+    """Split evidence into (quote, collateral JSON or None); a bare quote passes through."""
+    if not isinstance(evidence, bytes):
+        raise AttestationError(f"evidence must be bytes, got {type(evidence).__name__}")
+    if not evidence.startswith(EVIDENCE_MAGIC):
+        return evidence, None
+    head = len(EVIDENCE_MAGIC)
+    if len(evidence) < head + 4:
+        raise AttestationError("evidence: truncated after the magic")
+    (n,) = struct.unpack(">I", evidence[head : head + 4])
+    if len(evidence) < head + 4 + n:
+        raise AttestationError(f"evidence: quote length {n} exceeds the {len(evidence)}-byte evidence")
+    try:
+        collateral = evidence[head + 4 + n :].decode()
+    except UnicodeDecodeError as exc:
+        raise AttestationError("evidence: collateral is not UTF-8 JSON") from exc
+    return evidence[head + 4 : head + 4 + n], collateral
+
+
 def verify_quote(
     raw: bytes, *, now: int, collateral: str | None = None, simulation_root_der: bytes | None = None
 ) -> VerifiedEvidence:
     """Verify a quote's signature chain and TCB; do not judge its identity (see `appraise`).
 
+    Real and simulated quotes go through the same verifier, dcap-qvl: real ones against Intel's
+    root (built into dcap-qvl), simulated ones against the pinned simulation root only.
+
     Args:
-        raw: quote bytes (SGX v3, TDX v4, or a simulated SGX v3).
+        raw: quote bytes (SGX v3, TDX v4, or a simulated SGX v3), or `pack_evidence` output.
         now: verification time, Unix seconds (pinned in tests: collateral expires).
-        collateral: dcap-qvl collateral JSON for real quotes (from a PCCS or a cache).
+        collateral: dcap-qvl collateral JSON (from a PCCS or a cache); if None, the collateral
+            carried in the evidence is used.
         simulation_root_der: the pinned simulation root; required for (and only used for)
             quotes labelled SIMULATION. Real quotes are never checked against it.
 
     Raises:
-        AttestationError: malformed quote, broken chain, bad signature, expired collateral.
+        AttestationError: malformed quote, broken chain, bad signature, expired or revoked
+            collateral, no collateral.
         ConfigError: dcap-qvl is not installed.
     """
-    quote = parse_quote(raw)
+    quote_raw, carried = unpack_evidence(raw)
+    collateral = collateral if collateral is not None else carried
+    quote = parse_quote(quote_raw)
     if is_simulation_labelled(quote):
         if simulation_root_der is None:
             raise AttestationError(
                 f"{describe_quote(quote)}: quote is labelled SIMULATION; no simulation root"
             )
-        return _verify_sim(quote, simulation_root_der, now)
+        return _verify_sim(quote, collateral, simulation_root_der, now)
     if collateral is None:
         raise AttestationError(f"{describe_quote(quote)}: no collateral given for a DCAP quote")
     return _verify_dcap(quote, collateral, now)
@@ -252,7 +296,7 @@ def attest(
     This is the one entry point for real and simulated evidence. Returns the evidence only if
     every clause passes; raises `AttestationError` naming the measurement and clause otherwise.
     """
-    quote = parse_quote(raw)
+    quote = parse_quote(unpack_evidence(raw)[0])
     _precheck(quote, policy)
     root = policy.simulation_root_der if policy.allow_simulation else None
     ev = verify_quote(
@@ -264,9 +308,10 @@ def attest(
 
 @dataclass(frozen=True, slots=True)
 class QuoteAppraiser:
-    """A relying party's verifier: `appraiser(quote, expected_report_data) -> VerifiedEvidence`.
+    """A relying party's verifier: `appraiser(evidence, expected_report_data) -> VerifiedEvidence`.
 
-    `collateral_for` returns the collateral JSON for a real quote (a PCCS cache); `now` pins time.
+    `collateral_for(quote)` returns collateral JSON (a PCCS cache) or None to use the collateral
+    carried in the evidence; `now` pins time.
     """
 
     policy: AttestationPolicy
@@ -274,7 +319,8 @@ class QuoteAppraiser:
     now: int | None = None
 
     def __call__(self, raw: bytes, expected_report_data: bytes) -> VerifiedEvidence:
-        collateral = None if self.collateral_for is None else self.collateral_for(raw)
+        quote = unpack_evidence(raw)[0]
+        collateral = None if self.collateral_for is None else self.collateral_for(quote)
         return attest(
             raw, self.policy, expected_report_data=expected_report_data, now=self.now, collateral=collateral
         )

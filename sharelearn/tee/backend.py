@@ -112,7 +112,11 @@ class EnclaveRuntime(Protocol):
     def identity(self) -> EnclaveIdentity: ...
 
     def quote(self, report_data: bytes) -> bytes:
-        """Return a quote over this enclave's identity and the given 64-byte report_data."""
+        """Return evidence over this enclave's identity and the given 64-byte report_data.
+
+        A quote, or a quote packed with its collateral (`attestation.pack_evidence`, as the
+        simulation platform does); verifiers take either.
+        """
         ...
 
     def get_seal_key(self, policy: SealPolicy, key_id: bytes, isv_svn: int) -> bytes:

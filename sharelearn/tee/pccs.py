@@ -15,6 +15,9 @@ PCCS caches these inside the data centre; this is a small version of it:
 
 The proxy is not trusted for integrity: every item it serves is signed by Intel's keys and checked
 by dcap-qvl against the root it has built in. It can only withhold collateral (deny service).
+A simulated platform's collateral (`simpcs.SimPcs`, written by `sharelearn tee host` as
+`sim_collateral.json`) imports the same way, into its own cache: it verifies only under that
+platform's simulation root, never Intel's.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from cryptography import x509
 
 from sharelearn.core.errors import AttestationError, ConfigError, DataError
 from sharelearn.core.fileio import atomic_write_text
+from sharelearn.tee.simpcs import SIM_PCK_CA_CN
 
 __all__ = ["CollateralCache", "PccsServer", "fetch_collateral"]
 
@@ -48,7 +52,11 @@ _FIELDS = (
     "qe_identity",
     "qe_identity_signature",
 )
-_CA_NAMES = {"Intel SGX PCK Processor CA": "processor", "Intel SGX PCK Platform CA": "platform"}
+_CA_NAMES = {
+    "Intel SGX PCK Processor CA": "processor",
+    "Intel SGX PCK Platform CA": "platform",
+    SIM_PCK_CA_CN: "platform",  # a simulated PCS's collateral (one cache per trust root)
+}
 
 
 def _next_update(doc: str, what: str, source: str) -> int:
@@ -86,7 +94,7 @@ class CollateralCache:
         names = crl.issuer.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
         ca = _CA_NAMES.get(str(names[0].value) if names else "")
         if ca is None:
-            raise DataError(f"{source}: the PCK CRL is not issued by an Intel PCK CA")
+            raise DataError(f"{source}: the PCK CRL is not issued by an Intel (or simulation) PCK CA")
         _next_update(doc["tcb_info"], "tcb_info", source)
         _next_update(doc["qe_identity"], "qe_identity", source)
         platform = {k: doc[k] for k in _FIELDS if not k.startswith("pck_crl")}

@@ -5,8 +5,9 @@ files), hash them with the config of `enclave.json` into MRENCLAVE, and sign a s
 (Ed25519) whose key hash is MRSIGNER. Launch: read the bundle *again into memory*, re-measure,
 refuse any mismatch with the image (the EINIT analogue: a tampered bundle never runs), copy the
 measured bytes into a private read-only directory and start `python -I -B -m
-sharelearn.tee.simloader` on one control socket. Quotes and seal keys for that process come
-from the `SimPlatform` using the identity *it* measured, never one the process claims.
+sharelearn.tee.simloader` on one control socket. Quotes (packed with the platform's simulated PCS
+collateral, `SimPlatform.evidence`) and seal keys for that process come from the `SimPlatform`
+using the identity *it* measured, never one the process claims.
 
 Not security against the host: the host can read the process memory (TEE.md §2.4).
 """
@@ -199,7 +200,8 @@ class SimEnclave:
         try:
             report_data = msg.get("report_data")
             if msg["op"] == "quote" and isinstance(report_data, bytes):
-                return {"op": "quote", "quote": self._platform.quote(self._identity, report_data)}
+                # The enclave gets evidence: its quote plus the platform's collateral.
+                return {"op": "quote", "quote": self._platform.evidence(self._identity, report_data)}
             key_id, svn, policy = msg.get("key_id"), msg.get("isv_svn"), msg.get("policy")
             if (
                 msg["op"] == "seal_key"

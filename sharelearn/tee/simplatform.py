@@ -1,11 +1,13 @@
 """The simulation platform: a trusted local stand-in for the CPU + quoting enclave (no SGX).
 
-It owns a simulation PKI (root "SIMULATION ROOT CA — NOT INTEL SGX" -> simulation PCK -> an
-attestation key certified through a simulated QE report, the DCAP v3 structure of TEE.md §1.3)
-and a per-platform seal secret. It issues DCAP-*shaped* quotes labelled SIMULATION in-band
-(QE vendor id and header user_data), which `attestation.verify_quote` checks with full
-signatures against this root only, and `attest` refuses unless a policy sets
-`allow_simulation=True` and pins this root.
+It owns a simulated PCS (`simpcs.SimPcs`: root "SIMULATION ROOT CA — NOT INTEL SGX" -> PCK
+Platform CA -> PCK certificate with an SGX extension; TCB-signing certificate; signed TCB info
+and QE identity; root and PCK CRLs), an attestation key certified through a simulated QE report
+(the DCAP v3 structure of TEE.md §1.3) and a per-platform seal secret. It issues DCAP quotes
+labelled SIMULATION in-band (header user_data) carrying the full PCK chain (cert type 5);
+`evidence` packs a quote with the platform's collateral, which `attestation.verify_quote` checks
+with dcap-qvl under this root only, and `attest` refuses unless a policy sets
+`allow_simulation=True` and pins this root. PKI and collateral are made once per platform start.
 
 What simulation does not give: no memory encryption or isolation from root/ptrace, the signing
 keys live on the same host, no side-channel resistance. It validates protocol and policy logic.
@@ -13,22 +15,20 @@ keys live on the same host, no side-channel resistance. It validates protocol an
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import os
 
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from cryptography.x509.oid import NameOID
 
 from sharelearn.core.errors import CryptoError
-from sharelearn.tee.attestation import SIM_QE_MRENCLAVE, SIM_QE_VENDOR_ID, SIM_USER_DATA
+from sharelearn.tee.attestation import SIM_QE_MRENCLAVE, SIM_USER_DATA, pack_evidence
 from sharelearn.tee.backend import EnclaveIdentity, SealPolicy
 from sharelearn.tee.quote import (
     ATT_KEY_ECDSA_P256,
     CERT_TYPE_PCK_CHAIN,
+    INTEL_QE_VENDOR_ID,
     TEE_TYPE_SGX,
     QuoteHeader,
     QuoteSignature,
@@ -36,11 +36,16 @@ from sharelearn.tee.quote import (
     encode_sgx_quote_v3,
 )
 from sharelearn.tee.sealing import derive_key
+from sharelearn.tee.simpcs import (
+    SIM_PCESVN,
+    SIM_QE_ISVPRODID,
+    SIM_QE_ISVSVN,
+    SIM_QE_MRSIGNER,
+    SIM_ROOT_CN,
+    SimPcs,
+)
 
 __all__ = ["SIM_ROOT_CN", "SimPlatform"]
-
-SIM_ROOT_CN = "SIMULATION ROOT CA — NOT INTEL SGX"
-_VALIDITY = dt.timedelta(days=3650)
 
 
 def _sign_rs(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
@@ -55,27 +60,6 @@ def _xy(key: ec.EllipticCurvePrivateKey) -> bytes:
     return point[1:]
 
 
-def _cert(
-    subject: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: str,
-    issuer_key: ec.EllipticCurvePrivateKey,
-    ca: bool,
-) -> x509.Certificate:
-    now = dt.datetime.now(dt.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + _VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .sign(issuer_key, hashes.SHA256())
-    )
-
-
 class SimPlatform:
     """One simulated machine: quoting enclave, PKI and seal secret (kept in this process).
 
@@ -84,14 +68,9 @@ class SimPlatform:
     """
 
     def __init__(self, *, seal_secret: bytes | None = None) -> None:
-        self._root_key = ec.generate_private_key(ec.SECP256R1())
-        self._pck_key = ec.generate_private_key(ec.SECP256R1())
+        self.pcs = SimPcs()
         self._att_key = ec.generate_private_key(ec.SECP256R1())
-        self._root = _cert(SIM_ROOT_CN, self._root_key, SIM_ROOT_CN, self._root_key, ca=True)
-        pck = _cert("SIMULATION PCK — NOT INTEL SGX", self._pck_key, SIM_ROOT_CN, self._root_key, ca=False)
-        self._chain_pem = pck.public_bytes(serialization.Encoding.PEM) + self._root.public_bytes(
-            serialization.Encoding.PEM
-        )
+        self._chain_pem = self.pcs.pck_chain_pem
         self._seal_secret = seal_secret if seal_secret is not None else os.urandom(32)
         if len(self._seal_secret) != 32:
             raise CryptoError("SimPlatform seal_secret must be 32 bytes")
@@ -99,13 +78,13 @@ class SimPlatform:
         qe_hash = hashlib.sha256(_xy(self._att_key) + self._qe_auth).digest()
         self._qe_report = build_sgx_report(
             mrenclave=SIM_QE_MRENCLAVE,
-            mrsigner=hashlib.sha256(b"SML-SIM-QE-SIGNER-v1").digest(),
-            isv_prod_id=1,
-            isv_svn=1,
+            mrsigner=SIM_QE_MRSIGNER,
+            isv_prod_id=SIM_QE_ISVPRODID,
+            isv_svn=SIM_QE_ISVSVN,
             attributes_flags=0x11,  # INIT | PROVISIONKEY, like Intel's QE
             report_data=qe_hash + bytes(32),
         )
-        self._qe_report_sig = _sign_rs(self._pck_key, self._qe_report.to_bytes())
+        self._qe_report_sig = _sign_rs(self.pcs.pck_key, self._qe_report.to_bytes())
 
     def __repr__(self) -> str:  # keys and the seal secret never reach logs
         return f"SimPlatform(root_sha256={hashlib.sha256(self.root_der).hexdigest()[:16]})"
@@ -113,7 +92,12 @@ class SimPlatform:
     @property
     def root_der(self) -> bytes:
         """The simulation root certificate that a simulation-accepting policy must pin."""
-        return self._root.public_bytes(serialization.Encoding.DER)
+        return self.pcs.root_der
+
+    @property
+    def collateral_json(self) -> str:
+        """The simulated PCS collateral (dcap-qvl JSON) for this platform's quotes."""
+        return self.pcs.collateral_json
 
     def quote(self, identity: EnclaveIdentity, report_data: bytes) -> bytes:
         """Issue a SIMULATION-labelled SGX quote v3 over `identity` and `report_data` (64 bytes).
@@ -123,7 +107,9 @@ class SimPlatform:
         """
         if len(report_data) != 64:
             raise CryptoError(f"report_data must be 64 bytes, got {len(report_data)}")
-        header = QuoteHeader(3, ATT_KEY_ECDSA_P256, TEE_TYPE_SGX, 1, 1, SIM_QE_VENDOR_ID, SIM_USER_DATA)
+        header = QuoteHeader(
+            3, ATT_KEY_ECDSA_P256, TEE_TYPE_SGX, SIM_QE_ISVSVN, SIM_PCESVN, INTEL_QE_VENDOR_ID, SIM_USER_DATA
+        )
         body = build_sgx_report(
             mrenclave=identity.mrenclave,
             mrsigner=identity.mrsigner,
@@ -142,6 +128,10 @@ class SimPlatform:
             cert_data=self._chain_pem,
         )
         return encode_sgx_quote_v3(header, body, signature)
+
+    def evidence(self, identity: EnclaveIdentity, report_data: bytes) -> bytes:
+        """A quote (see `quote`) packed with this platform's collateral (`pack_evidence`)."""
+        return pack_evidence(self.quote(identity, report_data), self.pcs.collateral_json)
 
     def seal_key(self, identity: EnclaveIdentity, policy: SealPolicy, key_id: bytes, isv_svn: int) -> bytes:
         """EGETKEY analogue: HKDF(seal secret, key_id, policy ‖ identity ‖ svn ‖ debug).

@@ -30,7 +30,7 @@ def _policy(platform: SimPlatform, ident: EnclaveIdentity, *, sim: bool = True) 
 
 def _attested(platform: SimPlatform, ident: EnclaveIdentity, keys: ClusterKeys) -> AttestedClusterKey:
     nonce = os.urandom(32)
-    statement, quote = make_statement(keys, nonce, lambda rd: platform.quote(ident, rd))
+    statement, quote = make_statement(keys, nonce, lambda rd: platform.evidence(ident, rd))
     return verify_statement(statement, quote, _policy(platform, ident), nonce)
 
 
@@ -158,12 +158,12 @@ def test_chunk_tampering_is_detected(tmp_path: Path, platform: SimPlatform, atta
 
 def test_statement_replay_and_production_policy_are_refused(platform: SimPlatform) -> None:
     ident, keys = _ident(), ClusterKeys.generate("train")
-    statement, quote = make_statement(keys, os.urandom(32), lambda rd: platform.quote(ident, rd))
+    statement, quote = make_statement(keys, os.urandom(32), lambda rd: platform.evidence(ident, rd))
 
     with pytest.raises(AttestationError, match="report_data"):
         verify_statement(statement, quote, _policy(platform, ident), os.urandom(32))  # other nonce
     nonce = os.urandom(32)
-    statement, quote = make_statement(keys, nonce, lambda rd: platform.quote(ident, rd))
+    statement, quote = make_statement(keys, nonce, lambda rd: platform.evidence(ident, rd))
     with pytest.raises(AttestationError, match="simulated evidence"):
         verify_statement(statement, quote, _policy(platform, ident, sim=False), nonce)
     forged = statement.replace(keys.ingest_pk.hex().encode(), os.urandom(32).hex().encode())

@@ -157,7 +157,7 @@ def _sim_policy(
 
 def test_simulated_quote_verifies_only_when_policy_allows(platform: SimPlatform) -> None:
     ident, rd = _sim_identity(), bind_report_data(b"test", b"k" * 32, os.urandom(32), b"")
-    raw = platform.quote(ident, rd)
+    raw = platform.evidence(ident, rd)
 
     ev = attest(raw, _sim_policy(platform, ident), expected_report_data=rd)
     assert ev.tee == "sim-sgx" and ev.simulated and ev.mrenclave == ident.mrenclave
@@ -175,12 +175,14 @@ def test_simulated_quote_under_another_simulation_root_is_refused(platform: SimP
     attacker = SimPlatform()
 
     with pytest.raises(AttestationError, match="pinned simulation root"):
-        attest(attacker.quote(ident, rd), _sim_policy(platform, ident), expected_report_data=rd)
+        attest(attacker.evidence(ident, rd), _sim_policy(platform, ident), expected_report_data=rd)
 
 
 def test_simulated_evidence_never_passes_appraisal_as_real(platform: SimPlatform) -> None:
     ident, rd = _sim_identity(), bytes(64)
-    ev = verify_quote(platform.quote(ident, rd), now=int(time.time()), simulation_root_der=platform.root_der)
+    ev = verify_quote(
+        platform.evidence(ident, rd), now=int(time.time()), simulation_root_der=platform.root_der
+    )
 
     with pytest.raises(AttestationError, match="allow_simulation=False"):
         appraise(
@@ -192,20 +194,22 @@ def test_simulated_evidence_never_passes_appraisal_as_real(platform: SimPlatform
 
 def test_forged_simulated_quote_signature_is_refused(platform: SimPlatform) -> None:
     ident, rd = _sim_identity(), bytes(64)
-    raw = bytearray(platform.quote(ident, rd))
+    raw = bytearray(platform.evidence(ident, rd))
     raw[48 + 320] ^= 1  # attacker rewrites report_data to bind its own key
 
     with pytest.raises(AttestationError, match="ISV enclave report signature is invalid"):
         attest(bytes(raw), _sim_policy(platform, ident), expected_report_data=bytes(raw[368:432]))
 
 
-def test_simulated_debug_enclave_refused_unless_allowed(platform: SimPlatform) -> None:
+def test_simulated_debug_enclave_refused_by_policy_and_by_dcap_qvl(platform: SimPlatform) -> None:
     ident, rd = _sim_identity(debug=True), bytes(64)
-    raw = platform.quote(ident, rd)
+    raw = platform.evidence(ident, rd)
 
-    with pytest.raises(AttestationError, match="DEBUG enclave"):
+    with pytest.raises(AttestationError, match="DEBUG enclave and allow_debug=False"):
         attest(raw, _sim_policy(platform, ident), expected_report_data=rd)
-    assert attest(raw, _sim_policy(platform, ident, allow_debug=True), expected_report_data=rd).debug
+    # The shared verifier (dcap-qvl) refuses DEBUG enclaves whatever the policy: same as real quotes.
+    with pytest.raises(AttestationError, match="Debug mode is enabled"):
+        attest(raw, _sim_policy(platform, ident, allow_debug=True), expected_report_data=rd)
 
 
 def test_min_isv_svn_rule(platform: SimPlatform) -> None:
@@ -214,7 +218,7 @@ def test_min_isv_svn_rule(platform: SimPlatform) -> None:
     policy = replace(_sim_policy(platform, ident), accept=(rule,))
 
     with pytest.raises(AttestationError, match="ISVSVN 2 < min_isv_svn 3"):
-        attest(platform.quote(ident, rd), policy, expected_report_data=rd)
+        attest(platform.evidence(ident, rd), policy, expected_report_data=rd)
 
 
 def test_policy_validation() -> None:

@@ -30,7 +30,7 @@ def _appraiser(platform: SimPlatform, *accepted: EnclaveIdentity) -> QuoteApprai
 
 
 def _attester(platform: SimPlatform, ident: EnclaveIdentity) -> Callable[[bytes], bytes]:
-    return lambda rd: platform.quote(ident, rd)
+    return lambda rd: platform.evidence(ident, rd)
 
 
 def _handshake(platform: SimPlatform, server: EnclaveIdentity) -> tuple[channel.Session, channel.Session]:

@@ -86,6 +86,8 @@ def host_command(
     host = EnclaveHost(cm=cm, hb_s=hb_s)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "simulation_root.der").write_bytes(host.platform.root_der)
+    # The simulated PCS's collateral, for `sharelearn tee pccs --add` (it also travels in evidence).
+    (workdir / "sim_collateral.json").write_text(host.platform.collateral_json)
     extra = {"owner_pk": owner_pk} if owner_pk else None
     images = {}
     for name, svn in (("v1", 1), ("v2", 2)):
@@ -103,6 +105,7 @@ def host_command(
         "pid": os.getpid(),
         "simulation": True,
         "simulation_root": str(workdir / "simulation_root.der"),
+        "sim_collateral": str(workdir / "sim_collateral.json"),
         "images": images,
         "instances": {iid: host.instances[iid].enclave.pid for iid in started},
     }
