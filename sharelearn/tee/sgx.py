@@ -7,27 +7,45 @@ Enclave side: `GramineRuntime` obtains quotes by writing `/dev/attestation/user_
 reading `/dev/attestation/quote`, and seal keys by reading `/dev/attestation/keys/_sgx_mrenclave`
 (always through a KDF, never used directly).
 
-Status: launching through `gramine-sgx` with a control channel is not implemented yet
-(`launch` raises ConfigError); hardware tests skip on machines without `/dev/sgx_enclave`.
+Launch: `GramineSgxBackend.launch` starts `gramine-sgx app` in the work directory; inside,
+`gramineloader` serves calls on the enclave's stdin / stdout (the same frames as the simulation
+backend's control socket). When a handler asks for a quote, the host answers the enclave's
+request for collateral from the PCCS it was given (`pccs_url`, e.g. `sharelearn tee pccs`), so
+enclave hosts need no internet. The control protocol runs in tests with the loader as a normal
+process and a stand-in attestation directory; `gramine-sgx` itself only on SGX hardware, whose
+tests skip on machines without `/dev/sgx_enclave`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from sharelearn.core.errors import ConfigError, CryptoError
+from sharelearn.core.errors import AttestationError, ConfigError, CryptoError, ProtocolError
+from sharelearn.core.types import Wire
 from sharelearn.tee.backend import EnclaveHandle, EnclaveIdentity, EnclaveImage, SealPolicy
+from sharelearn.tee.pccs import fetch_collateral
 from sharelearn.tee.quote import SgxReportBody, parse_quote
 from sharelearn.tee.sealing import derive_key, seal_with, unseal_with
+from sharelearn.tee.sim import PipeStream, recv_frame, send_frame
 
-__all__ = ["SGX_DEVICE", "GramineRuntime", "GramineSgxBackend", "render_manifest", "sgx_available"]
+__all__ = [
+    "LOADER_SCRIPT",
+    "SGX_DEVICE",
+    "GramineEnclave",
+    "GramineRuntime",
+    "GramineSgxBackend",
+    "render_manifest",
+    "sgx_available",
+]
 
 SGX_DEVICE = Path("/dev/sgx_enclave")
 _TOOLS = ("gramine-manifest", "gramine-sgx-sign", "gramine-sgx-sigstruct-view", "gramine-sgx")
+LOADER_SCRIPT = str(Path(__file__).with_name("gramineloader.py"))  # the manifest's entry script
 
 
 def sgx_available() -> bool:
@@ -64,6 +82,7 @@ def render_manifest(
             f"libos.entrypoint = {_toml_str(python)}",
             f'loader.argv = [{_toml_str(python)}, "-I", "-B", {_toml_str(entry_script)}]',
             'loader.env.OMP_NUM_THREADS = "1"',
+            f"loader.env.SML_ENCLAVE_BUNDLE = {_toml_str(bundle_dir)}",
             'loader.env.OPENBLAS_NUM_THREADS = "1"',
             'sgx.remote_attestation = "dcap"',
             f"sgx.debug = {'true' if debug else 'false'}",
@@ -127,9 +146,22 @@ class GramineSgxBackend:
 
     kind = "gramine-sgx"
 
-    def __init__(self, sign_key: Path, work_dir: Path) -> None:
+    def __init__(
+        self,
+        sign_key: Path,
+        work_dir: Path,
+        *,
+        pccs_url: str | None = None,
+        command: Sequence[str] = ("gramine-sgx", "app"),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """`pccs_url` serves the collateral of the enclaves' quotes; `command` and `env` replace
+        `gramine-sgx app` and its environment (tests run the loader as a normal process)."""
         self.sign_key = sign_key
         self.work_dir = work_dir
+        self.pccs_url = pccs_url
+        self.command = tuple(command)
+        self.env = dict(env or {})
 
     def _run(self, *cmd: str) -> str:
         if shutil.which(cmd[0]) is None:
@@ -164,6 +196,87 @@ class GramineSgxBackend:
         return EnclaveImage(self.kind, bundle, ident, "app", sig.read_bytes())
 
     def launch(self, image: EnclaveImage) -> EnclaveHandle:
-        raise ConfigError(
-            f"launching {image.identity} under gramine-sgx is not implemented yet (needs an SGX machine)"
+        """Start `gramine-sgx app` for a loaded image and return its handle."""
+        if image.kind != self.kind:
+            raise ConfigError(f"{self.kind} backend cannot launch a {image.kind} image")
+        if shutil.which(self.command[0]) is None:
+            raise ConfigError(f"{self.command[0]} not found: launching needs Gramine on an SGX machine")
+        return GramineEnclave(image.identity, self.command, self.work_dir, self.pccs_url, self.env)
+
+
+class GramineEnclave:
+    """A running Gramine-SGX enclave (host view): calls over its stdin / stdout, collateral on request."""
+
+    def __init__(
+        self,
+        identity: EnclaveIdentity,
+        command: Sequence[str],
+        work_dir: Path,
+        pccs_url: str | None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self._identity, self._pccs = identity, pccs_url
+        base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        self._proc = subprocess.Popen(
+            list(command),
+            cwd=work_dir,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=base | dict(env or {}),
         )
+        if self._proc.stdin is None or self._proc.stdout is None:
+            raise ProtocolError("gramine-sgx started without pipes", peer="enclave")
+        self._stream = PipeStream(self._proc.stdout.fileno(), self._proc.stdin.fileno())
+
+    @property
+    def identity(self) -> EnclaveIdentity:
+        return self._identity
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def __enter__(self) -> GramineEnclave:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _collateral(self, msg: Mapping[str, Wire]) -> dict[str, Wire]:
+        quote = msg.get("quote")
+        if self._pccs is None or not isinstance(quote, bytes):
+            return {"op": "error", "error": "this host has no PCCS to fetch collateral from"}
+        try:
+            return {"op": "collateral", "collateral": fetch_collateral(self._pccs, quote)}
+        except (AttestationError, ConfigError) as exc:
+            return {"op": "error", "error": str(exc)}
+
+    def call(self, method: str, arg: Wire = None, *, timeout: float = 30.0) -> Wire:
+        """Invoke handler `method`; answer the enclave's collateral requests meanwhile."""
+        if self._proc.poll() is not None:
+            raise ProtocolError(f"enclave {self._identity} (pid {self.pid}) has exited", peer="enclave")
+        send_frame(self._stream, {"op": "call", "method": method, "arg": arg})
+        while True:
+            msg = recv_frame(self._stream)
+            if msg["op"] == "result":
+                return msg.get("value")
+            if msg["op"] == "error":
+                failure = f"enclave {self._identity}: {method} failed: {msg.get('error')!r}"
+                raise ProtocolError(failure, peer="enclave", tag=method)
+            if msg["op"] != "collateral":
+                raise ProtocolError(f"enclave sent unexpected {msg['op']!r}", peer="enclave", tag=method)
+            send_frame(self._stream, self._collateral(msg))
+
+    def close(self) -> None:
+        """Ask the enclave to exit; kill it if it does not."""
+        try:
+            if self._proc.poll() is None:
+                send_frame(self._stream, {"op": "exit"})
+                self._proc.wait(timeout=10.0)
+        except (OSError, subprocess.TimeoutExpired):
+            self._proc.kill()
+            self._proc.wait(timeout=5.0)
+        finally:
+            for pipe in (self._proc.stdin, self._proc.stdout):
+                if pipe is not None:
+                    pipe.close()

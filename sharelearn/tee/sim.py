@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -39,6 +39,8 @@ from sharelearn.tee.simplatform import SimPlatform
 
 __all__ = [
     "BUNDLE_CONFIG",
+    "FrameStream",
+    "PipeStream",
     "SimBackend",
     "SimEnclave",
     "measure_bundle",
@@ -118,13 +120,35 @@ def _sigstruct_body(ident: EnclaveIdentity) -> bytes:
     )
 
 
-def send_frame(sock: socket.socket, msg: dict[str, Wire]) -> None:
+class FrameStream(Protocol):
+    """A byte stream the control frames travel on: a socket, or `PipeStream` (Gramine's stdio)."""
+
+    def sendall(self, data: bytes, /) -> None: ...
+    def recv(self, n: int, /) -> bytes: ...
+
+
+class PipeStream:
+    """`FrameStream` over a pair of pipe file descriptors (read end, write end)."""
+
+    def __init__(self, read_fd: int, write_fd: int) -> None:
+        self.read_fd, self.write_fd = read_fd, write_fd
+
+    def sendall(self, data: bytes, /) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.write_fd, view) :]
+
+    def recv(self, n: int, /) -> bytes:
+        return os.read(self.read_fd, n)
+
+
+def send_frame(sock: FrameStream, msg: dict[str, Wire]) -> None:
     """Send one length-prefixed codec message over the control socket."""
     payload = encode(msg)
     sock.sendall(struct.pack(">I", len(payload)) + payload)
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
+def _recv_exact(sock: FrameStream, n: int) -> bytes:
     buf = bytearray()
     while len(buf) < n:
         chunk = sock.recv(n - len(buf))
@@ -134,7 +158,7 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
-def recv_frame(sock: socket.socket) -> dict[str, Wire]:
+def recv_frame(sock: FrameStream) -> dict[str, Wire]:
     """Receive one length-prefixed codec message; refuse oversized frames and non-maps."""
     (size,) = struct.unpack(">I", _recv_exact(sock, 4))
     if size > MAX_FRAME:

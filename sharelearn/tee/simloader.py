@@ -18,9 +18,9 @@ from sharelearn.core.errors import CryptoError, ProtocolError, SharelearnError
 from sharelearn.core.types import Wire
 from sharelearn.tee.backend import EnclaveIdentity, SealPolicy
 from sharelearn.tee.sealing import seal_with, unseal_with
-from sharelearn.tee.sim import recv_frame, send_frame
+from sharelearn.tee.sim import FrameStream, recv_frame, send_frame
 
-__all__ = ["SimRuntime", "main"]
+__all__ = ["SimRuntime", "load_handlers", "main", "serve_calls"]
 
 Handler = Callable[[Wire], Wire]
 
@@ -77,6 +77,11 @@ def _load(init: Mapping[str, Wire], runtime: SimRuntime) -> Mapping[str, Handler
     directory, entry = init.get("dir"), init.get("entrypoint")
     if not isinstance(directory, str) or not isinstance(entry, str):
         raise ProtocolError("init: dir and entrypoint required", peer="platform")
+    return load_handlers(directory, entry, runtime)
+
+
+def load_handlers(directory: str, entry: str, runtime: object) -> Mapping[str, Handler]:
+    """Import `module:function` from the measured bundle directory and call it with the runtime."""
     sys.path.insert(0, directory)
     module_name, _, func_name = entry.partition(":")
     handlers = getattr(importlib.import_module(module_name), func_name)(runtime)
@@ -85,7 +90,8 @@ def _load(init: Mapping[str, Wire], runtime: SimRuntime) -> Mapping[str, Handler
     return handlers
 
 
-def _serve(sock: socket.socket, handlers: Mapping[str, Handler]) -> None:
+def serve_calls(sock: FrameStream, handlers: Mapping[str, Handler]) -> None:
+    """Answer `call` frames with the handlers' results until an `exit` frame."""
     while True:
         msg = recv_frame(sock)
         if msg["op"] == "exit":
@@ -108,7 +114,7 @@ def main(argv: list[str]) -> int:
     sock = socket.socket(fileno=int(argv[1]))
     init = recv_frame(sock)
     runtime = SimRuntime(sock, _identity(init.get("identity")))
-    _serve(sock, _load(init, runtime))
+    serve_calls(sock, _load(init, runtime))
     sock.close()
     return 0
 
