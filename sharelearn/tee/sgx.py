@@ -35,6 +35,7 @@ from sharelearn.tee.sim import PipeStream, recv_frame, send_frame
 
 __all__ = [
     "LOADER_SCRIPT",
+    "SCRATCH_MOUNT",
     "SGX_DEVICE",
     "GramineEnclave",
     "GramineRuntime",
@@ -45,6 +46,7 @@ __all__ = [
 
 SGX_DEVICE = Path("/dev/sgx_enclave")
 _TOOLS = ("gramine-manifest", "gramine-sgx-sign", "gramine-sgx-sigstruct-view", "gramine-sgx")
+SCRATCH_MOUNT = "/scratch"  # inside the enclave; encrypted by Gramine (render_manifest)
 LOADER_SCRIPT = str(Path(__file__).with_name("gramineloader.py"))  # the manifest's entry script
 
 
@@ -83,6 +85,11 @@ def render_manifest(
             f'loader.argv = [{_toml_str(python)}, "-I", "-B", {_toml_str(entry_script)}]',
             'loader.env.OMP_NUM_THREADS = "1"',
             f"loader.env.SML_ENCLAVE_BUNDLE = {_toml_str(bundle_dir)}",
+            # scratch files (XGBoost's external-memory pages) on a mount Gramine encrypts with a
+            # key bound to MRENCLAVE: the host sees only ciphertext
+            f"loader.env.SML_ENCLAVE_SCRATCH = {_toml_str(SCRATCH_MOUNT)}",
+            f'fs.mounts = [{{ type = "encrypted", path = {_toml_str(SCRATCH_MOUNT)}, '
+            'uri = "file:scratch", key_name = "_sgx_mrenclave" }]',
             'loader.env.OPENBLAS_NUM_THREADS = "1"',
             'sgx.remote_attestation = "dcap"',
             f"sgx.debug = {'true' if debug else 'false'}",

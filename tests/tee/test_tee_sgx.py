@@ -42,6 +42,9 @@ def test_manifest_renders_valid_toml_with_identity_settings() -> None:
     assert (manifest["sgx"]["isvprodid"], manifest["sgx"]["isvsvn"]) == (7, 3)
     assert "file:/app/" in manifest["sgx"]["trusted_files"]
     assert manifest["loader"]["env"]["SML_ENCLAVE_BUNDLE"] == "/app/"  # fixed, so measured
+    scratch = manifest["fs"]["mounts"][0]
+    assert scratch["type"] == "encrypted" and scratch["key_name"] == "_sgx_mrenclave"
+    assert manifest["loader"]["env"]["SML_ENCLAVE_SCRATCH"] == scratch["path"]
 
 
 def test_gramine_runtime_file_protocol(tmp_path: Path, platform: SimPlatform) -> None:

@@ -2,8 +2,10 @@
 
 The iterator feeds XGBoost one decrypted joined block at a time (each held against the memory
 cap); XGBoost sketches quantiles across batches and keeps its quantised pages in a cache under
-the enclave's private scratch directory. (On real SGX/Gramine that directory must be an encrypted
-mount; in the simulation it is a 0700 temp dir, see TEE.md §2.4 for what simulation does not give.)
+the enclave's private scratch directory: `SML_ENCLAVE_SCRATCH`, which the Gramine manifest points
+at a mount Gramine encrypts with an MRENCLAVE-bound key (`sgx.render_manifest`), so the host sees
+only ciphertext; in the simulation a 0700 temp dir (TEE.md §2.4: simulation gives no secrecy
+from the host).
 The pooled baseline is the same library in memory (`QuantileDMatrix`) with the same parameters.
 """
 
@@ -108,7 +110,8 @@ class XgbModel:
 
 def train_xgboost(src: BlockSource, params: XgbParams) -> XgbModel:
     """Train with XGBoost's external-memory quantile DMatrix over the streamed blocks."""
-    with tempfile.TemporaryDirectory(prefix="sml-xgb-") as cache:
+    scratch = os.environ.get("SML_ENCLAVE_SCRATCH") or None
+    with tempfile.TemporaryDirectory(prefix="sml-xgb-", dir=scratch) as cache:
         os.chmod(cache, 0o700)
         dmat = xgb.ExtMemQuantileDMatrix(_BlockIter(src, cache), max_bin=params.max_bin, nthread=1)
         evals: dict[str, dict[str, list[float]]] = {}
