@@ -6,11 +6,12 @@ base costs ceil(l / w) - 1 multiplications and no squarings.
 Two engines compute the products, with identical results:
 
 * on CPUs with AVX512-IFMA, `mbxmont` multiplies 8 numbers per call with ipp-crypto's Montgomery
-  kernel (tables kept in Montgomery form; about 3x fewer cycles than gmpy2 at 2048 bits); the calls
-  release the GIL, so `workers` threads share a batch;
-* elsewhere (or with `mbx.force_portable(True)`), gmpy2 multiplications, which hold the GIL, so
-  big batches are split between the calling thread and `procpool` worker processes, each of which
-  builds its own copy of the tables once per key.
+  kernel (tables kept in Montgomery form; about 3x fewer cycles than gmpy2 at 2048 bits);
+* elsewhere (or with `mbx.force_portable(True)`), gmpy2 multiplications.
+
+Either way big batches are split between the calling thread and `procpool` worker processes, each
+of which builds its own copy of the tables once per key. (Threads do not scale: gmpy2 holds the
+GIL, and the kernel's calls are too short, ~5 us, for the GIL hand-off between threads to pay.)
 """
 
 from __future__ import annotations
@@ -154,7 +155,6 @@ def _mbx_products(
     tables: Sequence[FixedBaseTable],
     digits: Sequence[npt.NDArray[np.int64]],
     negative: npt.NDArray[np.bool_] | None,
-    workers: int,
 ) -> list[Mpz] | None:
     """The IFMA path of `_products` (without the affine factor); None where no kernel applies."""
     count, lead = digits[0].shape[0], tables[0]
@@ -171,7 +171,7 @@ def _mbx_products(
         if rows is None:
             return None
         factors.append(mbxmont.Factor(rows, d))
-    return mbxmont.products(lead.mont_context(), factors, count, workers)
+    return mbxmont.products(lead.mont_context(), factors, count)
 
 
 def _products(
@@ -179,9 +179,8 @@ def _products(
     digits: Sequence[npt.NDArray[np.int64]],
     affine: Any,
     negative: npt.NDArray[np.bool_] | None = None,
-    workers: int = 1,
 ) -> list[Mpz]:
-    fast = _mbx_products(tables, digits, negative, workers)
+    fast = _mbx_products(tables, digits, negative)
     if fast is not None:
         if affine is None:
             return fast
@@ -260,9 +259,6 @@ def fixed_base_products(
     (`procpool`), each of which builds its own copy of the tables once per key.
     """
     count = digits[0].shape[0]
-    if mbxmont.kernel(int(tables[0].mod.bit_length())) is not None:
-        # the IFMA kernel releases the GIL: threads share the work, no worker processes
-        return _products(tables, digits, affine, negative, workers)
     helpers = min(workers - 1, count // _PROC_MIN - 1)
     if helpers <= 0:
         return _products(tables, digits, affine, negative)

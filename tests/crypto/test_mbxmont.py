@@ -64,9 +64,9 @@ def test_same_ciphertexts_as_gmpy2(he_keypair: Any, count: int) -> None:
     assert fast == slow
 
 
-def test_threads_give_the_same_ciphertexts(he_keypair: Any) -> None:
+def test_worker_processes_give_the_same_ciphertexts(he_keypair: Any) -> None:
     pk, sk = he_keypair
-    ms = np.arange(-700, 700).tolist()  # enough groups of 8 for two threads
+    ms = np.arange(-700, 700).tolist()  # big enough to go to a worker process
 
     fast, slow = _encrypt_both(pk, ms, workers=2)
 
