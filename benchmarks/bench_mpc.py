@@ -3,19 +3,25 @@
 Cases (two computing parties and a dealer; seconds, bytes sent by both parties, rounds of party 0):
 
 * matmul: shared 1000 x 1000 @ 1000 x 1000 (one matrix Beaver triple, dealt before the clock
-  starts: `offline_seconds`).
+  starts: `offline_seconds`; both parties then pass a barrier). The local ring product runs as
+  int8 GEMMs when torch is installed (`ss_arith.ring_matmul`), else as float64 GEMMs.
 * sigmoid: 1M sigmoids with `minimax_unclipped` and `taylor` (pure Beaver arithmetic), and
-  `--clip-n` (default 100k) with `minimax` (clipped by two garbled ReLUs, bounded on all reals).
+  `--clip-n` (default 100k) with `minimax` (clipped to [-8, 8] by one garbled pass of two 64-bit
+  sign tests, bounded on all reals).
 * relu / lt: 100k garbled ReLUs and comparisons, exact on the whole ring (64-bit sign circuit);
   relu_narrow / lt_narrow: the same with a 41-bit sign circuit (exact for |x| < 2^24).
 * lr: logistic regression on 10,000 x 20 shared rows, 10 full-batch epochs (`minimax_unclipped`
   sigmoid), with the training accuracy of the revealed model.
-* ss_lr: one `ss_lr` epoch on default_credit (30,000 rows) in threads (`run_steps`) and across
-  processes over gRPC + mTLS (the launcher, `run_job`).
+* ss_lr: one `ss_lr` epoch on default_credit (30,000 rows) in threads (`run_steps`, psi
+  included) and across processes over gRPC + mTLS (the launcher, `run_job`): `seconds` is the
+  guest's and host's `ss_lr` step time; `seconds_incl_dealer` the dealer's, whose clock also runs
+  while the others do `psi`.
 
 The baseline measured in the same run is the plaintext engine (`PlainOps`, numpy float64) on the
-same operation: `ratio` = ss / plain. SPU's SEMI2K simulation is timed on the same operations only
-when `spu` is importable (the `bench` extra); otherwise its figures are reported as missing.
+same operation: `ratio` = ss / plain. SPU 0.9.5's SEMI2K simulation (2 parties, FM64) is timed in
+the same run on matmul, 1M sigmoids and the LR case when its separate venv exists
+(`.venv-spu`, made by `benchmarks/envs/spu.sh`, or `--spu-python PATH`): `benchmarks/spu_workload.py`
+runs there as a subprocess after our cases, and `ratio_vs_spu` = ours (threads) / SPU.
 Operator cases run in threads by default; `--processes` also runs them over gRPC + mTLS.
 """
 
@@ -35,7 +41,7 @@ import numpy as np
 from sharelearn.core.link import Link
 from sharelearn.crypto.fixedpoint import FixedPoint
 from sharelearn.operators.plain import PlainOps
-from sharelearn.operators.ss_arith import SSOps
+from sharelearn.operators.ss_arith import SSOps, ring_matmul
 from sharelearn.operators.triples import DealerTripleSource, matmul_spec, run_dealer
 
 __all__ = ["main", "run"]
@@ -104,10 +110,14 @@ def _role(link: Link, *, index: int, case: str, n: int) -> dict[str, Any]:
         ys = None if y is None else engine.share(y if index == 1 else None, owner=1, shape=y.shape)
     if case in ("relu", "lt", "sigmoid_minimax"):
         engine.relu(xs[:8])  # base OTs once per session, as any long-running party would
+    if case == "matmul":  # load the GEMM libraries (torch) once, as any long-running party would
+        ring_matmul(np.ones((256, 256), dtype=np.uint64), np.ones((256, 256), dtype=np.uint64))
     offline = time.perf_counter()
     if case == "matmul":  # the dealer's matrix triple is offline work: fetch it before timing
         engine.triples.prefetch([matmul_spec(n, n, n)])  # type: ignore[attr-defined]
     offline = time.perf_counter() - offline
+    # barrier: party 1's prefetch ends only when the dealer has computed c; start both clocks after it
+    engine.open_ring(np.zeros(1, dtype=np.uint64))
     before, t0 = engine.stats.as_dict(), time.perf_counter()
     out = _train_lr(engine, xs, ys) if case == "lr" else _op(engine, case, xs, ys)
     seconds = time.perf_counter() - t0
@@ -145,32 +155,50 @@ def _plain_seconds(case: str, n: int) -> float:
     return time.perf_counter() - t0
 
 
-def _spu_seconds(case: str, n: int) -> float | str | None:
-    """SPU SEMI2K (2 parties, simulation) on the same operation, if `spu` is installed."""
-    try:
-        import spu
-        import spu.utils.simulation as spsim
-    except ImportError:
-        return None
-    import jax.numpy as jnp
+SPU_CASES = {
+    "matmul": "matmul",
+    "sigmoid_minimax_unclipped": "sigmoid",
+    "sigmoid_taylor": "sigmoid",
+    "lr": "lr",
+}
+DEFAULT_SPU_PYTHON = Path(__file__).resolve().parents[1] / ".venv-spu" / "bin" / "python"
 
-    sim = spsim.Simulator.simple(2, spu.spu_pb2.ProtocolKind.SEMI2K, spu.spu_pb2.FieldType.FM64)
-    x, y = _inputs(case, n)
-    fns: dict[str, Callable[..., Any]] = {
-        "matmul": lambda a, b: jnp.matmul(a, b),
-        "relu": lambda a: jnp.maximum(a, 0),
-        "lt": lambda a, b: a < b,
-    }
-    if case not in fns and not case.startswith("sigmoid"):
+
+def _spu_figures(python: Path, cases: list[str], sigmoid_n: int) -> dict[str, Any]:
+    """Run `spu_workload.py` in SPU's own venv; returns its JSON (or {"error": ...})."""
+    import subprocess
+
+    script = Path(__file__).resolve().with_name("spu_workload.py")
+    argv = [str(python), str(script), "--cases", ",".join(cases), "--sigmoid-n", str(sigmoid_n)]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=1800, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    if done.returncode != 0 or not lines:
+        return {"error": f"exit {done.returncode}: {done.stderr.strip()[-500:]}"}
+    parsed: dict[str, Any] = json.loads(lines[-1])
+    return parsed
+
+
+def _add_spu(results: list[dict[str, Any]], python: Path | None, sigmoid_n: int) -> dict[str, Any] | None:
+    """Time SPU on the cases it shares with us (after ours, so the two never share the CPUs)."""
+    if python is None:
         return None
-    fn = fns.get(case, lambda a: 1 / (1 + jnp.exp(-a)))
-    args = [x] if y is None or case.startswith("sigmoid") else [x, y]
-    t0 = time.perf_counter()
-    try:  # an SPU whose API differs from 0.9.5 must not cost us our own figures
-        spsim.sim_jax(sim, fn)(*args)
-    except (AttributeError, TypeError, RuntimeError) as exc:
-        return f"spu failed: {type(exc).__name__}: {exc}"
-    return time.perf_counter() - t0
+    wanted = sorted({SPU_CASES[r["case"]] for r in results if r["case"] in SPU_CASES})
+    if not wanted:
+        return None
+    spu = _spu_figures(python, wanted, sigmoid_n)
+    by_case = {r["case"]: r for r in spu.get("results", [])}
+    for r in results:
+        theirs = by_case.get(SPU_CASES.get(r["case"], ""))
+        if theirs is None or theirs["n"] != r["n"]:
+            continue
+        r["spu_s"] = theirs["seconds"]
+        r["ratio_vs_spu"] = round(r["threads"]["seconds"] / max(theirs["seconds"], 1e-9), 3)
+        if "train_accuracy" in theirs:
+            r["spu_train_accuracy"] = theirs["train_accuracy"]
+    return {k: v for k, v in spu.items() if k != "results"}
 
 
 def _op_case(case: str, n: int, processes: bool) -> dict[str, Any]:
@@ -193,7 +221,6 @@ def _op_case(case: str, n: int, processes: bool) -> dict[str, Any]:
     if processes:
         procs = run_roles_grpc(roles, timeout=1800)
         out["processes"] = _summary(procs[P0], procs[P1])
-    out["spu_s"] = _spu_seconds(case, n)
     return out
 
 
@@ -241,7 +268,16 @@ def _ss_lr_epoch() -> dict[str, Any]:
         summary = run_job(job, report_dir=Path(tmp) / "report", audit=False)
     if summary["status"] != "success":
         raise SystemExit(f"ss_lr job failed: {summary['error']}")
-    out["processes"] = {"seconds": summary["steps"]["ss_lr"]["elapsed_s"], "bytes": summary["wire"]["bytes"]}
+    step = summary["steps"]["ss_lr"]
+    computing = [v["elapsed_s"] for p, v in step["parties"].items() if p != "third"]
+    out["processes"] = {
+        # the guest's and host's step time; the dealer's clock also runs while they do `psi`
+        "seconds": max(computing),
+        "seconds_incl_dealer": step["elapsed_s"],
+        "bytes": summary["wire"]["bytes"],
+        "rounds": step["parties"]["bank"]["traffic"]["rounds"],
+    }
+    out["loss_1_epoch"] = step["parties"]["bank"].get("loss")
     out["auc_1_epoch"] = summary["steps"]["evaluate"].get("auc")
     return out
 
@@ -282,6 +318,14 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--gc-n", type=int, default=100_000, help="garbled ReLUs / comparisons")
     parser.add_argument("--processes", action="store_true", help="also run the operator cases over gRPC")
+    parser.add_argument(
+        "--spu-python",
+        type=Path,
+        default=None,
+        help="python of a venv with spu 0.9.5 (default: .venv-spu/bin/python when it exists;"
+        " make it with benchmarks/envs/spu.sh)",
+    )
+    parser.add_argument("--no-spu", action="store_true", help="skip SPU even when .venv-spu exists")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     _ = FixedPoint()  # the engine's default encoding (16 fractional bits) is what is measured
@@ -292,9 +336,14 @@ def main(argv: list[str]) -> int:
         gc_n=args.gc_n,
         processes=args.processes,
     )
+    spu_python = args.spu_python or (DEFAULT_SPU_PYTHON if DEFAULT_SPU_PYTHON.exists() else None)
+    spu = _add_spu(results, None if args.no_spu else spu_python, args.sigmoid_n)
     if args.json:
-        print(json.dumps({"results": results}))
+        print(json.dumps({"results": results, "spu": spu}))
     else:
         for r in results:
             print(json.dumps(r))
+        print(
+            json.dumps({"spu": spu if spu is not None else "not run: no .venv-spu (benchmarks/envs/spu.sh)"})
+        )
     return 0

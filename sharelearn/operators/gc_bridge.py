@@ -5,8 +5,9 @@ Party 0 garbles, party 1 evaluates. For a batch of shared values x = x_0 + x_1 m
 1. A2B: the circuit adds x_0 (garbler input bits) and x_1 (evaluator input bits) in the circuit,
    so no separate conversion step is needed (`circuits.share_*_circuit`).
 2. party 1 -> party 0: the IKNP message u for its 64 input bits per value (`operators.ot`).
-3. party 0 -> party 1: OT corrections (labels of x_1), the garbled tables, the labels of x_0 and
-   of a fresh mask m, and the output decode bits. Party 1 evaluates and decodes c = f(x) xor m.
+3. party 0 -> party 1, one message: the OT corrections (labels of x_1), the garbled tables, the
+   labels of x_0 and of a fresh mask m, and the output decode bits. Party 1 evaluates and
+   decodes c = f(x) xor m.
 4. B2A: party 0 holds m, party 1 holds c; for one bit b = c + m - 2 c m, and the product c m of two
    values each known to one party is one Beaver multiplication (`SSOps.mul_ring`).
 
@@ -33,9 +34,10 @@ from sharelearn.core.codec import expect_array, expect_type
 from sharelearn.core.errors import CryptoError, ProtocolError
 from sharelearn.core.types import U8Array, U64Array
 from sharelearn.crypto import circuits, garble
+from sharelearn.crypto import ot as otc
 from sharelearn.crypto.circuits import Circuit
 from sharelearn.crypto.rng import random_bits
-from sharelearn.operators.ot import OTReceiver, OTSender, cot_receive_finish, cot_send, receiver_extend
+from sharelearn.operators.ot import OTReceiver, OTSender, cot_receive_with, cot_send_deferred, receiver_extend
 
 if TYPE_CHECKING:
     from sharelearn.operators.ss_arith import SSOps
@@ -47,8 +49,13 @@ __all__ = [
     "drelu",
     "garbled_eval",
     "lt",
+    "mul_bits",
+    "offset_sign_bits",
+    "offset_signs",
+    "offset_signs_circuit",
     "relu",
     "sign",
+    "two_sign_bits",
     "two_signs",
     "two_signs_circuit",
 ]
@@ -92,7 +99,7 @@ def _garbler(ops: SSOps, circuit: Circuit, x_bits: U8Array, mask_bits: int) -> U
     n_e = circuit.evaluator_inputs.size
     mask = random_bits((mask_bits, batch))
     delta = garble.new_delta()
-    zero, ot_batch = cot_send(session, delta, n_e * batch)
+    zero, corrections, ot_batch = cot_send_deferred(session, delta, n_e * batch)
     garbled, keys = garble.garble(
         circuit,
         batch,
@@ -101,7 +108,9 @@ def _garbler(ops: SSOps, circuit: Circuit, x_bits: U8Array, mask_bits: int) -> U
         tweak_base=(1 << 62) + ot_batch,
     )
     labels = garble.garbler_input_labels(keys, np.concatenate([x_bits, mask]))
-    ops.link.send(ops.peer, tag, [garbled.tables, garbled.decode_bits, labels, garbled.tweak_base])
+    ops.link.send(
+        ops.peer, tag, [garbled.tables, garbled.decode_bits, labels, garbled.tweak_base, corrections]
+    )
     return mask
 
 
@@ -109,12 +118,13 @@ def _evaluator(ops: SSOps, circuit: Circuit, x_bits: U8Array, t: U64Array, ot_ba
     session = ops.ot_session()
     assert isinstance(session, OTReceiver)  # checked by garbled_eval
     tag, batch = ops.tag("gc"), x_bits.shape[1]
-    labels_e = cot_receive_finish(session, t, ot_batch, x_bits.reshape(-1)).reshape(
+    hashed = otc.rot_receiver(t, batch=ot_batch)  # while the garbler garbles
+    got = expect_type(ops.link.recv(ops.peer, tag), list, peer=ops.peer, tag=tag)
+    if len(got) != 5 or not isinstance(got[3], int):
+        raise ProtocolError(f"{ops.peer}: malformed garbled circuit {tag!r}", peer=ops.peer, tag=tag)
+    labels_e = cot_receive_with(session, hashed, -1, x_bits.reshape(-1), got[4], tag=tag).reshape(
         circuit.evaluator_inputs.size, batch, 2
     )
-    got = expect_type(ops.link.recv(ops.peer, tag), list, peer=ops.peer, tag=tag)
-    if len(got) != 4 or not isinstance(got[3], int):
-        raise ProtocolError(f"{ops.peer}: malformed garbled circuit {tag!r}", peer=ops.peer, tag=tag)
     tables = expect_array(got[0], peer=ops.peer, tag=tag, dtype=np.uint64, shape=(circuit.n_and, 2, batch, 2))
     decode_bits = expect_array(
         got[1], peer=ops.peer, tag=tag, dtype=np.uint8, shape=(circuit.outputs.size, batch)
@@ -166,12 +176,16 @@ def two_signs_circuit(n_bits: int) -> Circuit:
     return bld.build([bld.xor(top_a, mask[0]), bld.xor(top_b, mask[1])], f"two_signs{n_bits}m")
 
 
-def two_signs(ops: SSOps, x_a: U64Array, x_b: U64Array) -> U64Array:
-    """Integer shares (2, ...) of [x_a < 0] and [x_b < 0] where x_b - x_a is a public constant.
+def two_sign_bits(ops: SSOps, x_a: U64Array, x_b: U64Array, n_bits: int | None = None) -> U8Array:
+    """XOR shares (2, ...) of the bits [x_a < 0] and [x_b < 0] where x_b - x_a is a public constant.
 
-    Party 1's shares of x_a and x_b must be equal (party 0 added the public offsets).
+    Party 1's shares of x_a and x_b must be equal (party 0 added the public offsets). The circuit
+    reads the low `n_bits` share bits (default `ops.cmp_bits`): exact while |x_a|, |x_b| <
+    2^(n_bits - 1) ring units (see `sign`).
     """
-    n_bits = ops.cmp_bits
+    n_bits = ops.cmp_bits if n_bits is None else n_bits
+    if not 2 <= n_bits <= 64:
+        raise CryptoError(f"two_signs: n_bits must be in 2..64, got {n_bits}")
     if ops.index == 0:
         bits = np.concatenate([circuits.u64_to_bits(v.reshape(-1), n_bits) for v in (x_a, x_b)])
     else:
@@ -179,7 +193,78 @@ def two_signs(ops: SSOps, x_a: U64Array, x_b: U64Array) -> U64Array:
             raise CryptoError("two_signs: party 1's shares of both values must be equal")
         bits = circuits.u64_to_bits(x_a.reshape(-1), n_bits)
     out = garbled_eval(ops, two_signs_circuit(n_bits), bits, 2)
-    return b2a(ops, out.reshape(-1)).reshape(2, *x_a.shape)
+    return out.reshape(2, *x_a.shape)
+
+
+def two_signs(ops: SSOps, x_a: U64Array, x_b: U64Array, n_bits: int | None = None) -> U64Array:
+    """Integer shares (2, ...) of [x_a < 0] and [x_b < 0] (`two_sign_bits`, then `b2a`)."""
+    return b2a(ops, two_sign_bits(ops, x_a, x_b, n_bits))
+
+
+@functools.lru_cache(maxsize=16)
+def offset_signs_circuit(n_bits: int, offsets: tuple[int, ...]) -> Circuit:
+    """Garbler x_0, masks m, evaluator x_1 -> msb(x_0 + x_1 + c_j) xor m_j for public constants c_j.
+
+    One adder converts x to boolean shares (n - 1 AND); each test against a public constant then
+    costs one AND per bit above the constant's lowest set bit (the builder folds the rest), so a
+    clip at +-B 2^f with a power-of-two B needs about n - f more ANDs per bound instead of a
+    second full adder, and the garbler sends one word of input labels instead of one per test.
+    """
+    if not 2 <= n_bits <= 64:
+        raise CryptoError(f"offset_signs_circuit: n_bits must be in 2..64, got {n_bits}")
+    bld = circuits.CircuitBuilder()
+    x0, x1 = bld.garbler_input(n_bits), bld.evaluator_input(n_bits)
+    total, _ = circuits.word_add(bld, x0, x1)
+    tops = []
+    for c in offsets:
+        const = [circuits.ONE if (c >> i) & 1 else circuits.ZERO for i in range(n_bits)]
+        tops.append(circuits.word_add(bld, total, const)[0][-1])
+    mask = bld.garbler_input(len(offsets))
+    outs = [bld.xor(t, m) for t, m in zip(tops, mask, strict=True)]
+    return bld.build(outs, f"offset_signs{n_bits}x{len(offsets)}m")
+
+
+def offset_sign_bits(ops: SSOps, x: U64Array, offsets: tuple[int, ...], n_bits: int | None = None) -> U8Array:
+    """XOR shares (len(offsets), ...) of the bits [x + c_j < 0] for public ring integers c_j.
+
+    Exact while |x + c_j| < 2^(n_bits - 1) ring units for every j (n_bits defaults to
+    `ops.cmp_bits`; `sign` explains why the low bits suffice). One garbled pass for all c_j.
+    """
+    n_bits = ops.cmp_bits if n_bits is None else n_bits
+    if not 2 <= n_bits <= 64 or not offsets:
+        raise CryptoError(f"offset_signs: n_bits must be in 2..64 and offsets non-empty, got {n_bits}")
+    ring = 1 << n_bits
+    circuit = offset_signs_circuit(n_bits, tuple(int(c) % ring for c in offsets))
+    bits = circuits.u64_to_bits(x.reshape(-1), n_bits)
+    out = garbled_eval(ops, circuit, bits, len(offsets))
+    return out.reshape(len(offsets), *x.shape)
+
+
+def offset_signs(ops: SSOps, x: U64Array, offsets: tuple[int, ...], n_bits: int | None = None) -> U64Array:
+    """Integer shares (len(offsets), ...) of [x + c_j < 0] (`offset_sign_bits`, then `b2a`)."""
+    return b2a(ops, offset_sign_bits(ops, x, offsets, n_bits))
+
+
+def mul_bits(ops: SSOps, v: U64Array, bits: U8Array) -> U64Array:
+    """Shares of v * b for arithmetic shares v and XOR-shared bits b of the same shape, in one round.
+
+    With b = c xor m (party 1 holds c, party 0 holds m) and v = v_0 + v_1:
+    v b = v_0 m + v_1 c + c (v_0 (1 - 2m)) + m (v_1 (1 - 2c)); the first two terms are local and
+    the last two are products of a value known to party 0 and one known to party 1, made by one
+    Beaver multiplication of shape (2, *v.shape). This replaces `b2a` followed by a
+    multiplication (two rounds) with one round and the same triple volume.
+    """
+    if bits.shape != v.shape:
+        raise CryptoError(f"mul_bits: bits {bits.shape} and values {v.shape} differ in shape")
+    own = bits.astype(np.uint64)
+    flip = np.uint64(1) - np.uint64(2) * own  # 1 - 2 bit, in the ring
+    zero = np.zeros((2, *v.shape), dtype=np.uint64)
+    if ops.index == 0:
+        cross = ops.mul_ring(np.stack([v * flip, own]), zero)
+    else:
+        cross = ops.mul_ring(zero, np.stack([own, v * flip]))
+    out: U64Array = v * own + cross[0] + cross[1]
+    return out
 
 
 def lt(ops: SSOps, x: U64Array, y: U64Array) -> U64Array:

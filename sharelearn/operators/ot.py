@@ -9,7 +9,9 @@ setup (once per pair of parties, 2 messages):
 each extension of m transfers (batch id b, unique per session):
 3. receiver -> sender: u (128 x m bits).
 4. sender -> receiver: the masked messages (chosen-message OT, 2 x 16 bytes per transfer) or the
-   corrections (correlated OT for garbled-circuit labels, 16 bytes per transfer).
+   corrections (correlated OT for garbled-circuit labels, 16 bytes per transfer). The
+   `_deferred` / `_with` pair leaves the corrections to the caller, who sends them inside its
+   own next message (the garbled circuit), saving one message per extension.
 
 Leaks: the sender learns nothing about the choices; the receiver learns only the chosen
 messages (`crypto.ot` has the argument). Semi-honest.
@@ -25,7 +27,7 @@ import numpy.typing as npt
 from sharelearn.core.codec import expect_array, expect_type
 from sharelearn.core.errors import ProtocolError
 from sharelearn.core.link import Link
-from sharelearn.core.types import PartyId, U8Array, U64Array
+from sharelearn.core.types import PartyId, U8Array, U64Array, Wire
 from sharelearn.crypto import ecgroup
 from sharelearn.crypto import ot as otc
 
@@ -34,7 +36,9 @@ __all__ = [
     "OTSender",
     "cot_receive",
     "cot_receive_finish",
+    "cot_receive_with",
     "cot_send",
+    "cot_send_deferred",
     "ot_receive",
     "ot_receiver_setup",
     "ot_send",
@@ -140,6 +144,30 @@ def cot_send(session: OTSender, delta: U64Array, m: int) -> tuple[U64Array, int]
     zero, corrections = otc.cot_sender(q, session.s, delta, batch=batch)
     session.link.send(session.peer, f"ot/{batch}/d", corrections)
     return zero, batch
+
+
+def cot_send_deferred(session: OTSender, delta: U64Array, m: int) -> tuple[U64Array, U64Array, int]:
+    """`cot_send` without sending: (zero labels, corrections, batch id); the caller sends the corrections."""
+    q, batch = _extend_sender(session, m)
+    zero, corrections = otc.cot_sender(q, session.s, delta, batch=batch)
+    return zero, corrections, batch
+
+
+def cot_receive_with(
+    session: OTReceiver, t: U64Array, batch: int, choices: npt.ArrayLike, corrections: Wire, *, tag: str
+) -> U64Array:
+    """Finish a correlated OT with corrections that arrived inside message `tag` (validated here).
+
+    `t` may already be hashed (`otc.rot_receiver`, e.g. while waiting for that message): pass
+    `batch` = -1 then.
+    """
+    d = expect_array(corrections, peer=session.peer, tag=tag, dtype=np.uint64, shape=t.shape)
+    r = np.asarray(choices).reshape(-1).astype(bool)
+    if r.size != t.shape[0]:
+        raise ProtocolError(f"{session.peer}: {tag!r}: {r.size} choices for {t.shape[0]} transfers")
+    labels = otc.rot_receiver(t, batch=batch) if batch >= 0 else t.copy()
+    labels[r] ^= d[r]
+    return labels
 
 
 def cot_receive(session: OTReceiver, choices: npt.ArrayLike) -> U64Array:

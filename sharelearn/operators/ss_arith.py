@@ -21,7 +21,10 @@ is sent. Nonlinear functions are in `ss_nonlinear` (polynomials over these opera
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 
 from sharelearn.core.codec import expect_array, expect_type
 from sharelearn.core.errors import ConfigError, ProtocolError
@@ -33,29 +36,61 @@ from sharelearn.crypto.fixedpoint import FixedPoint
 from sharelearn.crypto.rng import random_u64
 from sharelearn.operators.ot import OTReceiver, OTSender, ot_receiver_setup, ot_sender_setup
 
-__all__ = ["SSOps", "ring_matmul"]
+__all__ = ["SSOps", "ring_matmul", "signed_digits"]
 
-# Limbs (offset, width) of a 64-bit ring element for `ring_matmul`: products of two limbs have at
-# most 43 bits, so a sum of 1024 of them (< 2^53) is exact in float64 BLAS.
+# Limbs (offset, width) of a 64-bit ring element for `ring_matmul`'s float64 path: products of two
+# limbs have at most 43 bits, so a sum of 1024 of them (< 2^53) is exact in float64 BLAS.
 _LIMBS = ((0, 21), (21, 21), (42, 22))
 _K_BLOCK = 1024
 _NATIVE_BELOW = 1 << 22  # m * k * n under which numpy's integer matmul is faster (as for thin products)
 _BLAS_MIN_SIDE = 32
+# int8 path: 8 signed digits per element; a digit product is at most 2^14 in magnitude and one
+# output sums at most 8 k of them, so int32 accumulation is exact for k <= 2^13 per block (2^30).
+_INT8_K_BLOCK = 1 << 13
+_BYTE_BIAS = np.uint64(0x8080808080808080)
 
 
-def ring_matmul(a: U64Array, b: U64Array) -> U64Array:
-    """A @ B mod 2^64 for uint64 matrices, exactly, through float64 BLAS on 21-bit limbs.
+def _torch_int_mm() -> Any:
+    """torch._int_mm (int8 x int8 -> int32 GEMM) when torch is installed, else None."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return getattr(torch, "_int_mm", None)
 
-    numpy's integer matmul does not use BLAS (a 1000^3 product takes seconds). Splitting each
-    element into limbs of 21, 21 and 22 bits, the eight limb products whose offset is below 64
-    are float64 matmuls whose sums stay below 2^53 (k is cut into blocks of 1024), hence exact;
-    they are converted back and shifted into place with uint64 wrap-around.
+
+def signed_digits(x: U64Array) -> npt.NDArray[np.int8]:
+    """Balanced base-256 digits of uint64 values: (8, *x.shape) int8 d_i, x = sum d_i 2^(8i) mod 2^64.
+
+    Adding 128 to every byte (the constant 0x8080...80, with carries) and subtracting it again
+    digit-wise gives digits in [-128, 127] with one addition and one XOR.
     """
+    biased = np.ascontiguousarray(x + _BYTE_BIAS).astype("<u8", copy=False)
+    raw = biased.view(np.uint8).reshape(*x.shape, 8) ^ np.uint8(0x80)
+    return np.ascontiguousarray(np.moveaxis(raw.view(np.int8), -1, 0))
+
+
+def _ring_matmul_int8(a: U64Array, b: U64Array, int_mm: Any) -> U64Array:
+    import torch
+
     m, k = a.shape
     n = b.shape[1]
-    if m * k * n < _NATIVE_BELOW or min(m, n) < _BLAS_MIN_SIDE:
-        small: U64Array = np.matmul(a, b)
-        return small
+    out = np.zeros((m, n), dtype=np.uint64)
+    for start in range(0, k, _INT8_K_BLOCK):
+        da = signed_digits(a[:, start : start + _INT8_K_BLOCK])
+        db = signed_digits(b[start : start + _INT8_K_BLOCK])
+        kb = da.shape[2]
+        for s in range(8):  # all digit pairs (i, s - i) with weight 2^(8s) in one GEMM
+            lhs = np.ascontiguousarray(da[: s + 1].transpose(1, 0, 2)).reshape(m, (s + 1) * kb)
+            rhs = np.ascontiguousarray(db[s::-1]).reshape((s + 1) * kb, n)
+            part = int_mm(torch.from_numpy(lhs), torch.from_numpy(rhs)).numpy()
+            out += part.astype(np.int64).view(np.uint64) << np.uint64(8 * s)
+    return out
+
+
+def _ring_matmul_f64(a: U64Array, b: U64Array) -> U64Array:
+    m, k = a.shape
+    n = b.shape[1]
     out = np.zeros((m, n), dtype=np.uint64)
     for start in range(0, k, _K_BLOCK):
         a_blk, b_blk = a[:, start : start + _K_BLOCK], b[start : start + _K_BLOCK]
@@ -67,6 +102,36 @@ def ring_matmul(a: U64Array, b: U64Array) -> U64Array:
                     part = np.matmul(a_limbs[i], b_limbs[j]).astype(np.uint64)
                     out += part << np.uint64(oi + oj)
     return out
+
+
+def ring_matmul(a: U64Array, b: U64Array, *, backend: str = "auto") -> U64Array:
+    """A @ B mod 2^64 for uint64 matrices, exactly, through int8 or float64 GEMMs.
+
+    numpy's integer matmul does not use BLAS (a 1000^3 product takes seconds). Two exact routes:
+
+    * int8 (`backend="int8"`, the default when torch is installed): each element as 8 balanced
+      base-256 digits (`signed_digits`); the 36 digit products of weight below 2^64 are int8
+      GEMMs with int32 accumulation (`torch._int_mm`, VNNI/AMX kernels), grouped by weight into
+      8 GEMMs, exact while the inner dimension is cut into blocks of 2^13.
+    * float64 (`backend="f64"`): limbs of 21, 21 and 22 bits; the eight limb products whose
+      offset is below 64 are float64 GEMMs whose sums stay below 2^53 (blocks of 1024), hence
+      exact; converted back and shifted into place with uint64 wrap-around.
+
+    Small or thin products use numpy's integer matmul directly.
+    """
+    m, k = a.shape
+    n = b.shape[1]
+    if backend not in ("auto", "int8", "f64"):
+        raise ConfigError(f"ring_matmul backend must be auto, int8 or f64, got {backend!r}")
+    if backend == "auto" and (m * k * n < _NATIVE_BELOW or min(m, n) < _BLAS_MIN_SIDE):
+        small: U64Array = np.matmul(a, b)
+        return small
+    int_mm = _torch_int_mm() if backend != "f64" else None
+    if int_mm is not None:
+        return _ring_matmul_int8(a, b, int_mm)
+    if backend == "int8":
+        raise ConfigError("ring_matmul backend 'int8' needs torch (the `ml` extra)")
+    return _ring_matmul_f64(a, b)
 
 
 class SSOps:

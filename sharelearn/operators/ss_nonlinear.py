@@ -5,7 +5,10 @@ engine evaluates the same formulas in float64). Rounds per call:
 
 * sigmoid `minimax_unclipped`: u = x / 8 (local), y = u^2, three Horner steps in y, then
   u * (...): 5 rounds. `minimax` first clips x to [-8, 8]: the two sign tests [x - 8 < 0] and
-  [x + 8 < 0] share one garbled pass (one set of OTs), then one Beaver round makes the clip.
+  [x + 8 < 0] share one garbled pass (one set of OTs), then one Beaver round multiplies the
+  XOR-shared bits into the clip (no separate B2A round): 1 garbled pass + 6 rounds. A narrow
+  engine (`cmp_bits` < 64) tests the logit at 2^-10 resolution on fewer share bits with one
+  adder and two tests against public constants (`_clip` states the bound).
 * sigmoid `taylor`: y = x^2, one Horner step, x * (...): 3 rounds.
 * sigmoid `piecewise`: clip(a x + 1/2, 0, 1) = ReLU(t) - ReLU(t - 1) with garbled sign tests
   (`gc_bridge`): 2 garbled evaluations + 2 Beaver rounds, run on both halves at once.
@@ -26,7 +29,7 @@ from sharelearn.operators import gc_bridge, ops
 if TYPE_CHECKING:
     from sharelearn.operators.ss_arith import SSOps
 
-__all__ = ["exp", "reciprocal", "sigmoid"]
+__all__ = ["CLIP_FRAC_BITS", "clip_circuit_bits", "exp", "reciprocal", "sigmoid"]
 
 
 def _horner(engine: SSOps, y: U64Array, coeffs: tuple[float, ...]) -> U64Array:
@@ -37,13 +40,49 @@ def _horner(engine: SSOps, y: U64Array, coeffs: tuple[float, ...]) -> U64Array:
     return acc
 
 
+CLIP_FRAC_BITS = 10  # fractional bits of the logit the clip's garbled decision reads
+
+
+def clip_circuit_bits(cmp_bits: int, frac_bits: int, bound: float) -> tuple[int, int]:
+    """(k, m): the clip truncates x by k bits and tests signs on m share bits (see `_clip`)."""
+    if cmp_bits >= 64 or frac_bits <= CLIP_FRAC_BITS:
+        return 0, cmp_bits
+    k = frac_bits - CLIP_FRAC_BITS
+    t_bits = round(bound * 2**CLIP_FRAC_BITS).bit_length()
+    return k, min(64, max(cmp_bits - k, t_bits + 1) + 1)
+
+
 def _clip(engine: SSOps, x: U64Array, bound: float) -> U64Array:
-    """clip(x, -B, B) = x - (x - B) [x - B >= 0] - (x + B) [x + B < 0]: one garbled pass, one mul."""
+    """clip(x, -B, B) = x - (x - B) [x - B >= 0] - (x + B) [x + B < 0]: one garbled pass, one round.
+
+    The two sign bits come out of one garbled circuit as XOR shares and are multiplied into
+    x -+ B without a separate B2A round (`gc_bridge.mul_bits`). On the whole ring the circuit
+    adds the shares of x - B and of x + B (`gc_bridge.two_sign_bits`, 2 x 63 AND); a narrow
+    engine converts the truncated x with one adder and tests it against the public constants
+    -+B 2^10 (`gc_bridge.offset_sign_bits`: 23 + 18 AND on 24 bits).
+
+    Exact decisions on the whole ring when `engine.cmp_bits` is 64. With a narrower engine
+    (cmp_bits = c < 64: values satisfy |x| < 2^(c - 1) ring units) the decisions read x at
+    `CLIP_FRAC_BITS` = 10 fractional bits: party-local truncation by k = f - 10 bits gives x_t
+    with x_t - x / 2^k in (-1, 1] (except with probability 2^(c - 64), `additive.truncate_share`),
+    and the two sign tests of x_t -+ B 2^10 need only m = max(c - k, bitlen(B 2^10) + 1) + 1
+    share bits (`clip_circuit_bits`; 24 instead of 29 for c = 29, f = 16). A decision can
+    differ from the exact one only where |x -+ B| < 2^-10; there both candidates (x and -+B)
+    are within 2^-10 of each other, so the clipped value moves by less than 2^-10 and the
+    `minimax` polynomial (slope about 0.11 at +-8) by less than 1.1e-4, inside the gap between
+    the clipped bound (0.0092) and the polynomial's own (0.0088). The multiplications use the
+    full-precision x.
+    """
     lo, hi = engine.add_public(x, -bound), engine.add_public(x, bound)
-    s = gc_bridge.two_signs(engine, lo, hi)
-    keep_hi = engine.add_public_ring(engine.neg(s[0]), np.array(1, dtype=np.uint64))
-    r = engine.mul_ring(np.stack([lo, hi]), np.stack([keep_hi, s[1]]))
-    return engine.sub(engine.sub(x, r[0]), r[1])
+    k, m = clip_circuit_bits(engine.cmp_bits, engine.fixed.frac_bits, bound)
+    if k:
+        t = round(bound * 2**CLIP_FRAC_BITS)
+        bits = gc_bridge.offset_sign_bits(engine, engine.truncate(x, k), (-t, t), m)
+    else:  # on the whole ring two adders (126 AND) beat one adder and two constant tests (151)
+        bits = gc_bridge.two_sign_bits(engine, lo, hi, m)
+    # x - lo (1 - s_0) - hi s_1 = (x - lo) + lo s_0 - hi s_1; both products in one round
+    r = gc_bridge.mul_bits(engine, np.stack([lo, hi]), bits)
+    return engine.sub(engine.add(engine.sub(x, lo), r[0]), r[1])
 
 
 def sigmoid(engine: SSOps, x: U64Array, method: str = "minimax") -> U64Array:

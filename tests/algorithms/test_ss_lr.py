@@ -120,13 +120,22 @@ def test_saved_parts_predict_in_a_later_job_and_reveal_to_writes_weights_only_th
         epochs=20, batch_size=100, learning_rate=0.5, sigmoid="piecewise", reveal_to=("bank",)
     )
 
-    train = run_steps(
-        parties, [("ss_lr", params), ("evaluate", EvaluateParams(plots=False))], tmp_path / "train"
-    )  # type: ignore[arg-type]
+    train = run_steps(parties, [("ss_lr", params), ("evaluate", EvaluateParams())], tmp_path / "train")  # type: ignore[arg-type]
     state = {p: {"model": load_ss_lr(tmp_path / "train" / p / "models" / "ss_lr.model")} for p in parties}
     again = run_steps(parties, [("predict", PredictParams())], tmp_path / "predict", state=state)  # type: ignore[arg-type]
 
     assert train.parties["bank"].outputs["evaluate"]["auc"] > 0.95
+    # the per-epoch Taylor loss: one opened scalar per epoch, falling, drawn by evaluate
+    loss = train.parties["bank"].outputs["ss_lr"]["loss"]
+    assert len(loss) == 20 and loss == train.parties["shop"].outputs["ss_lr"]["loss"]
+    assert loss[-1] < loss[0] < np.log(2.0) + 1e-3
+    w = np.loadtxt(tmp_path / "train" / "bank" / "ss_lr_weights.csv", delimiter=",", skiprows=1, usecols=1)
+    z = np.hstack([x[:, :2], np.ones((300, 1)), x[:, 2:]]) @ w
+    taylor = np.mean(np.log(2.0) + z / 2 - y * z + z**2 / 8)  # at the final weights
+    assert abs(loss[-1] - taylor) < 0.03, (loss[-1], taylor)
+    assert train.parties["bank"].outputs["evaluate"]["history"]["loss"] == loss
+    assert (tmp_path / "train" / "bank" / "loss_curve.png").stat().st_size > 1000
+    assert state["bank"]["model"].history == {"loss": pytest.approx(loss, abs=1e-6)}
     weights = (tmp_path / "train" / "bank" / "ss_lr_weights.csv").read_text().splitlines()
     assert weights[0] == "name,weight" and len(weights) == 1 + 5
     assert not (tmp_path / "train" / "shop" / "ss_lr_weights.csv").exists()
@@ -140,7 +149,8 @@ def test_saved_parts_predict_in_a_later_job_and_reveal_to_writes_weights_only_th
 
 def test_batch_specs_follow_the_sigmoid_method() -> None:
     assert len(batch_specs(8, 3, "taylor")) == 2 + 3
-    assert len(batch_specs(8, 3, "minimax")) == 2 + 2 + 5
+    assert len(batch_specs(8, 3, "minimax")) == 2 + 1 + 5  # the clip: one fused bit-times-value round
+    assert len(batch_specs(8, 3, "piecewise")) == 2 + 2
 
 
 def test_bad_parameters_and_missing_roles_are_config_errors(tmp_path: Path) -> None:

@@ -68,8 +68,9 @@ def party_role(
     shape_x: tuple[int, ...],
     shape_y: tuple[int, ...],
     source: str = "dealer",
+    cmp_bits: int = 64,
 ) -> Any:
-    engine = make_ops(link, index, source)
+    engine = make_ops(link, index, source, cmp_bits=cmp_bits)
     try:
         return compute(engine, op, x if index == 0 else None, y if index == 1 else None, shape_x, shape_y)
     finally:
@@ -87,6 +88,11 @@ def ring_role(
             return engine.reveal_ring(engine.relu(xs))
         if op == "drelu":
             return engine.reveal_ring(engine.drelu(xs))
+        if op.startswith("offset_signs:"):  # "offset_signs:c1,c2": [x + c_j < 0] on cmp_bits bits
+            from sharelearn.operators import gc_bridge
+
+            offsets = tuple(int(c) for c in op.split(":")[1].split(","))
+            return engine.reveal_ring(gc_bridge.offset_signs(engine, xs, offsets))
         return engine.reveal_ring(engine.lt(xs, np.zeros_like(xs)))
     finally:
         engine.triples.close()  # type: ignore[attr-defined]

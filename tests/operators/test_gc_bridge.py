@@ -67,6 +67,28 @@ def test_narrow_sign_circuit_is_exact_below_its_bound(cmp_bits: int) -> None:
     np.testing.assert_array_equal(out[P0], np.where(signed >= 0, signed, 0).view(np.uint64))
 
 
+@pytest.mark.parametrize("cmp_bits", [24, 64])
+def test_offset_signs_are_exact_against_public_constants_within_the_bound(cmp_bits: int) -> None:
+    # the clip of ss_lr's sigmoid: x_t +- 2^13 on 24 share bits, exact while |x_t +- c| < 2^23
+    c = 2**13
+    top = 2 ** (cmp_bits - 1) - c - 1
+    rng = np.random.default_rng(cmp_bits)
+    edges = np.array([0, 1, -1, c, -c, c - 1, -c + 1, c + 1, -c - 1, top, -top], dtype=np.int64)
+    x = np.concatenate([edges, rng.integers(-top, top, size=300, dtype=np.int64)]).view(np.uint64)
+    roles: dict[str, Any] = {
+        p: partial(ring_role, index=i, op=f"offset_signs:{-c},{c}", x=x, cmp_bits=cmp_bits)
+        for i, p in enumerate((P0, P1))
+    }
+    roles[DEALER] = dealer_role
+
+    out = run_roles(roles, timeout=90)
+
+    signed = x.view(np.int64)
+    want = np.stack([signed - c < 0, signed + c < 0]).astype(np.uint64)
+    np.testing.assert_array_equal(out[P0], want)
+    np.testing.assert_array_equal(out[P1], want)
+
+
 def test_comparison_of_shared_reals_matches_plain_including_ties() -> None:
     rng = np.random.default_rng(4)
     x = np.round(rng.uniform(-50, 50, 400), 1)

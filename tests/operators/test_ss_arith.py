@@ -14,6 +14,7 @@ from mpc_ops_roles import DEALER, P0, P1, dealer_role, party_role  # type: ignor
 from sharelearn.core.errors import ConfigError
 from sharelearn.crypto.fixedpoint import FixedPoint
 from sharelearn.operators.plain import PlainOps
+from sharelearn.operators.ss_arith import ring_matmul, signed_digits
 from sharelearn.testing.roles import run_roles
 
 pytestmark = pytest.mark.timeout(120)
@@ -92,3 +93,53 @@ def test_matmul_with_misaligned_shapes_names_the_shapes() -> None:
         _run("matmul", np.ones((4, 3)), np.ones((2, 2)))
 
     assert isinstance(info.value.__cause__, ConfigError)
+
+
+def _oracle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pure-integer A @ B mod 2^64 (Python ints, no floating point anywhere)."""
+    return np.array((a.astype(object) @ b.astype(object)) % (1 << 64), dtype=np.uint64)
+
+
+@pytest.mark.parametrize("backend", ["int8", "f64"])
+@pytest.mark.parametrize(("m", "k", "n"), [(3, 1, 2), (33, 17, 40), (8, 4096, 6), (2, 16_400, 3)])
+def test_ring_matmul_is_exact_on_full_range_inputs(backend: str, m: int, k: int, n: int) -> None:
+    if backend == "int8":
+        pytest.importorskip("torch")
+    rng = np.random.default_rng(m * k * n)
+    a = rng.integers(0, 2**64, (m, k), dtype=np.uint64, endpoint=False)
+    b = rng.integers(0, 2**64, (k, n), dtype=np.uint64, endpoint=False)
+    # digit and limb extremes: all ones (-1), 0x80..80, 0x7f..7f (0x7f..7f80 has all digits -128)
+    a[0, : min(k, 3)] = [2**64 - 1, 0x8080808080808080, 0x7F7F7F7F7F7F7F7F][: min(k, 3)]
+    b[: min(k, 3), 0] = [2**64 - 1, 0x7F7F7F7F7F7F7F7F, 0x8080808080808080][: min(k, 3)]
+
+    np.testing.assert_array_equal(ring_matmul(a, b, backend=backend), _oracle(a, b))
+
+
+@pytest.mark.parametrize(
+    "value", [0x7F7F7F7F7F7F7F80, 0x8080808080808080, 0x7F7F7F7F7F7F7F7F, 2**64 - 1, 2**63]
+)
+def test_int8_ring_matmul_is_exact_when_every_digit_product_is_extreme(value: int) -> None:
+    pytest.importorskip("torch")
+    k = 8192 + 5  # a full int32 accumulation block and a remainder
+    a = np.full((2, k), value, dtype=np.uint64)
+    b = np.full((k, 3), value, dtype=np.uint64)
+
+    np.testing.assert_array_equal(ring_matmul(a, b, backend="int8"), _oracle(a, b))
+
+
+def test_signed_digits_reconstruct_every_byte_pattern() -> None:
+    x = np.array(
+        [0, 1, 2**64 - 1, 0x8080808080808080, 0x7F7F7F7F7F7F7F7F, 2**63, 0xFF00FF00FF00FF00], np.uint64
+    )
+    d = signed_digits(x).astype(np.int64)
+    weights = np.array([1 << (8 * i) for i in range(8)], dtype=object)
+    back = [
+        int(sum(int(v) * w for v, w in zip(d[:, j], weights, strict=True))) % (1 << 64) for j in range(x.size)
+    ]
+    assert back == [int(v) for v in x]
+    assert d.min() >= -128 and d.max() <= 127
+
+
+def test_ring_matmul_rejects_an_unknown_backend() -> None:
+    with pytest.raises(ConfigError, match="backend"):
+        ring_matmul(np.zeros((2, 2), np.uint64), np.zeros((2, 2), np.uint64), backend="gpu")

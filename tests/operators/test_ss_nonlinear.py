@@ -10,7 +10,7 @@ import pytest
 from mpc_ops_roles import DEALER, P0, P1, dealer_role, party_role  # type: ignore[import-not-found]
 
 from sharelearn.core.errors import ConfigError
-from sharelearn.operators import ops
+from sharelearn.operators import ops, ss_nonlinear
 from sharelearn.operators.plain import PlainOps
 from sharelearn.testing.roles import run_roles
 
@@ -20,9 +20,9 @@ PLAIN = PlainOps()
 FRAC_BITS = 16
 
 
-def _run(op: str, x: np.ndarray) -> Any:
+def _run(op: str, x: np.ndarray, cmp_bits: int = 64) -> Any:
     roles: dict[str, Any] = {
-        p: partial(party_role, index=i, op=op, x=x, y=None, shape_x=x.shape, shape_y=())
+        p: partial(party_role, index=i, op=op, x=x, y=None, shape_x=x.shape, shape_y=(), cmp_bits=cmp_bits)
         for i, p in enumerate((P0, P1))
     }
     roles[DEALER] = dealer_role
@@ -64,6 +64,31 @@ def test_clipped_minimax_is_bounded_far_outside_the_polynomial_domain() -> None:
     got = _run("sigmoid_minimax", x)
 
     assert np.abs(got - _exact(x)).max() <= ops.sigmoid_spec("minimax").max_error + 1e-3
+
+
+# ss_lr's engine: logits bounded by 2^12 reals (cmp_bits = 16 + 13); the clip reads 24 share bits.
+NARROW = FRAC_BITS + 13
+
+
+def test_narrow_clip_reads_few_bits() -> None:
+    assert ss_nonlinear.clip_circuit_bits(NARROW, FRAC_BITS, ops.MINIMAX_RANGE) == (6, 24)
+    assert ss_nonlinear.clip_circuit_bits(64, FRAC_BITS, ops.MINIMAX_RANGE) == (0, 64)
+
+
+def test_narrow_clipped_minimax_holds_its_bound_up_to_the_domain_edge() -> None:
+    rng = np.random.default_rng(5)
+    edge = 2.0 ** (NARROW - 1 - FRAC_BITS) - 1.0  # largest magnitude the engine's domain allows
+    near = np.concatenate([b + rng.uniform(-0.05, 0.05, 200) for b in (8.0, -8.0)])
+    x = np.concatenate(
+        [near, rng.uniform(-30, 30, 200), [0.0, 1.0, -1.0, 8.0, -8.0, 8 + 2**-16, -8 - 2**-16, edge, -edge]]
+    )
+
+    got = _run("sigmoid_minimax", x, cmp_bits=NARROW)
+
+    slack = ops.fixed_point_slack(FRAC_BITS, 8)
+    assert np.abs(got - _exact(x)).max() <= ops.sigmoid_spec("minimax").max_error + slack
+    far = np.abs(np.abs(x) - 8.0) > 2.0**-10  # away from the decision band the clip is exact
+    assert np.abs(got - PLAIN.sigmoid(x, "minimax"))[far].max() <= slack
 
 
 def test_exp_relative_error_within_bound_on_its_range() -> None:

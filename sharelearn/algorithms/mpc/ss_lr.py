@@ -18,11 +18,18 @@ Protocol (over the `ss` engine, `operators.ss_arith`):
 Prediction (`SSLRModel.predict`, used by `evaluate` / `predict`): both parties share their rows,
 compute z = X w on shares and open z to the guest only, who applies the exact sigmoid.
 
-What each party learns: the row count and the feature counts (public); the guest learns the
-logits of the rows it predicts on (the scores, by design); `reveal_to` parties learn the weights.
-Comparisons (the clip of the `minimax` sigmoid) assume |logit| < 2^24, far above any trained
-model. Everything else a party receives is a uniform share, a uniform Beaver opening (e = x - a), a
-dealer seed/correction or an HE ciphertext. The dealer learns the triples and the shapes only.
+What each party learns: the row count and the feature counts (public); both learn each epoch's
+training loss (one scalar, the Taylor log-loss of `_epoch_loss`, opened by design for the loss
+curve, as hetero_lr's); the guest learns the logits of the rows it predicts on (the scores, by
+design); `reveal_to` parties learn the weights.
+Comparisons (the clip of the `minimax` sigmoid, the ReLUs of `piecewise`) assume
+|logit| < 2^LOGIT_BOUND_BITS = 2^12 (in reals; a logit of 4096 is far above any model trained on
+standardised features, whose logits stay within a few tens): the engine's sign circuits read
+frac_bits + 13 share bits, and the `minimax` clip reads the logit at 2^-10 resolution on 24
+share bits (`ss_nonlinear._clip`). The bound cannot be checked without opening the logits.
+Everything else a party receives is a uniform share, a uniform Beaver opening (e = x - a), a
+dealer seed/correction, garbled tables and labels, or an HE ciphertext. The dealer learns the
+triples and the shapes only.
 Semi-honest, non-colluding parties.
 """
 
@@ -56,6 +63,7 @@ from sharelearn.operators.triples import (
 )
 
 __all__ = [
+    "LOGIT_BOUND_BITS",
     "SS_LR_STEP",
     "Parties",
     "SSLRModel",
@@ -67,6 +75,7 @@ __all__ = [
 ]
 
 STEP = "ss_lr"
+LOGIT_BOUND_BITS = 12  # |logit| < 2^12 (reals): the domain of ss_lr's garbled comparisons
 _SIGMOID_MULS = {"minimax": 5, "minimax_unclipped": 5, "taylor": 3, "piecewise": 0}
 
 
@@ -150,7 +159,10 @@ class Parties:
 
 def batch_specs(b: int, d: int, sigmoid: str) -> list[TripleSpec]:
     """The triples one mini-batch of b rows and d columns consumes, in order."""
-    mids = [mul_spec((2 * b,)), mul_spec((2, b, 1))] if sigmoid in ("piecewise", "minimax") else []
+    mids = {
+        "piecewise": [mul_spec((2 * b,)), mul_spec((2, b, 1))],  # B2A, then x [x >= 0]
+        "minimax": [mul_spec((2, 2, b, 1))],  # the clip's bits times x -+ 8 (`gc_bridge.mul_bits`)
+    }.get(sigmoid, [])
     mids += [mul_spec((b, 1))] * _SIGMOID_MULS[sigmoid]
     return [matmul_spec(b, d, 1), *mids, matmul_spec(d, b, 1)]
 
@@ -167,9 +179,10 @@ def _engine(ctx: StepContext, parties: Parties, params: SSLRParams) -> SSOps:
         triples = he_triple_setup(
             link, peer=peer, index=index, scheme=params.he_scheme, key_bits=params.key_bits
         )
-    # garbled sign tests read frac_bits + 25 share bits: exact while |value| < 2^24 (logits, clip)
+    # garbled sign tests read frac_bits + 13 share bits: exact while |value| < 2^12 (logits, clip)
     fixed = FixedPoint(params.frac_bits)
-    return SSOps(link, peer=peer, index=index, triples=triples, fixed=fixed, cmp_bits=params.frac_bits + 25)
+    cmp_bits = params.frac_bits + LOGIT_BOUND_BITS + 1
+    return SSOps(link, peer=peer, index=index, triples=triples, fixed=fixed, cmp_bits=cmp_bits)
 
 
 def _features(data: Dataset | None, party: PartyId, *, intercept: bool) -> F64Array:
@@ -211,25 +224,52 @@ def _labels(ctx: StepContext, engine: SSOps, data: Dataset | None, n: int) -> U6
     return engine.share(y, owner=0, shape=(n, 1))
 
 
-def _train(engine: SSOps, x: U64Array, y: U64Array, params: SSLRParams, progress: Any) -> U64Array:
+def _train(
+    engine: SSOps, x: U64Array, y: U64Array, params: SSLRParams, progress: Any
+) -> tuple[U64Array, list[float]]:
+    """Mini-batch gradient descent on shares; returns the weight shares and the per-epoch losses."""
     n, d = x.shape
     w = np.zeros((d, 1), dtype=np.uint64)
     order_rng = np.random.default_rng(params.seed)
     decay = 1.0 - params.learning_rate * params.alpha
+    losses: list[float] = []
     for epoch in range(params.epochs):
         order = order_rng.permutation(n)
         batches = [order[i : i + params.batch_size] for i in range(0, n, params.batch_size)]
         specs = [s for rows in batches for s in batch_specs(rows.size, d, params.sigmoid)]
-        engine.triples.prefetch(specs)  # type: ignore[attr-defined]
+        engine.triples.prefetch([*specs, mul_spec((2, n, 1))])  # type: ignore[attr-defined]
+        logits = []
         for rows in batches:
             xb, yb = x[rows], y[rows]
-            p = engine.sigmoid(engine.matmul(xb, w), params.sigmoid)
+            z = engine.matmul(xb, w)
+            logits.append(z)
+            p = engine.sigmoid(z, params.sigmoid)
             g = engine.matmul(np.ascontiguousarray(xb.T), engine.sub(p, yb))
             if decay != 1.0:
                 w = engine.mul_public(w, decay)
             w = engine.sub(w, engine.mul_public(g, params.learning_rate / rows.size))
-        progress(f"epoch {epoch + 1}/{params.epochs}", {"epoch": epoch + 1})
-    return w
+        losses.append(_epoch_loss(engine, np.concatenate(logits), y[order]))
+        progress(f"epoch {epoch + 1}/{params.epochs}: loss {losses[-1]:.4f}", {"epoch": epoch + 1})
+    return w, losses
+
+
+def _epoch_loss(engine: SSOps, z: U64Array, y: U64Array) -> float:
+    """The epoch's Taylor log-loss from the logits the batches computed, opened as one scalar.
+
+    log(1 + e^z) - y z ~ log 2 - (2y - 1) z / 2 + z^2 / 8 (second order, as `hetero_lr`), averaged
+    over the epoch's rows with the weights each batch saw (the usual running training loss). One
+    Beaver round makes y z and z^2 on shares; the parties sum locally and open only
+    sum(z^2 - 8 y z + 4 z), i.e. the loss, to both (revealed by design, like hetero_lr's loss).
+    The products are truncated like every fixed-point product (`SSOps.truncate`): a logit of
+    magnitude 2^5 fails with probability 2^-21 per row, which would spoil that epoch's loss value
+    only; training never reads it.
+    """
+    prod = engine.mul(np.stack([y, z]), np.stack([z, z]))
+    sums = np.stack([prod[1].sum(dtype=np.uint64), z.sum(dtype=np.uint64), prod[0].sum(dtype=np.uint64)])
+    total = sums @ np.array([1, 4, (1 << 64) - 8], dtype=np.uint64)  # wraps mod 2^64, as shares do
+    opened = engine.reveal(total.reshape(1))
+    assert opened is not None  # opened to both parties
+    return float(np.log(2.0) + opened[0] / (8.0 * z.shape[0]))
 
 
 @dataclass
@@ -274,6 +314,7 @@ class SSLRModel:
             "d_guest": self.d_guest,
             "d_host": self.d_host,
             "params": _params_meta(self.params),
+            "history": {k: [float(v) for v in vs] for k, vs in self.history.items()},
         }
         arrays: dict[str, np.ndarray] = {}
         if self.w_share is not None:
@@ -306,12 +347,13 @@ def load_ss_lr(path: Path) -> SSLRModel:
             key_bits=p["key_bits"],
         )
         role, d_g, d_h = str(meta["role"]), int(meta["d_guest"]), int(meta["d_host"])
+        history = {str(k): [float(v) for v in vs] for k, vs in dict(meta.get("history", {})).items()}
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"model file {str(path)!r}: malformed ss_lr metadata ({exc})") from exc
     w = arrays.get("w_share")
     if w is not None and (w.dtype != np.uint64 or w.shape != (d_g + d_h, 1)):
         raise DataError(f"model file {str(path)!r}: w_share must be uint64 ({d_g + d_h}, 1)")
-    return SSLRModel(role, params, w, d_g, d_h, arrays.get("weights"))
+    return SSLRModel(role, params, w, d_g, d_h, arrays.get("weights"), history)
 
 
 def _reveal_weights(
@@ -343,14 +385,19 @@ def run_ss_lr(ctx: StepContext, params: SSLRParams) -> dict[str, Any]:
         x, d_g, d_h = _share_table(ctx, engine, ctx.data, params)
         y = _labels(ctx, engine, ctx.data, x.shape[0])
         ctx.progress(f"training on {x.shape[0]} shared rows, {d_g}+{d_h} columns", {})
-        w = _train(engine, x, y, params, ctx.progress)
+        w, losses = _train(engine, x, y, params, ctx.progress)
         weights = _reveal_weights(ctx, engine, parties, w, params.reveal_to)
     finally:
         engine.triples.close()  # type: ignore[attr-defined]
     role = "guest" if engine.index == 0 else "host"
-    model = SSLRModel(role, params, w, d_g, d_h, weights)
+    model = SSLRModel(role, params, w, d_g, d_h, weights, {"loss": losses})
     ctx.state["model"] = model
-    out: dict[str, Any] = {"rows": int(x.shape[0]), "columns": d_g + d_h, "traffic": engine.stats.as_dict()}
+    out: dict[str, Any] = {
+        "rows": int(x.shape[0]),
+        "columns": d_g + d_h,
+        "loss": [round(v, 6) for v in losses],
+        "traffic": engine.stats.as_dict(),
+    }
     out["model"] = str(model.save(ctx.workdir / "models" / "ss_lr.model"))
     if weights is not None:
         names = [f"guest_x{i}" for i in range(d_g)] + [f"host_x{i}" for i in range(d_h)]
