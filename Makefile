@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck layers pytest install clean sz
+.PHONY: demo test lint typecheck layers pytest install clean sz bench-env-spu bench-env-flower
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,14 @@ pytest: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 -p no:cacheprovider
 
 test: lint typecheck layers pytest
+
+# Comparison engines for `sharelearn bench mpc` / `bench fedavg`, each in its own venv (their pins
+# conflict with ours): SecretFlow SPU 0.9.5 in .venv-spu, Flower's simulation in .venv-flower.
+bench-env-spu:
+	bash benchmarks/envs/spu.sh
+
+bench-env-flower:
+	bash benchmarks/envs/flower.sh
 
 sz:
 	@find sharelearn -name '*.py' | xargs wc -l | sort -n | tail -25
