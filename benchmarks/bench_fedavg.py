@@ -10,23 +10,29 @@ sharing its keys, so dropout recovery is exercised). The figure is secagg / plai
 mean round time (target: <= 1.3 at 100 clients); `cpu_ratio` compares this process's CPU seconds,
 steadier than wall time on a shared machine.
 
-Flower's simulation of the same workload is not timed: `flwr` is not a dependency here, and the
-row says whether it is importable (a comparison is not implemented yet).
+Flower: when Flower's own venv exists (`.venv-flower`, made by `benchmarks/envs/flower.sh`, or
+`--flower-python PATH`), `benchmarks/flower_workload.py` runs there as a subprocess after our runs,
+on the same workload (same data split, MLP, rounds, local epoch, batch, learning rate, weighting
+and server-side test AUC; Flower's Ray simulation with one CPU per client and as many CPUs as our
+run uses: 1 for `--compute local`, `ray_cpus` for `--compute ray`), and `flower_ratio` = our plain
+round time / Flower's (its steady rounds: its first pays Ray actor start-up), `secagg_vs_flower`
+= our secagg round time / Flower's plain one. flwr[simulation] pins ray/typer/protobuf versions
+that conflict with ours, hence the separate venv.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sharelearn.algorithms.horizontal.fedavg import FedAvgParams
+from sharelearn.algorithms.horizontal.fedavg import FedAvgParams, baseline_fedavg
 from sharelearn.algorithms.horizontal.simulation import simulate
 from sharelearn.runtime.data import PartyData
 from sharelearn.testing.steps import load_csv
@@ -95,12 +101,87 @@ def run_one(n: int, rounds: int, neighbours: int, compute: str, repeat: int) -> 
     row["round_time_ratio"] = round(row["secagg_round_s"] / row["plain_round_s"], 3)
     # CPU seconds of this process (all the work when compute is local): steadier on a busy machine.
     row["cpu_ratio"] = round(min(cpu["secagg"]) / min(cpu["plain"]), 3) if compute == "local" else None
-    row["flower"] = (
-        "flwr not installed: no comparison"
-        if importlib.util.find_spec("flwr") is None
-        else "flwr installed: comparison not implemented yet"
-    )
     return row
+
+
+def vehicle_spread(seeds: list[int], rounds: int) -> dict[str, Any]:
+    """The issue's vehicle_scale_homo MLP check over several seeds: federated vs centralised accuracy.
+
+    guest and host as clients, the test file as the server's test set, the integration test's job
+    (MLP [64], Adam 0.01, batch 32, 2 local epochs, secure aggregation), in-process with the same
+    client and server code; the centralised twin is `baseline_fedavg` (the same model and optimiser,
+    rounds * local_epochs epochs on the pooled rows), as the job's `accuracy_delta` uses.
+    """
+    parts = {p: load_csv(DATA / f"vehicle_scale_homo_{p}.csv", label="y") for p in ("guest", "host", "test")}
+    rows = []
+    for seed in seeds:
+        params = FedAvgParams(
+            model="mlp",
+            hidden=(64,),
+            rounds=rounds,
+            local_epochs=2,
+            optimizer="adam",
+            learning_rate=0.01,
+            batch_size=32,
+            secure_aggregation=True,
+            seed=seed,
+        )
+        clients = {"guest": parts["guest"], "host": parts["host"]}
+        fed = simulate(params, clients, parts["test"], compute="local").outputs["test_accuracy"]
+        roles = {"agg": ("server", parts["test"]), **{c: ("client", d) for c, d in clients.items()}}
+        central = baseline_fedavg(params, roles)["accuracy"]
+        rows.append({"seed": seed, "federated": fed, "central": central, "delta": round(central - fed, 4)})
+    deltas = [r["delta"] for r in rows]
+    return {"rounds": rounds, "seeds": rows, "max_delta": max(deltas), "mean_delta": float(np.mean(deltas))}
+
+
+DEFAULT_FLOWER_PYTHON = Path(__file__).resolve().parents[1] / ".venv-flower" / "bin" / "python"
+
+
+def flower_figures(python: Path, n: int, rounds: int, cpus: int) -> dict[str, Any]:
+    """Run `flower_workload.py` in Flower's venv; its JSON, or {"error": ...}."""
+    script = Path(__file__).resolve().with_name("flower_workload.py")
+    cmd = [str(python), str(script), "--data", str(DATA), "--clients", str(n), "--rounds", str(rounds)]
+    cmd += ["--cpus", str(cpus), "--hidden", ",".join(str(h) for h in HIDDEN)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"error": f"{python}: {exc}"}
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        return {"error": f"flower_workload exited {done.returncode}: {done.stderr.strip()[-400:]}"}
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def add_flower(row: dict[str, Any], python: Path | None) -> None:
+    """Add Flower's round time for the row's workload and our ratios to it (or how to get them)."""
+    if python is None:
+        row["flower"] = (
+            "not run: no .venv-flower (make it with `bash benchmarks/envs/flower.sh`, "
+            "or pass --flower-python PATH)"
+        )
+        return
+    cpus = 1 if row["compute"] == "local" else (os.cpu_count() or 2)
+    figures = flower_figures(python, row["clients"], row["rounds"], cpus)
+    row["flower"] = figures
+    if "round_time_s" in figures:
+        row["flower_ratio"] = round(row["plain_round_s"] / figures["round_time_s"], 3)
+        row["secagg_vs_flower"] = round(row["secagg_round_s"] / figures["round_time_s"], 3)
+
+
+def _flower_text(r: dict[str, Any]) -> str:
+    f = r["flower"]
+    if isinstance(f, str):
+        return f"Flower {f}"
+    if "error" in f:
+        return f"Flower failed: {f['error']}"
+    return (
+        f"Flower {f['flwr']} ({f['cpus']} CPU) {f['round_time_s']:.3f} s/round "
+        f"(first {f['first_round_s']:.2f} s), "
+        f"AUC {f['test_auc']:.4f}: ours plain / Flower {r['flower_ratio']:.2f}x, "
+        f"secagg / Flower plain {r['secagg_vs_flower']:.2f}x"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,21 +191,57 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--neighbours", type=int, default=16, help="SecAgg+ neighbours per client")
     parser.add_argument("--compute", choices=("local", "ray"), default="local")
     parser.add_argument("--repeat", type=int, default=2, help="runs per mode; the best round time counts")
+    parser.add_argument(
+        "--flower-python",
+        type=Path,
+        default=None,
+        help="python of a venv with flwr[simulation] (default: .venv-flower/bin/python when it exists;"
+        " make it with benchmarks/envs/flower.sh)",
+    )
+    parser.add_argument("--no-flower", action="store_true", help="skip Flower even when .venv-flower exists")
+    parser.add_argument(
+        "--vehicle-seeds",
+        default=None,
+        help="instead of timing: vehicle_scale_homo MLP accuracy vs centralised for these seeds (e.g. 0,1,2)",
+    )
+    parser.add_argument("--vehicle-rounds", type=int, default=60, help="rounds for --vehicle-seeds")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
+    if args.vehicle_seeds:
+        spread = vehicle_spread([int(s) for s in args.vehicle_seeds.split(",")], args.vehicle_rounds)
+        if args.json:
+            print(json.dumps({"benchmark": "fedavg-vehicle", **spread}))
+            return 0
+        for r in spread["seeds"]:
+            print(
+                f"seed {r['seed']}: federated {r['federated']:.4f}, centralised {r['central']:.4f}, "
+                f"delta {r['delta']:+.4f}"
+            )
+        print(
+            f"{spread['rounds']} rounds: max delta {spread['max_delta']:+.4f}, "
+            f"mean {spread['mean_delta']:+.4f}"
+        )
+        return 0
+    flower = args.flower_python or (DEFAULT_FLOWER_PYTHON if DEFAULT_FLOWER_PYTHON.exists() else None)
     rows = [
         run_one(int(n), args.rounds, args.neighbours, args.compute, args.repeat)
         for n in args.clients.split(",")
     ]
+    for row in rows:  # after all our runs, so Flower's Ray does not share the machine with them
+        if args.no_flower:
+            row["flower"] = "not run (--no-flower)"
+        else:
+            add_flower(row, flower)
     if args.json:
         print(json.dumps({"benchmark": "fedavg", "rows": rows}))
         return 0
     for r in rows:
+        cpu = "n/a on ray" if r["cpu_ratio"] is None else f"{r['cpu_ratio']}x"
         print(
             f"{r['clients']:4d} clients, {r['parameters']} params, {r['rounds']} rounds ({r['compute']}): "
             f"plain {r['plain_round_s']:.3f} s/round, secagg {r['secagg_round_s']:.3f} s/round "
-            f"(k={r['secagg_neighbours']}), ratio {r['round_time_ratio']:.2f}x (CPU time {r['cpu_ratio']}x); "
-            f"AUC plain {r['plain_test_auc']:.4f} secagg {r['secagg_test_auc']:.4f}; {r['flower']}"
+            f"(k={r['secagg_neighbours']}), ratio {r['round_time_ratio']:.2f}x (CPU time {cpu}); "
+            f"AUC plain {r['plain_test_auc']:.4f} secagg {r['secagg_test_auc']:.4f}; {_flower_text(r)}"
         )
     return 0
 

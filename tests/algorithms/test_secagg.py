@@ -126,10 +126,15 @@ def test_server_receives_uniformly_masked_inputs_and_no_update_bytes() -> None:
         chi2 = float(((hist - length / 256) ** 2 / (length / 256)).sum())
         assert chi2 < 400  # 255 dof: mean 255, p(chi2 > 400) ~ 1e-8
         assert np.abs(np.corrcoef(np.asarray(y, dtype=np.float64), xs["c0"].astype(np.float64))[0, 1]) < 0.1
-    # No client's quantised update word, nor its float update, appears in the server's bytes.
+    # Masked inputs travel as uint32 words in Z_2^32 (half of uint64's bytes).
+    assert all(np.asarray(y).dtype == np.uint32 for y in masked)
+    # No client's quantised update words (as the wire would carry them: consecutive little-endian
+    # uint32 pairs, or uint64), nor its float update, appear in the server's bytes.
     for c in xs:
         words = [int(w) for w in xs[c] if w > 1 << 20]
         assert_no_leak(run.audit, SERVER, [w.to_bytes(8, "little") for w in words[:300]], what="update word")
+        pairs = [xs[c][j : j + 2].astype("<u4").tobytes() for j in range(0, 600, 2)]
+        assert_no_leak(run.audit, SERVER, pairs, what="pair of update words")
         assert_no_leak(run.audit, SERVER, list(floats[c][:300]), what="float update")
     assert np.array_equal(run[SERVER].total, _expected(xs, run[SERVER].survivors, k))
 
@@ -171,7 +176,9 @@ def test_malformed_messages_fail_naming_the_sender() -> None:
         )
     server, states, inboxes = _stages(3, 2, 4)
     with pytest.raises(DecodeError, match="client 2"):
-        secagg.server_collect_masked(server, {0: np.zeros(4, np.uint64), 2: np.zeros(5, np.uint64)})
+        secagg.server_collect_masked(server, {0: np.zeros(4, np.uint32), 2: np.zeros(5, np.uint32)})
+    with pytest.raises(DecodeError, match="client 1.*uint32"):  # Z_2^32 inputs travel as uint32 words
+        secagg.server_collect_masked(server, {0: np.zeros(4, np.uint32), 1: np.zeros(4, np.uint64)})
     bad = {"from": np.array([7], dtype=np.int64), "sealed": inboxes[0]["sealed"][:1]}
     with pytest.raises(DecodeError, match="not my neighbours"):
         secagg.client_masked_input(states[0], bad, np.zeros(4, np.uint64))

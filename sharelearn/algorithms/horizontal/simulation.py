@@ -109,7 +109,8 @@ class ClientPool:
 
     def sa_masked(
         self, routed: Mapping[int, Any], weights: F64Array, round_index: int
-    ) -> dict[int, U64Array]:
+    ) -> dict[int, np.ndarray]:
+        """Each surviving client's masked input (uint32 words in Z_2^k for k <= 32, else uint64)."""
         return {
             i: secagg.client_masked_input(self.sa[n], routed[i], self._quantized(n, weights, round_index))
             for i, n in self._alive(routed, "share")
@@ -212,7 +213,10 @@ def simulate(
             else:
                 updates = workers.call("plain_round", loop.weights, r, chosen)
                 dropouts += len(chosen) - len(updates)
-                total = np.sum([updates[n] for n in chosen if n in updates], axis=0)
+                total = np.zeros(length, dtype=np.float64)
+                for n in chosen:  # in place, in a fixed order: no (clients x length) stack
+                    if n in updates:
+                        total += updates[n]
             metrics = loop.apply(np.asarray(total, dtype=np.float64))
             progress(
                 f"round {r + 1}/{params.rounds}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
