@@ -13,6 +13,7 @@ numpy models never load it.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -177,6 +178,20 @@ def _torch_module(spec: ModelSpec) -> torch.nn.Module:
         )
 
 
+_SCRATCH = threading.local()
+
+
+def _scratch_module(spec: ModelSpec) -> torch.nn.Module:
+    """A module of this spec to load weights into, reused per thread: building one per update
+    costs a seeded initialisation (torch.manual_seed records a stack trace per device type) whose
+    values are overwritten at once."""
+    cache: dict[ModelSpec, torch.nn.Module] = _SCRATCH.__dict__.setdefault("modules", {})
+    module = cache.get(spec)
+    if module is None:
+        module = cache[spec] = _torch_module(spec)
+    return module
+
+
 def num_params(spec: ModelSpec) -> int:
     """Length of the model's flat weight vector."""
     if spec.kind in ("logistic", "linear"):
@@ -292,7 +307,7 @@ def _train_torch(
     import torch
     from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-    module = _torch_module(spec)
+    module = _scratch_module(spec)
     start_vec = torch.from_numpy(w0.astype(np.float32))
     vector_to_parameters(start_vec.clone(), module.parameters())
     anchor = [p.detach().clone() for p in module.parameters()]
@@ -331,7 +346,7 @@ def _torch_predict(spec: ModelSpec, w: F64Array, x: np.ndarray) -> np.ndarray:
     import torch
     from torch.nn.utils import vector_to_parameters
 
-    module = _torch_module(spec)
+    module = _scratch_module(spec)
     vector_to_parameters(torch.from_numpy(w.astype(np.float32)), module.parameters())
     module.eval()
     with torch.no_grad():
