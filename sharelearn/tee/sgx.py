@@ -31,7 +31,7 @@ from sharelearn.tee.backend import EnclaveHandle, EnclaveIdentity, EnclaveImage,
 from sharelearn.tee.pccs import fetch_collateral
 from sharelearn.tee.quote import SgxReportBody, parse_quote
 from sharelearn.tee.sealing import derive_key, seal_with, unseal_with
-from sharelearn.tee.sim import PipeStream, recv_frame, send_frame
+from sharelearn.tee.sim import EnclaveProcess, PipeStream, send_frame
 
 __all__ = [
     "LOADER_SCRIPT",
@@ -211,7 +211,7 @@ class GramineSgxBackend:
         return GramineEnclave(image.identity, self.command, self.work_dir, self.pccs_url, self.env)
 
 
-class GramineEnclave:
+class GramineEnclave(EnclaveProcess):
     """A running Gramine-SGX enclave (host view): calls over its stdin / stdout, collateral on request."""
 
     def __init__(
@@ -235,44 +235,17 @@ class GramineEnclave:
             raise ProtocolError("gramine-sgx started without pipes", peer="enclave")
         self._stream = PipeStream(self._proc.stdout.fileno(), self._proc.stdin.fileno())
 
-    @property
-    def identity(self) -> EnclaveIdentity:
-        return self._identity
-
-    @property
-    def pid(self) -> int:
-        return self._proc.pid
-
-    def __enter__(self) -> GramineEnclave:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _collateral(self, msg: Mapping[str, Wire]) -> dict[str, Wire]:
+    def _serve_host(self, msg: dict[str, Wire]) -> dict[str, Wire]:
+        """The enclave asks for its quote's collateral (it has no network); fetch it from the PCCS."""
         quote = msg.get("quote")
+        if msg["op"] != "collateral":
+            return {"op": "error", "error": f"unknown host request {msg['op']!r}"}
         if self._pccs is None or not isinstance(quote, bytes):
             return {"op": "error", "error": "this host has no PCCS to fetch collateral from"}
         try:
             return {"op": "collateral", "collateral": fetch_collateral(self._pccs, quote)}
         except (AttestationError, ConfigError) as exc:
             return {"op": "error", "error": str(exc)}
-
-    def call(self, method: str, arg: Wire = None, *, timeout: float = 30.0) -> Wire:
-        """Invoke handler `method`; answer the enclave's collateral requests meanwhile."""
-        if self._proc.poll() is not None:
-            raise ProtocolError(f"enclave {self._identity} (pid {self.pid}) has exited", peer="enclave")
-        send_frame(self._stream, {"op": "call", "method": method, "arg": arg})
-        while True:
-            msg = recv_frame(self._stream)
-            if msg["op"] == "result":
-                return msg.get("value")
-            if msg["op"] == "error":
-                failure = f"enclave {self._identity}: {method} failed: {msg.get('error')!r}"
-                raise ProtocolError(failure, peer="enclave", tag=method)
-            if msg["op"] != "collateral":
-                raise ProtocolError(f"enclave sent unexpected {msg['op']!r}", peer="enclave", tag=method)
-            send_frame(self._stream, self._collateral(msg))
 
     def close(self) -> None:
         """Ask the enclave to exit; kill it if it does not."""

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -39,6 +39,7 @@ from sharelearn.tee.simplatform import SimPlatform
 
 __all__ = [
     "BUNDLE_CONFIG",
+    "EnclaveProcess",
     "FrameStream",
     "PipeStream",
     "SimBackend",
@@ -169,7 +170,64 @@ def recv_frame(sock: FrameStream) -> dict[str, Wire]:
     return msg
 
 
-class SimEnclave:
+class EnclaveProcess:
+    """Host view of an enclave process driven by control frames (simulated or Gramine-SGX).
+
+    Subclasses set `_identity`, `_proc` and `_stream`, answer the enclave's requests to its host in
+    `_serve_host` and reap the process in `close`. Use as a context manager.
+    """
+
+    _identity: EnclaveIdentity
+    _proc: subprocess.Popen[bytes]
+    _stream: FrameStream
+
+    @property
+    def identity(self) -> EnclaveIdentity:
+        return self._identity
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _serve_host(self, msg: dict[str, Wire]) -> dict[str, Wire]:
+        raise NotImplementedError
+
+    def _set_timeout(self, seconds: float) -> None:
+        """Bound each read of the control stream, where the stream supports it."""
+
+    def call(self, method: str, arg: Wire = None, *, timeout: float = 30.0) -> Wire:
+        """Invoke handler `method` inside the enclave; serve its requests to the host meanwhile."""
+        if self._proc.poll() is not None:
+            raise ProtocolError(
+                f"enclave {self._identity} (pid {self.pid}) has exited", peer="enclave", tag=method
+            )
+        self._set_timeout(timeout)
+        try:
+            send_frame(self._stream, {"op": "call", "method": method, "arg": arg})
+            while True:
+                msg = recv_frame(self._stream)
+                if msg["op"] == "result":
+                    return msg.get("value")
+                if msg["op"] == "error":
+                    failure = f"enclave {self._identity}: {method} failed: {msg.get('error')!r}"
+                    raise ProtocolError(failure, peer="enclave", tag=method)
+                send_frame(self._stream, self._serve_host(msg))
+        except (TimeoutError, OSError) as exc:
+            raise ProtocolError(
+                f"enclave {self._identity}: {method}: {exc}", peer="enclave", tag=method
+            ) from exc
+
+
+class SimEnclave(EnclaveProcess):
     """A running simulated enclave (host view). Use as a context manager; `close` reaps it."""
 
     def __init__(self, image: EnclaveImage, platform: SimPlatform, files: dict[str, bytes]) -> None:
@@ -182,7 +240,7 @@ class SimEnclave:
             target.write_bytes(data)
             target.chmod(0o400)
         parent, child = socket.socketpair()
-        self._sock = parent
+        self._sock = self._stream = parent
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "OPENBLAS_NUM_THREADS": "1",
@@ -205,21 +263,10 @@ class SimEnclave:
             },
         )
 
-    @property
-    def identity(self) -> EnclaveIdentity:
-        return self._identity
+    def _set_timeout(self, seconds: float) -> None:
+        self._sock.settimeout(seconds)
 
-    @property
-    def pid(self) -> int:
-        return self._proc.pid
-
-    def __enter__(self) -> SimEnclave:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _serve_platform(self, msg: dict[str, Wire]) -> dict[str, Wire]:
+    def _serve_host(self, msg: dict[str, Wire]) -> dict[str, Wire]:
         """Answer an enclave's platform request with the identity the platform measured."""
         try:
             report_data = msg.get("report_data")
@@ -240,31 +287,6 @@ class SimEnclave:
         except CryptoError as exc:
             return {"op": "error", "error": str(exc)}
         return {"op": "error", "error": f"malformed platform request {msg['op']!r}"}
-
-    def call(self, method: str, arg: Wire = None, *, timeout: float = 30.0) -> Wire:
-        """Invoke handler `method` inside the enclave; serve its quote/seal-key requests meanwhile."""
-        if self._proc.poll() is not None:
-            raise ProtocolError(
-                f"enclave {self._identity} (pid {self.pid}) has exited", peer="enclave", tag=method
-            )
-        self._sock.settimeout(timeout)
-        try:
-            send_frame(self._sock, {"op": "call", "method": method, "arg": arg})
-            while True:
-                msg = recv_frame(self._sock)
-                if msg["op"] == "result":
-                    return msg.get("value")
-                if msg["op"] == "error":
-                    raise ProtocolError(
-                        f"enclave {self._identity}: {method} failed: {msg.get('error')!r}",
-                        peer="enclave",
-                        tag=method,
-                    )
-                send_frame(self._sock, self._serve_platform(msg))
-        except (TimeoutError, OSError) as exc:
-            raise ProtocolError(
-                f"enclave {self._identity}: {method}: {exc}", peer="enclave", tag=method
-            ) from exc
 
     def close(self) -> None:
         """Ask the enclave to exit, kill it if it does not, and remove its private directory."""
