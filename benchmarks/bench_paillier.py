@@ -4,6 +4,10 @@ For Paillier and Okamoto–Uchiyama it times the batch API on one core (workers=
 encrypt, decrypt, ciphertext + ciphertext, ciphertext x 63-bit scalar. Baselines measured in the same
 run: one bare gmpy2 multiply-mod of the ciphertext size (what an addition must cost at least), and
 python-paillier (`phe`, the optional `bench` extra) when it is importable.
+
+The hardware probe (`core_scaling`) runs a bare kernel loop alone and then in one process per core
+at once: the IFMA Montgomery kernel (no Python between calls) and gmpy2 multiplications. Its
+throughput ratios are the ceiling for the "all cores" column of the ops each engine bounds.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import multiprocessing
 import os
 import secrets
 import sys
@@ -21,7 +26,7 @@ from typing import Any
 import gmpy2
 import numpy as np
 
-from sharelearn.crypto import he, mbx
+from sharelearn.crypto import he, mbx, mbxmont
 
 _SCALAR = (1 << 63) - 25  # a 63-bit multiplier
 
@@ -100,6 +105,54 @@ def _print(results: dict[str, Any]) -> None:
             print(f"  {r['scheme']} speed-up vs phe: " + ", ".join(f"{k} x{p[k] / mine[k]:.1f}" for k in p))
     else:
         print("phe not installed (pip install 'sharelearn[bench]') - no python-paillier baseline")
+    if results.get("core_scaling"):
+        print(
+            f"hardware probe, {cores} processes of a bare loop at once vs one alone: "
+            + ", ".join(f"{k} x{v}" for k, v in results["core_scaling"].items())
+        )
+
+
+def _kernel_loop(engine: str, seconds: float) -> float:
+    """Operations per second of one bare loop (2048-bit multiplications) over `seconds`."""
+    mod = (gmpy2.mpz(1) << 2047) + 12345
+    step: Callable[[], int]
+    if engine == "ifma":
+        found = mbxmont.kernel(2048)
+        if found is None:
+            return 0.0
+        ctx = mbxmont._Modulus(mod, *found)
+        acc = np.ones((64, found[1], mbxmont.LANES), dtype=np.uint64)
+
+        def step() -> int:
+            ctx.multiply(acc, acc, 0, 64)
+            return 64 * mbxmont.LANES
+
+    else:
+        xs = [gmpy2.mpz(secrets.randbits(2047)) for _ in range(512)]
+
+        def step() -> int:
+            for x in xs:
+                _ = x * x % mod
+            return len(xs)
+
+    done, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        done += step()
+    return done / elapsed
+
+
+def core_scaling(cores: int, seconds: float = 1.5) -> dict[str, float]:
+    """Throughput of `cores` processes running the same bare loop at once, over one process alone."""
+    out = {}
+    ctx = multiprocessing.get_context("spawn")
+    for engine in ("ifma", "gmpy2"):
+        alone = _kernel_loop(engine, seconds)
+        if alone == 0.0:
+            continue
+        with ctx.Pool(cores) as pool:
+            together = sum(pool.starmap(_kernel_loop, [(engine, seconds)] * cores))
+        out[engine] = round(together / alone, 2)
+    return out
 
 
 def main(argv: list[str]) -> int:
@@ -108,6 +161,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--n", type=int, default=512, help="batch size")
     parser.add_argument("--schemes", default="paillier,ou")
     parser.add_argument("--portable", action="store_true", help="disable the mbx kernels")
+    parser.add_argument("--probe-seconds", type=float, default=1.5, help="per loop of the hardware probe")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     mbx.force_portable(args.portable)
@@ -115,6 +169,8 @@ def main(argv: list[str]) -> int:
     results: dict[str, Any] = {"bits": args.bits, "n": args.n, "cores": cores, "mbx": mbx.is_available()}
     results["schemes"] = [bench_scheme(s, args.bits, args.n, cores) for s in args.schemes.split(",")]
     results["phe"] = bench_phe(args.bits, min(args.n, 64))
+    if cores > 1:
+        results["core_scaling"] = core_scaling(cores, args.probe_seconds)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
