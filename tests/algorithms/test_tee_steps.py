@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sharelearn.algorithms.evaluation import EvaluateParams
+from sharelearn.algorithms.tee.service import HPKE_SUITE, predict_digest
 from sharelearn.algorithms.tee.steps import TeeServeParams, TeeTrainParams, TeeUploadParams, tee_baseline
-from sharelearn.core.errors import ConfigError, PartyFailed
+from sharelearn.core.codec import encode
+from sharelearn.core.errors import ConfigError, PartyFailed, ProtocolError
+from sharelearn.tee.cluster import call_endpoint
+from sharelearn.tee.keys import x25519_public
 from sharelearn.testing.steps import load_csv, run_steps
 
 FATE = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "fate"
@@ -53,6 +60,7 @@ def test_upload_train_evaluate_serve_in_enclaves(
         assert serve["instances"] == 2 and serve["requests"] == 20 and serve["failed"] == 0
         assert serve["max_abs_diff_vs_evaluate"] < 1e-9  # fused online answers == batch scores
         assert serve["p99_ms"] >= serve["p50_ms"] > 0
+        _only_authorised_clients_get_predictions(run.parties["bank"].state)
         # the envelopes on storage hold no plaintext ids
         raw = Path(bank["tee_upload"]["envelope"]).read_bytes()
         assert str(parties["bank"][1].ids[0]).encode() + b"," not in raw  # type: ignore[attr-defined]
@@ -60,6 +68,33 @@ def test_upload_train_evaluate_serve_in_enclaves(
     finally:
         run.parties["bank"].state["tee_host"].close()
         run.parties["bank"].state["tee_cm"].close()
+
+
+def _only_authorised_clients_get_predictions(state: dict[str, Any]) -> None:
+    """The served model admits the label holder's key only: unsigned, stranger-signed or tampered
+    requests are refused inside the enclave (asked of one instance directly, no failover)."""
+    client, model_id, owner = state["tee_client"], state["model"].model_id, state["tee_signer"]
+    ep, iid, _ = client.routes(fresh=True)[0]
+    key = client.attest(ep, iid)
+    x = np.zeros((1, 30))  # breast: 10 guest + 20 host features
+
+    def ask(signer: Ed25519PrivateKey | None, sent: np.ndarray, signed: np.ndarray) -> Any:
+        resp_pk = x25519_public(X25519PrivateKey.generate())
+        req: dict[str, Any] = {"model_id": model_id, "x": sent, "resp_pk": resp_pk}
+        if signer is not None:
+            req["client_pk"] = signer.public_key().public_bytes_raw().hex()
+            req["sig"] = signer.sign(predict_digest(model_id, {**req, "x": signed}))
+        ct = HPKE_SUITE.encrypt(encode(req), key.public_key, info=b"sml-predict")
+        return call_endpoint(ep, {"op": "call", "instance": iid, "method": "predict", "arg": ct})
+
+    for signer in (None, Ed25519PrivateKey.generate()):
+        with pytest.raises(ProtocolError, match="authorised client"):
+            ask(signer, x, x)
+    with pytest.raises(ProtocolError, match="signature does not verify"):
+        ask(owner, x + 1, x)  # the owner's signature over other features
+    with pytest.raises(ProtocolError, match="30 features"):
+        ask(owner, x[:, :10], x[:, :10])  # a malformed request is refused, the enclave lives on
+    assert isinstance(ask(owner, x, x), bytes)  # the label holder's own key is admitted
 
 
 def test_tee_steps_require_engine_tee(parties: dict[str, tuple[str, object]], tmp_path: Path) -> None:

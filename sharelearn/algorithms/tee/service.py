@@ -51,6 +51,7 @@ __all__ = [
     "build_bundle",
     "code_files",
     "open_request",
+    "predict_digest",
     "score_digest",
     "seal_response",
     "serve",
@@ -164,6 +165,7 @@ class _Service:
         self.tables: dict[str, tuple[JoinedTable, str]] = {}  # model id -> (training rows, label owner key)
         self.layouts: dict[str, list[tuple[str, int]]] = {}  # model id -> [(party, n features)]
         self.payloads: dict[str, tuple[bytes, bytes]] = {}  # model id -> (model bytes, meta) for upgrades
+        self.clients: dict[str, tuple[str, ...]] = {}  # model id -> Ed25519 keys (hex) allowed to predict
         owner = str(config.get("owner_pk", ""))
         self.owner_pk = Ed25519PublicKey.from_public_bytes(bytes.fromhex(owner)) if owner else None
 
@@ -291,10 +293,13 @@ class _Service:
             model = txgb.train_xgboost(table, txgb.XgbParams(**params))
         train_s = time.perf_counter() - started
         payload = model.to_bytes()
-        blob = self._seal_model(keys, payload, _layout(table))
+        label_key = next(r.header.owner_sig_pk for r in readers if r.has_label)
+        clients = _client_keys([label_key] if label_key else [], a.get("clients"))
+        blob = self._seal_model(keys, payload, _layout(table), clients)
         model_id = hashlib.sha256(blob).hexdigest()[:16]
         self.payloads[model_id] = (payload, _meta_of(blob))
         label_owner = next(r.header.owner_sig_pk for r in readers if r.has_label)
+        self.clients[model_id] = clients
         self.models[model_id] = model
         self.tables[model_id] = (table, label_owner)
         self.layouts[model_id] = list(zip(table.parties, table.widths, strict=True))
@@ -313,13 +318,17 @@ class _Service:
             "train_s": train_s,
         }
 
-    def _seal_model(self, keys: ClusterKeys, payload: bytes, layout: list[Wire]) -> bytes:
+    def _seal_model(
+        self, keys: ClusterKeys, payload: bytes, layout: list[Wire], clients: tuple[str, ...]
+    ) -> bytes:
+        """Seal a model to the cluster; its metadata (layout, authorised clients) is bound as AAD."""
         nonce = os.urandom(12)
         meta = encode(
             {
                 "cluster": keys.cluster,
                 "epoch": keys.epoch,
                 "layout": layout,
+                "clients": list[Wire](clients),
             }
         )
         aad = b"SML-MODEL-v1" + hashlib.sha256(meta).digest()
@@ -355,6 +364,7 @@ class _Service:
     ) -> None:
         self.models[model_id] = _model_from_wire(inner)
         self.layouts[model_id] = [(str(p), int(w)) for p, w in meta["layout"]]
+        self.clients[model_id] = _client_keys([], meta.get("clients"))
         self.payloads[model_id] = (payload, meta_raw)
 
     # -- rolling upgrade: models move M1 -> M2 only under the owner's signed authorization ---
@@ -483,6 +493,7 @@ class _Service:
         if model is None:
             raise DataError(f"model {model_id!r} is not loaded in this enclave")
         parts = req.get("parts")
+        self._check_client(model_id, req)
         if isinstance(parts, list):
             got: dict[str, np.ndarray] = {}
             for ct in parts:
@@ -499,9 +510,27 @@ class _Service:
             x = np.hstack([got[p].reshape(-1, w) for p, w in layout])
         else:
             x = expect_array(req.get("x"), peer="client", tag="predict.x", dtype=np.float64)
-        if x.ndim != 2:
-            raise DataError("predict.x must be a 2-d array")
+        width = sum(w for _, w in self.layouts.get(model_id, []))
+        if x.ndim != 2 or (width and x.shape[1] != width):
+            raise DataError(f"predict.x must be a 2-d array of {width} features, got shape {x.shape}")
         return seal_response({"scores": model.predict_block(x)}, req.get("resp_pk"), b"sml-predict-resp")
+
+    def _check_client(self, model_id: str, req: dict[str, Any]) -> None:
+        """A model with authorised clients answers only requests one of them signed (`predict_digest`)."""
+        allowed = self.clients.get(model_id, ())
+        if not allowed:
+            return
+        client_pk, sig = req.get("client_pk"), req.get("sig")
+        if not isinstance(client_pk, str) or client_pk not in allowed or not isinstance(sig, bytes):
+            raise AttestationError(
+                f"predict: model {model_id} answers only its {len(allowed)} authorised client key(s); "
+                f"request from {str(client_pk)[:16]!r} refused"
+            )
+        digest = predict_digest(model_id, req)
+        try:
+            Ed25519PublicKey.from_public_bytes(bytes.fromhex(client_pk)).verify(sig, digest)
+        except (InvalidSignature, ValueError) as exc:
+            raise AttestationError("predict: request signature does not verify under the client key") from exc
 
     def handlers(self) -> dict[str, Callable[[Wire], Wire]]:
         return {
@@ -550,6 +579,38 @@ def _map(arg: Wire) -> dict[str, Any]:
     if not isinstance(arg, dict):
         raise DataError(f"expected a map argument, got {type(arg).__name__}")
     return arg
+
+
+def predict_digest(model_id: str, req: Mapping[str, Any]) -> bytes:
+    """What an authorised client signs: the model, the response key and its features (the HPKE
+    ciphertexts of `parts`, or the array `x`). A replay gains nothing: answers go to resp_pk."""
+    h = hashlib.sha256(b"SML-PREDICT-v1\0" + model_id.encode() + b"\0")
+    resp_pk = req.get("resp_pk")
+    h.update(resp_pk if isinstance(resp_pk, bytes) else b"")
+    parts = req.get("parts")
+    if isinstance(parts, list):
+        for part in parts:
+            h.update(hashlib.sha256(part if isinstance(part, bytes) else b"").digest())
+    else:
+        x = np.ascontiguousarray(np.asarray(req.get("x"), dtype=np.float64))
+        h.update(repr(x.shape).encode() + x.tobytes())
+    return h.digest()
+
+
+def _client_keys(first: list[str], extra: Any) -> tuple[str, ...]:
+    """Ed25519 public keys (hex) allowed to query a model: the label holder's, then `clients`."""
+    if extra is not None and not isinstance(extra, list):
+        raise DataError("clients must be a list of Ed25519 public keys (hex)")
+    keys: list[str] = []
+    for k in [*first, *(extra or [])]:
+        try:
+            if not isinstance(k, str) or len(bytes.fromhex(k)) != 32:
+                raise ValueError
+        except ValueError:
+            raise DataError(f"client key {str(k)[:20]!r} is not an Ed25519 public key in hex") from None
+        if k.lower() not in keys:
+            keys.append(k.lower())
+    return tuple(keys)
 
 
 def score_digest(model_id: str, ids: list[str], resp_pk: bytes) -> bytes:

@@ -33,7 +33,14 @@ from sharelearn.algorithms.context import BaselineData, Dataset, StepContext, St
 from sharelearn.algorithms.evaluation import pool_vertical
 from sharelearn.algorithms.tee import gbdt, lr
 from sharelearn.algorithms.tee.data import InMemoryTable
-from sharelearn.algorithms.tee.service import HPKE_SUITE, MODELS, TRAIN_OP, build_bundle, score_digest
+from sharelearn.algorithms.tee.service import (
+    HPKE_SUITE,
+    MODELS,
+    TRAIN_OP,
+    build_bundle,
+    predict_digest,
+    score_digest,
+)
 from sharelearn.core.codec import decode, encode, expect_array
 from sharelearn.core.errors import ConfigError, DataError, ProtocolError
 from sharelearn.core.fileio import atomic_write_bytes
@@ -247,6 +254,8 @@ class TeeTrainParams:
         num_trees, max_depth, learning_rate, max_bin: boosting parameters (gbdt, xgboost).
         c, max_iter: LR inverse L2 strength and L-BFGS iterations.
         memory_cap_mb: the enclave's data memory cap (EPC stand-in); data larger than it streams.
+        clients: Ed25519 public keys (hex) allowed to query the served model, besides the label
+            holder's own (which the model always admits); sealed with the model.
     """
 
     model: Literal["lr", "gbdt", "xgboost"] = "xgboost"
@@ -257,8 +266,16 @@ class TeeTrainParams:
     c: float = 1.0
     max_iter: int = 200
     memory_cap_mb: float = 64.0
+    clients: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        for key in self.clients:
+            try:
+                ok = len(bytes.fromhex(key)) == 32
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ConfigError(f"tee_train.clients: {str(key)[:20]!r} is not an Ed25519 public key in hex")
         if self.model not in MODELS:
             raise ConfigError(f"tee_train.model must be one of {', '.join(MODELS)}, got {self.model!r}")
         if not 0 < self.memory_cap_mb <= 1 << 20:
@@ -348,6 +365,7 @@ def run_tee_train(ctx: StepContext, params: TeeTrainParams) -> dict[str, Any]:
             "model": params.model,
             "params": params.wire_params(),
             "memory_cap_mb": float(params.memory_cap_mb),
+            "clients": list[Wire](params.clients),
         }
         ctx.progress(f"training {params.model} inside enclave {route[1]} (cap {params.memory_cap_mb} MB)", {})
         from sharelearn.tee.cluster import call_endpoint
@@ -472,7 +490,8 @@ def run_tee_serve(ctx: StepContext, params: TeeServeParams) -> dict[str, Any]:
             if not isinstance(got, list) or len(got) != n:
                 raise ProtocolError("tee/serve_parts malformed", peer=peer, tag="tee/serve_parts")
             parts[peer] = got
-        out |= _serve_requests(client, model, parts, n, params.concurrency)
+        signer: Ed25519PrivateKey = ctx.state["tee_signer"]  # the label holder's, admitted by the model
+        out |= _serve_requests(client, model, parts, n, params.concurrency, signer)
         expected = model.predict(ctx, ctx.data.take(np.arange(n)))
         assert expected is not None  # invariant: the trainer holds the label and the signer
         out["max_abs_diff_vs_evaluate"] = float(np.max(np.abs(np.asarray(out.pop("scores")) - expected)))
@@ -505,17 +524,28 @@ def _parts(data: Dataset, ids: list[str], party: str, key: AttestedClusterKey, m
 
 
 def _serve_requests(
-    client: TeeClient, model: TeeModel, parts: Mapping[str, list[Wire]], n: int, concurrency: int
+    client: TeeClient,
+    model: TeeModel,
+    parts: Mapping[str, list[Wire]],
+    n: int,
+    concurrency: int,
+    signer: Ed25519PrivateKey,
 ) -> dict[str, Any]:
+    client_pk = signer.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+
     def one(i: int) -> tuple[float, float]:
         resp = X25519PrivateKey.generate()
         resp_pk = x25519_public(resp)
 
         def make(key: AttestedClusterKey) -> Wire:
-            req = encode(
-                {"model_id": model.model_id, "parts": [parts[p][i] for p in parts], "resp_pk": resp_pk}
-            )
-            return HPKE_SUITE.encrypt(req, key.public_key, info=b"sml-predict")
+            req: dict[str, Wire] = {
+                "model_id": model.model_id,
+                "parts": [parts[p][i] for p in parts],
+                "resp_pk": resp_pk,
+                "client_pk": client_pk,
+            }
+            req["sig"] = signer.sign(predict_digest(model.model_id, req))
+            return HPKE_SUITE.encrypt(encode(req), key.public_key, info=b"sml-predict")
 
         t0 = time.perf_counter()
         ct, _ = client.call("predict", make)
