@@ -106,6 +106,8 @@ def serve_calls(sock: FrameStream, handlers: Mapping[str, Handler]) -> None:
         except (SharelearnError, ValueError, TypeError, KeyError) as exc:
             # The error text goes to the untrusted host: handlers must not put secrets in it.
             send_frame(sock, {"op": "error", "error": f"{type(exc).__name__}: {exc}"})
+        except Exception as exc:  # a handler bug on odd input must not take the enclave down
+            send_frame(sock, {"op": "error", "error": f"internal error ({type(exc).__name__})"})
 
 
 def main(argv: list[str]) -> int:

@@ -91,6 +91,7 @@ def handlers(rt):
         "seal": lambda arg: rt.seal(arg),
         "unseal": lambda arg: rt.unseal(arg),
         "fail": lambda arg: int("not a number"),
+        "crash": lambda arg: [][1],
     }
 """
 
@@ -131,6 +132,8 @@ def test_launch_serves_calls_and_fetches_collateral_for_its_quotes(tmp_path: Pat
             unsealed = enclave.call("unseal", sealed)
             with pytest.raises(ProtocolError, match="ValueError"):
                 enclave.call("fail")
+            with pytest.raises(ProtocolError, match=r"internal error \(IndexError\)"):
+                enclave.call("crash")  # a handler bug is reported without its text
             assert enclave.call("echo", 7) == 7  # still serving after a failed call
         assert isinstance(evidence, bytes)
 
