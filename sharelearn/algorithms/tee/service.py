@@ -516,7 +516,11 @@ class _Service:
         return seal_response({"scores": model.predict_block(x)}, req.get("resp_pk"), b"sml-predict-resp")
 
     def _check_client(self, model_id: str, req: dict[str, Any]) -> None:
-        """A model with authorised clients answers only requests one of them signed (`predict_digest`)."""
+        """A model with authorised clients answers only requests one of them signed (`predict_digest`).
+
+        A model trained from envelopes without an owner key and with no `clients` has none: any
+        client that attests the cluster may query it (the benchmarks' raw cluster calls).
+        """
         allowed = self.clients.get(model_id, ())
         if not allowed:
             return
