@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="instead of timing: vehicle_scale_homo MLP accuracy vs centralised for these seeds (e.g. 0,1,2)",
     )
-    parser.add_argument("--vehicle-rounds", type=int, default=60, help="rounds for --vehicle-seeds")
+    parser.add_argument("--vehicle-rounds", type=int, default=200, help="rounds for --vehicle-seeds")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if args.vehicle_seeds:

@@ -67,13 +67,13 @@ def test_default_credit_homo_three_clients_across_processes_matches_central(tmp_
     assert summary["steps"]["fedavg"]["clients"] == 3
 
 
-@pytest.mark.slow  # 60 rounds x 2 local epochs of an MLP: ~1 min on two idle cores
+@pytest.mark.slow  # 200 rounds x 2 local epochs of an MLP with secure aggregation: minutes
 def test_vehicle_scale_homo_mlp_across_processes_is_close_to_central(tmp_path: Path) -> None:
     summary = _run(
         tmp_path,
         "vehicle_scale_homo",
         ("guest", "host"),
-        "{model: mlp, hidden: [64], rounds: 60, local_epochs: 2, optimizer: adam, learning_rate: 0.01, "
+        "{model: mlp, hidden: [64], rounds: 200, local_epochs: 2, optimizer: adam, learning_rate: 0.01, "
         "batch_size: 32, secure_aggregation: true}",
     )
 
