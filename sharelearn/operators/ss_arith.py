@@ -21,6 +21,7 @@ is sent. Nonlinear functions are in `ss_nonlinear` (polynomials over these opera
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,7 @@ from sharelearn.crypto.fixedpoint import FixedPoint
 from sharelearn.crypto.rng import random_u64
 from sharelearn.operators.ot import OTReceiver, OTSender, ot_receiver_setup, ot_sender_setup
 
-__all__ = ["SSOps", "ring_matmul", "signed_digits"]
+__all__ = ["SSOps", "ring_matmul", "ring_matmul_sum"]
 
 # Limbs (offset, width) of a 64-bit ring element for `ring_matmul`'s float64 path: products of two
 # limbs have at most 43 bits, so a sum of 1024 of them (< 2^53) is exact in float64 BLAS.
@@ -59,32 +60,57 @@ def _torch_int_mm() -> Any:
     return getattr(torch, "_int_mm", None)
 
 
-def signed_digits(x: U64Array) -> npt.NDArray[np.int8]:
-    """Balanced base-256 digits of uint64 values: (8, *x.shape) int8 d_i, x = sum d_i 2^(8i) mod 2^64.
+def _int8_operands(
+    a_parts: Sequence[U64Array], b_parts: Sequence[U64Array]
+) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.int8]]:
+    """The int8 GEMM operands of sum_i A_i @ B_i over the stacked inner dimension K = sum k_i.
 
-    Adding 128 to every byte (the constant 0x8080...80, with carries) and subtracting it again
-    digit-wise gives digits in [-128, 127] with one addition and one XOR.
+    LHS (m, 8K) holds A's digit planes in order, [d0 | d1 | ... | d7]; RHS (8K, n) B's in reverse,
+    [d7; d6; ...; d0]. The GEMM of weight 2^(8s) pairs A's digits 0..s with B's digits s..0, so it
+    reads LHS[:, :(s+1)K] (a strided view) and RHS[(7-s)K:] (a contiguous one): every digit
+    product comes from the same two buffers, written once. Balanced digits d_i in [-128, 127] with
+    x = sum d_i 2^(8i) mod 2^64: adding 128 to every byte (the constant 0x8080...80, with carries)
+    and subtracting it again digit-wise, i.e. flipping each byte's top bit, in place on each buffer.
     """
-    biased = np.ascontiguousarray(x + _BYTE_BIAS).astype("<u8", copy=False)
-    raw = biased.view(np.uint8).reshape(*x.shape, 8) ^ np.uint8(0x80)
-    return np.ascontiguousarray(np.moveaxis(raw.view(np.int8), -1, 0))
+    m, n = a_parts[0].shape[0], b_parts[0].shape[1]
+    width = sum(p.shape[1] for p in a_parts)
+    lhs = np.empty((m, 8, width), dtype=np.int8)
+    rhs = np.empty((8, width, n), dtype=np.int8)
+    col = 0
+    for a, b in zip(a_parts, b_parts, strict=True):
+        k = a.shape[1]
+        biased = np.ascontiguousarray(a + _BYTE_BIAS).astype("<u8", copy=False)
+        lhs[:, :, col : col + k] = biased.view(np.int8).reshape(m, k, 8).transpose(0, 2, 1)
+        biased = np.ascontiguousarray(b + _BYTE_BIAS).astype("<u8", copy=False)
+        rhs[:, col : col + k] = biased.view(np.int8).reshape(k, n, 8).transpose(2, 0, 1)[::-1]
+        col += k
+    lhs.view(np.uint8)[...] ^= np.uint8(0x80)
+    rhs.view(np.uint8)[...] ^= np.uint8(0x80)
+    return lhs.reshape(m, 8 * width), rhs.reshape(8 * width, n)
 
 
-def _ring_matmul_int8(a: U64Array, b: U64Array, int_mm: Any) -> U64Array:
+def _ring_matmul_int8(a_parts: Sequence[U64Array], b_parts: Sequence[U64Array], int_mm: Any) -> U64Array:
+    """sum_i A_i @ B_i mod 2^64 through 8 int8 GEMMs per inner block of at most 2^13."""
     import torch
 
-    m, k = a.shape
-    n = b.shape[1]
-    out = np.zeros((m, n), dtype=np.uint64)
-    for start in range(0, k, _INT8_K_BLOCK):
-        da = signed_digits(a[:, start : start + _INT8_K_BLOCK])
-        db = signed_digits(b[start : start + _INT8_K_BLOCK])
-        kb = da.shape[2]
-        for s in range(8):  # all digit pairs (i, s - i) with weight 2^(8s) in one GEMM
-            lhs = np.ascontiguousarray(da[: s + 1].transpose(1, 0, 2)).reshape(m, (s + 1) * kb)
-            rhs = np.ascontiguousarray(db[s::-1]).reshape((s + 1) * kb, n)
-            part = int_mm(torch.from_numpy(lhs), torch.from_numpy(rhs)).numpy()
-            out += part.astype(np.int64).view(np.uint64) << np.uint64(8 * s)
+    m, n = a_parts[0].shape[0], b_parts[0].shape[1]
+    width = sum(p.shape[1] for p in a_parts)
+    if width > _INT8_K_BLOCK:  # cut the stacked inner dimension into exact blocks
+        a_all, b_all = np.hstack(list(a_parts)), np.vstack(list(b_parts))
+        total = np.zeros((m, n), dtype=np.uint64)
+        for start in range(0, width, _INT8_K_BLOCK):
+            stop = start + _INT8_K_BLOCK
+            total += _ring_matmul_int8([a_all[:, start:stop]], [b_all[start:stop]], int_mm)
+        return total
+    lhs_np, rhs_np = _int8_operands(a_parts, b_parts)
+    lhs, rhs = torch.from_numpy(lhs_np), torch.from_numpy(rhs_np)
+    # Horner from the top weight down: acc = (((P7 << 8) + P6) << 8 ...) + P0, wrapping mod 2^64
+    # (numpy's int64 arithmetic wraps); the int32 digit-product sums are exact (see _INT8_K_BLOCK).
+    acc = int_mm(lhs, rhs).numpy().astype(np.int64)
+    for s in range(6, -1, -1):
+        acc <<= np.int64(8)
+        acc += int_mm(lhs[:, : (s + 1) * width], rhs[(7 - s) * width :]).numpy()
+    out: U64Array = acc.view(np.uint64)
     return out
 
 
@@ -110,28 +136,51 @@ def ring_matmul(a: U64Array, b: U64Array, *, backend: str = "auto") -> U64Array:
     numpy's integer matmul does not use BLAS (a 1000^3 product takes seconds). Two exact routes:
 
     * int8 (`backend="int8"`, the default when torch is installed): each element as 8 balanced
-      base-256 digits (`signed_digits`); the 36 digit products of weight below 2^64 are int8
+      base-256 digits; the 36 digit products of weight below 2^64 are int8
       GEMMs with int32 accumulation (`torch._int_mm`, VNNI/AMX kernels), grouped by weight into
-      8 GEMMs, exact while the inner dimension is cut into blocks of 2^13.
+      8 GEMMs over two digit buffers written once (`_int8_operands`), exact while the inner
+      dimension is cut into blocks of 2^13, and combined by Horner's rule in wrapping int64.
     * float64 (`backend="f64"`): limbs of 21, 21 and 22 bits; the eight limb products whose
       offset is below 64 are float64 GEMMs whose sums stay below 2^53 (blocks of 1024), hence
       exact; converted back and shifted into place with uint64 wrap-around.
 
     Small or thin products use numpy's integer matmul directly.
     """
-    m, k = a.shape
-    n = b.shape[1]
+    return ring_matmul_sum([a], [b], backend=backend)
+
+
+def ring_matmul_sum(
+    a_parts: Sequence[U64Array], b_parts: Sequence[U64Array], *, backend: str = "auto"
+) -> U64Array:
+    """sum_i A_i @ B_i mod 2^64 (= [A_1 | A_2 ...] @ [B_1; B_2 ...]) without stacking the operands.
+
+    The int8 route writes every part's digits straight into its GEMM buffers; see `ring_matmul`.
+    """
+    if not a_parts or len(a_parts) != len(b_parts):
+        raise ConfigError(
+            f"ring_matmul_sum needs as many left as right parts, got {len(a_parts)}, {len(b_parts)}"
+        )
+    m, n = a_parts[0].shape[0], b_parts[0].shape[1]
+    for a, b in zip(a_parts, b_parts, strict=True):
+        if a.ndim != 2 or b.ndim != 2 or a.shape[0] != m or b.shape[1] != n or a.shape[1] != b.shape[0]:
+            raise ConfigError(f"ring_matmul parts must be (m, k_i) @ (k_i, n), got {a.shape} @ {b.shape}")
+    k = sum(a.shape[1] for a in a_parts)
     if backend not in ("auto", "int8", "f64"):
         raise ConfigError(f"ring_matmul backend must be auto, int8 or f64, got {backend!r}")
     if backend == "auto" and (m * k * n < _NATIVE_BELOW or min(m, n) < _BLAS_MIN_SIDE):
-        small: U64Array = np.matmul(a, b)
+        small: U64Array = sum(
+            (np.matmul(a, b) for a, b in zip(a_parts[1:], b_parts[1:], strict=True)),
+            np.matmul(a_parts[0], b_parts[0]),
+        )
         return small
     int_mm = _torch_int_mm() if backend != "f64" else None
     if int_mm is not None:
-        return _ring_matmul_int8(a, b, int_mm)
+        return _ring_matmul_int8(a_parts, b_parts, int_mm)
     if backend == "int8":
         raise ConfigError("ring_matmul backend 'int8' needs torch (the `ml` extra)")
-    return _ring_matmul_f64(a, b)
+    if len(a_parts) == 1:
+        return _ring_matmul_f64(a_parts[0], b_parts[0])
+    return _ring_matmul_f64(np.hstack(list(a_parts)), np.vstack(list(b_parts)))
 
 
 class SSOps:
@@ -293,7 +342,7 @@ class SSOps:
             return beaver_local_matmul(self.index, e, f, triple)
         # Z = C + E @ B + A @ F (+ E @ F at party 0) = C + [E | A] @ [B (+ F); F]: one product
         top = triple.b + f if self.index == 0 else triple.b
-        z: U64Array = triple.c + ring_matmul(np.hstack([e, triple.a]), np.vstack([top, f]))
+        z: U64Array = triple.c + ring_matmul_sum([e, triple.a], [top, f])
         return z
 
     def matmul(self, x: U64Array, y: U64Array) -> U64Array:

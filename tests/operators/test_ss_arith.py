@@ -14,7 +14,7 @@ from mpc_ops_roles import DEALER, P0, P1, dealer_role, party_role  # type: ignor
 from sharelearn.core.errors import ConfigError
 from sharelearn.crypto.fixedpoint import FixedPoint
 from sharelearn.operators.plain import PlainOps
-from sharelearn.operators.ss_arith import ring_matmul, signed_digits
+from sharelearn.operators.ss_arith import _int8_operands, ring_matmul, ring_matmul_sum
 from sharelearn.testing.roles import run_roles
 
 pytestmark = pytest.mark.timeout(120)
@@ -127,17 +127,44 @@ def test_int8_ring_matmul_is_exact_when_every_digit_product_is_extreme(value: in
     np.testing.assert_array_equal(ring_matmul(a, b, backend="int8"), _oracle(a, b))
 
 
-def test_signed_digits_reconstruct_every_byte_pattern() -> None:
+def test_int8_operands_hold_balanced_digits_of_every_byte_pattern() -> None:
     x = np.array(
         [0, 1, 2**64 - 1, 0x8080808080808080, 0x7F7F7F7F7F7F7F7F, 2**63, 0xFF00FF00FF00FF00], np.uint64
     )
-    d = signed_digits(x).astype(np.int64)
-    weights = np.array([1 << (8 * i) for i in range(8)], dtype=object)
-    back = [
-        int(sum(int(v) * w for v, w in zip(d[:, j], weights, strict=True))) % (1 << 64) for j in range(x.size)
-    ]
-    assert back == [int(v) for v in x]
-    assert d.min() >= -128 and d.max() <= 127
+    lhs, rhs = _int8_operands([x.reshape(1, -1)], [x.reshape(-1, 1)])
+    k = x.size
+    left = lhs.reshape(8, k).astype(np.int64)  # digit planes d0..d7 of the row
+    right = rhs.reshape(8, k)[::-1].astype(np.int64)  # stored d7..d0: reversed back
+    weights = [1 << (8 * i) for i in range(8)]
+    for d in (left, right):
+        back = [sum(int(d[i, j]) * weights[i] for i in range(8)) % (1 << 64) for j in range(k)]
+        assert back == [int(v) for v in x]
+        assert d.min() >= -128 and d.max() <= 127
+
+
+@pytest.mark.parametrize("backend", ["auto", "int8", "f64"])
+@pytest.mark.parametrize("ks", [(3, 5), (700, 9000)])
+def test_ring_matmul_sum_equals_the_product_of_the_stacked_parts(backend: str, ks: tuple[int, ...]) -> None:
+    if backend == "int8":
+        pytest.importorskip("torch")
+    rng = np.random.default_rng(sum(ks))
+    m, n = 40, 33
+    a = [rng.integers(0, 2**64, (m, k), dtype=np.uint64, endpoint=False) for k in ks]
+    b = [rng.integers(0, 2**64, (k, n), dtype=np.uint64, endpoint=False) for k in ks]
+
+    got = ring_matmul_sum(a, b, backend=backend)
+
+    np.testing.assert_array_equal(got, _oracle(np.hstack(a), np.vstack(b)))
+
+
+def test_ring_matmul_sum_names_misaligned_parts() -> None:
+    z = np.zeros
+    with pytest.raises(ConfigError, match=r"\(2, 3\) @ \(4, 2\)"):
+        ring_matmul_sum(
+            [z((2, 2), np.uint64), z((2, 3), np.uint64)], [z((2, 2), np.uint64), z((4, 2), np.uint64)]
+        )
+    with pytest.raises(ConfigError, match="as many"):
+        ring_matmul_sum([z((2, 2), np.uint64)], [])
 
 
 def test_ring_matmul_rejects_an_unknown_backend() -> None:
