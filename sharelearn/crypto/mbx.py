@@ -1,12 +1,14 @@
-"""Loader for Intel's multi-buffer crypto kernels (ipp-crypto's `libcrypto_mb`).
+"""Loader for Intel's crypto kernels: ipp-crypto's multi-buffer `libcrypto_mb` and its `libippcp`.
 
-The kernels (8 X25519 or 8 modular exponentiations per call, AVX512-IFMA) come from the
+The multi-buffer kernels (8 X25519 or 8 modular exponentiations per call, AVX512-IFMA) and
+`libippcp` (AES-CTR on VAES where the CPU has it, used by `prg.KeystreamWriter`) come from the
 `ipp-crypto` wheel; its runtime needs the Intel compiler runtime (`intel-cmplr-lib-rt`), whose
 libraries must be loaded globally first. Both wheels put their `.so` files in `<prefix>/lib`.
 
 `load()` returns the library only when it is present *and* `mbx_is_crypto_mb_applicable` says
-this CPU can run it; every caller keeps a portable fallback. `force_portable(True)` switches all
-callers to the fallback, so tests can exercise both paths on one machine.
+this CPU can run it; `load_ippcp()` returns libippcp once `ippcpInit` has picked the code path for
+this CPU. Every caller keeps a portable fallback, and `force_portable(True)` switches all callers to
+it, so tests can exercise both paths on one machine.
 """
 
 from __future__ import annotations
@@ -17,11 +19,17 @@ import sys
 import threading
 from pathlib import Path
 
-__all__ = ["force_portable", "is_available", "lib_dirs", "load"]
+__all__ = ["force_portable", "is_available", "lib_dirs", "load", "load_ippcp"]
 
 _RUNTIME_LIBS = ("libintlc.so.5", "libimf.so", "libsvml.so", "libirng.so")
 _lock = threading.Lock()
-_state: dict[str, ctypes.CDLL | bool | None] = {"lib": None, "tried": False, "forced": False}
+_state: dict[str, ctypes.CDLL | bool | None] = {
+    "lib": None,
+    "tried": False,
+    "ippcp": None,
+    "ippcp_tried": False,
+    "forced": False,
+}
 
 
 def lib_dirs() -> list[Path]:
@@ -34,23 +42,43 @@ def lib_dirs() -> list[Path]:
     return seen
 
 
+def _open(d: Path, name: str) -> ctypes.CDLL | None:
+    """`name` from folder d, after the Intel compiler runtime it links against (loaded globally)."""
+    try:
+        for runtime in _RUNTIME_LIBS:
+            if (d / runtime).exists():
+                ctypes.CDLL(str(d / runtime), mode=ctypes.RTLD_GLOBAL)
+        return ctypes.CDLL(str(d / name))
+    except OSError:
+        return None
+
+
 def _try_load() -> ctypes.CDLL | None:
     for d in lib_dirs():
-        target = d / "libcrypto_mb.so"
-        if not target.exists():
+        if not (d / "libcrypto_mb.so").exists():
             continue
-        try:
-            for name in _RUNTIME_LIBS:
-                if (d / name).exists():
-                    ctypes.CDLL(str(d / name), mode=ctypes.RTLD_GLOBAL)
-            lib = ctypes.CDLL(str(target))
-        except OSError:
+        lib = _open(d, "libcrypto_mb.so")
+        if lib is None:
             return None
         check = lib.mbx_is_crypto_mb_applicable
         check.restype = ctypes.c_uint32
         check.argtypes = [ctypes.c_uint64]
         # 0 asks the library to detect the CPU features itself.
         return lib if check(0) else None
+    return None
+
+
+def _try_load_ippcp() -> ctypes.CDLL | None:
+    for d in lib_dirs():
+        if not (d / "libippcp.so").exists():
+            continue
+        lib = _open(d, "libippcp.so")
+        if lib is None:
+            return None
+        lib.ippcpInit.restype = ctypes.c_int
+        lib.ippcpInit.argtypes = []
+        # ippcpInit picks the fastest code path for this CPU; non-zero is an error status.
+        return lib if lib.ippcpInit() == 0 else None
     return None
 
 
@@ -63,6 +91,18 @@ def load() -> ctypes.CDLL | None:
             _state["lib"] = _try_load()
             _state["tried"] = True
         lib = _state["lib"]
+        return lib if isinstance(lib, ctypes.CDLL) else None
+
+
+def load_ippcp() -> ctypes.CDLL | None:
+    """Return libippcp when present and not disabled, else None."""
+    with _lock:
+        if _state["forced"]:
+            return None
+        if not _state["ippcp_tried"]:
+            _state["ippcp"] = _try_load_ippcp()
+            _state["ippcp_tried"] = True
+        lib = _state["ippcp"]
         return lib if isinstance(lib, ctypes.CDLL) else None
 
 

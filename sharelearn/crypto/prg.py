@@ -4,6 +4,11 @@
   (AES-256) seed. One OpenSSL call produces the whole stream, so millions of bytes cost
   milliseconds. `stream` picks an independent sub-stream: it is the high 64 bits of the initial
   counter block, so streams of one seed never overlap unless one is longer than 2^64 blocks.
+* `KeystreamWriter`: the keystreams of many keys, one after another, into one reusable buffer
+  (secure aggregation expands one mask per neighbour per round). It runs on ipp-crypto's
+  `ippsAESEncryptCTR` (VAES where the CPU has it: ~16 GB/s and a 1.3 us key setup, against ~11
+  GB/s and 4-10 us for OpenSSL through `cryptography`) after a known-answer check against OpenSSL,
+  which it falls back to; both give the same bytes.
 * `chacha20_expand`: the same with ChaCha20 (RFC 8439 block function, 32-byte seed).
 * `fixed_key_aes`: AES-128 under a public key as a random permutation pi on 128-bit blocks
   (Bellare, Hoang, Keelveedhi, Rogaway 2013), one ECB call on a whole buffer.
@@ -16,17 +21,21 @@ AES key is public by design, its security rests on modelling AES as an ideal per
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
+import threading
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from sharelearn.core.errors import CryptoError
 from sharelearn.core.types import U8Array, U64Array
+from sharelearn.crypto import mbx
 
 __all__ = [
     "BLOCK_BYTES",
     "FIXED_KEY",
+    "KeystreamWriter",
     "aes_ecb",
     "chacha20_expand",
     "expand",
@@ -34,6 +43,7 @@ __all__ = [
     "expand_u64",
     "fixed_key_aes",
     "fixed_key_aes_u64",
+    "keystream_backend",
     "tccr",
     "tccr_into",
 ]
@@ -105,6 +115,104 @@ def expand_u64(seed: bytes, shape: int | tuple[int, ...], *, stream: int = 0) ->
         raise CryptoError(f"expand_u64 shape must be non-negative, got {shape}")
     raw = expand_array(seed, 8 * count, stream=stream)
     return raw.view("<u8").astype(np.uint64, copy=False).reshape(dims)
+
+
+_GCM_FIRST = b"\x00\x00\x00\x02"  # GCM's first keystream counter block: nonce || 2
+_GCM_MAX_BYTES = ((1 << 32) - 3) * BLOCK_BYTES  # GCM increments only the low 32 bits
+_IPP_LOCK = threading.Lock()
+_IPP_CHECKED: dict[int, bool] = {}  # id(libippcp) -> passed the known-answer check
+
+
+def _ipp_aes() -> ctypes.CDLL | None:
+    """libippcp with its AES-CTR entry points typed, when it agrees with OpenSSL, else None."""
+    lib = mbx.load_ippcp()
+    if lib is None:
+        return None
+    with _IPP_LOCK:
+        ok = _IPP_CHECKED.get(id(lib))
+        if ok is None:
+            lib.ippsAESGetSize.argtypes = [ctypes.POINTER(ctypes.c_int)]
+            lib.ippsAESInit.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+            lib.ippsAESEncryptCTR.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int] + [ctypes.c_void_p] * 2
+            lib.ippsAESEncryptCTR.argtypes += [ctypes.c_int]
+            for fn in (lib.ippsAESGetSize, lib.ippsAESInit, lib.ippsAESEncryptCTR):
+                fn.restype = ctypes.c_int
+            ok = _IPP_CHECKED[id(lib)] = _ipp_known_answer(lib)
+    return lib if ok else None
+
+
+def _ipp_known_answer(lib: ctypes.CDLL) -> bool:
+    """Both key sizes, an odd length and a counter that carries out of its low byte."""
+    for key in (bytes(range(16)), bytes(range(32))):
+        counter = bytes(15) + b"\xfe"
+        want = _keystream(Cipher(algorithms.AES(key), modes.CTR(counter)), 1000)
+        try:
+            got = KeystreamWriter(1000, _lib=lib).write(key, counter)
+        except CryptoError:
+            return False
+        if not np.array_equal(got, want):
+            return False
+    return True
+
+
+def keystream_backend() -> str:
+    """The backend a `KeystreamWriter` made now would use: "ipp" or "openssl"."""
+    return "ipp" if _ipp_aes() is not None else "openssl"
+
+
+class KeystreamWriter:
+    """AES-CTR keystreams of `n_bytes` for key after key, into one buffer that is reused.
+
+    `write(key, counter)` returns a view of the keystream of `key` (AES-128 or AES-256 by its
+    length) from the 16-byte initial counter block `counter`, incremented as a 128-bit big-endian
+    number (as OpenSSL's CTR mode and NIST SP 800-38A), valid until the next call. Not thread-safe:
+    one writer per thread. See the module docstring for the two backends.
+    """
+
+    def __init__(self, n_bytes: int, *, _lib: ctypes.CDLL | None = None) -> None:
+        _check_count(n_bytes)
+        self.n_bytes = n_bytes
+        self._zeros = np.zeros(n_bytes + BLOCK_BYTES, dtype=np.uint8)
+        self._out = np.empty(n_bytes + BLOCK_BYTES, dtype=np.uint8)
+        self._lib = _lib if _lib is not None else _ipp_aes()
+        if self._lib is not None:
+            size = ctypes.c_int()
+            if self._lib.ippsAESGetSize(ctypes.byref(size)) != 0:
+                raise CryptoError("ippsAESGetSize failed")
+            self._ctx = ctypes.create_string_buffer(size.value)
+            self._ctr = ctypes.create_string_buffer(BLOCK_BYTES)
+
+    @property
+    def backend(self) -> str:
+        """ "ipp" or "openssl"."""
+        return "ipp" if self._lib is not None else "openssl"
+
+    def write(self, key: bytes, counter: bytes) -> U8Array:
+        _check_seed(key, (16, 32))
+        if len(counter) != BLOCK_BYTES:
+            raise CryptoError(f"CTR counter block must be 16 bytes, got {len(counter)}")
+        n = self.n_bytes
+        if n == 0:  # ipp refuses empty input
+            return self._out[:0]
+        if self._lib is None or n > _MAX_CALL_BYTES:
+            mode: modes.CTR | modes.GCM = modes.CTR(bytes(counter))
+            if counter[12:] == _GCM_FIRST and n < _GCM_MAX_BYTES:
+                # The same bytes from GCM's GCTR (nonce || 2, 3, ...; its tag is never computed):
+                # OpenSSL's fastest AES-CTR, ~1.5x its CTR mode here.
+                mode = modes.GCM(bytes(counter[:12]))
+            enc = Cipher(algorithms.AES(bytes(key)), mode).encryptor()
+            for start in range(0, n, _MAX_CALL_BYTES):
+                size = min(_MAX_CALL_BYTES, n - start)
+                enc.update_into(self._zeros[:size].data, self._out[start:].data)
+            return self._out[:n]
+        lib, ctx = self._lib, self._ctx
+        if lib.ippsAESInit(bytes(key), len(key), ctx, len(ctx)) != 0:
+            raise CryptoError("ippsAESInit failed")
+        ctypes.memmove(self._ctr, bytes(counter), BLOCK_BYTES)  # ipp advances it in place
+        status = lib.ippsAESEncryptCTR(self._zeros.ctypes.data, self._out.ctypes.data, n, ctx, self._ctr, 128)
+        if status != 0:
+            raise CryptoError(f"ippsAESEncryptCTR failed with status {status}")
+        return self._out[:n]
 
 
 def chacha20_expand(seed: bytes, n_bytes: int, *, stream: int = 0) -> bytes:

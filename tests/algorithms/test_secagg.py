@@ -9,6 +9,7 @@ from sharelearn.algorithms.horizontal import secagg
 from sharelearn.core import codec
 from sharelearn.core.errors import ConfigError, CryptoError, DecodeError, PartyFailed, ProtocolError
 from sharelearn.core.link import Link
+from sharelearn.crypto import mbx, prg
 from sharelearn.testing.leaks import assert_no_leak
 from sharelearn.testing.roles import RoleRun, run_roles
 
@@ -166,6 +167,26 @@ def test_relayed_shares_are_sealed_and_tampering_is_detected() -> None:
     with pytest.raises(ProtocolError, match="fail authentication"):
         secagg.client_unmask(states[0], survivors)
     assert "secret" not in repr(states[0]) and "c_sk" not in repr(states[0])
+
+
+def test_clients_and_server_on_different_keystream_backends_agree_exactly() -> None:
+    if prg.keystream_backend() != "ipp":
+        pytest.skip("ipp-crypto's AES is not installed here: only one backend to compare")
+    server, states, inboxes = _stages(4, 3, 1001)
+    xs = _inputs(4, 1001, 32, seed=9)
+    masked = {}
+    try:
+        for i, backend in ((0, "ipp"), (1, "openssl"), (2, "ipp")):  # client 3 leaves after sharing
+            mbx.force_portable(backend == "openssl")
+            masked[i] = secagg.client_masked_input(states[i], inboxes[i], xs[f"c{i}"])
+        survivors = secagg.server_collect_masked(server, masked)
+        replies = {i: secagg.client_unmask(states[i], survivors) for i in masked}
+        mbx.force_portable(True)  # the server rebuilds the self masks and c3's pairwise masks with OpenSSL
+        total = secagg.server_unmask(server, replies)
+    finally:
+        mbx.force_portable(False)
+
+    assert np.array_equal(total, _expected(xs, ("c0", "c1", "c2"), 32))
 
 
 def test_malformed_messages_fail_naming_the_sender() -> None:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sharelearn.core.errors import CryptoError
-from sharelearn.crypto import prg, rng
+from sharelearn.crypto import mbx, prg, rng
 
 
 def test_expand_matches_aes_ctr_reference() -> None:
@@ -108,3 +108,31 @@ def test_random_bits_are_bits() -> None:
     assert bits.shape == (3, 1001)
     assert set(np.unique(bits).tolist()) <= {0, 1}
     assert 0.4 < bits.mean() < 0.6
+
+
+@pytest.mark.parametrize("path", ["ipp", "openssl"])
+@pytest.mark.parametrize("n_bytes", [0, 1, 17, 4096, 100_003])
+def test_keystream_writer_matches_openssl_ctr_on_both_paths(path: str, n_bytes: int) -> None:
+    if path == "ipp" and prg._ipp_aes() is None:
+        pytest.skip("ipp-crypto's AES is not installed or failed its known-answer check")
+    mbx.force_portable(path == "openssl")
+    try:
+        writer = prg.KeystreamWriter(n_bytes)
+        assert writer.backend == path
+        # GCM's first counter (the secure-aggregation masks), a low word about to carry, and an
+        # arbitrary one; AES-128 and AES-256; then the first key again (no state kept between keys)
+        counters = [bytes(12) + b"\x00\x00\x00\x02", bytes(8) + b"\x00" * 4 + b"\xff" * 4, os.urandom(16)]
+        keys = [os.urandom(16), os.urandom(32), os.urandom(16)]
+        for key, counter in [*zip(keys, counters, strict=True), (keys[0], counters[0])]:
+            want = Cipher(algorithms.AES(key), modes.CTR(counter)).encryptor().update(bytes(n_bytes))
+            assert writer.write(key, counter).tobytes() == want
+    finally:
+        mbx.force_portable(False)
+
+
+def test_keystream_writer_refuses_bad_keys_and_counters() -> None:
+    writer = prg.KeystreamWriter(32)
+    with pytest.raises(CryptoError, match="16 or 32 bytes"):
+        writer.write(bytes(24), bytes(16))
+    with pytest.raises(CryptoError, match="counter block must be 16 bytes"):
+        writer.write(bytes(16), bytes(12))

@@ -554,8 +554,9 @@ def _run_client(ctx: StepContext, params: FedAvgParams) -> dict[str, Any]:
                 frac_bits=params.secagg_frac_bits,
                 modulus_bits=params.secagg_modulus_bits,
                 max_summands=n_sum,
+                overwrite=True,
             )
-            joined += secagg.run_secagg_client(rlink.scope("sa"), server, q, drop_after=drop)
+            joined += secagg.run_secagg_client(rlink.scope("sa"), server, q, drop_after=drop, overwrite=True)
         elif drop is not None:
             rlink.send(server, "update", None)
         else:

@@ -51,6 +51,7 @@ import functools
 import hashlib
 import os
 import struct
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,7 +60,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from nacl.bindings import crypto_scalarmult_base
 
@@ -213,8 +213,13 @@ def _graph(n: int, neighbours: int, graph_seed: bytes) -> tuple[frozenset[int], 
 # --- quantisation into Z_2^k ------------------------------------------------------------------
 
 
-def quantize(values: F64Array, *, frac_bits: int, modulus_bits: int, max_summands: int) -> U64Array:
+def quantize(
+    values: F64Array, *, frac_bits: int, modulus_bits: int, max_summands: int, overwrite: bool = False
+) -> npt.NDArray[np.unsignedinteger[Any]]:
     """Encode reals as round(v * 2^f) in Z_2^k (two's complement), checking the sum cannot wrap.
+
+    Returns the words secure aggregation masks and sends: uint32 for k <= 32, else uint64.
+    `overwrite`: a float64 `values` is the caller's to lose, and is scaled in place.
 
     Raises:
         CryptoError: if some |v| * max_summands reaches 2^(k-1-f), so the sum would overflow.
@@ -230,12 +235,17 @@ def quantize(values: F64Array, *, frac_bits: int, modulus_bits: int, max_summand
             f"value {peak:.4g} is too large for Z_2^{modulus_bits} with {frac_bits} fractional bits and "
             f"{max_summands} summands (limit {bound:.4g}); lower frac_bits or raise modulus_bits"
         )
-    # In place where possible: a client quantises a 100k-element vector every round.
-    scaled = np.multiply(v, 2.0**frac_bits)
+    # In place where possible: a client quantises a 100k-element vector every round, and the
+    # narrow word needs no 64-bit intermediate (a 100k-element one costs ~5x the whole encoding).
+    scaled = np.multiply(v, 2.0**frac_bits, out=v if overwrite and v is values else None)
     np.rint(scaled, out=scaled)
-    out: U64Array = scaled.astype(np.int64).view(np.uint64)
-    if modulus_bits < 64:
-        out &= _mask(modulus_bits)
+    word = _word(modulus_bits)
+    if word == np.uint32 and peak * 2.0**frac_bits < 2.0**31 - 1:
+        out: npt.NDArray[np.unsignedinteger[Any]] = scaled.astype(np.int32).view(np.uint32)
+    else:
+        out = scaled.astype(np.int64).view(np.uint64).astype(word, copy=False)
+    if modulus_bits not in (32, 64):
+        out &= word.type((1 << modulus_bits) - 1)
     return out
 
 
@@ -304,32 +314,47 @@ class _MaskStream:
 
     The PRG is AES-128 in counter mode keyed by the 16-byte seed (AES-256 for a 32-byte seed),
     counter blocks 0^96 || 2, 3, ...: the keystream of AES-GCM with an all-zero 96-bit nonce
-    (GCTR, NIST SP 800-38D section 6.5) over zero bytes, whose tag is never computed. Each seed
-    keys exactly one stream, so the fixed nonce is never reused under a key. OpenSSL's GCM code is
-    its fastest AES-CTR (VAES / AVX-512 where the CPU has it: ~1.5x its plain CTR mode here), and
-    a client expands one mask per neighbour plus its self mask every round.
+    (GCTR, NIST SP 800-38D section 6.5). Each seed keys exactly one stream, so the fixed counter
+    is never reused under a key. `prg.KeystreamWriter` computes it with ipp-crypto (VAES) where
+    it is installed, else with OpenSSL's GCM code: the same bytes either way, and a client expands
+    one mask per neighbour plus its self mask every round.
 
     For k <= 32 the masks are the keystream read as little-endian uint32 words (Z_2^32, like
-    Flower's SecAgg+), else as uint64 words. A fresh zero input and output buffer per call, as
-    `prg` makes them, would double the cost.
+    Flower's SecAgg+), else as uint64 words.
     """
 
     def __init__(self, length: int, bits: int) -> None:
         self.length = length
         self.dtype = _word(bits)
-        self._zeros = np.zeros(self.dtype.itemsize * length, dtype=np.uint8)
-        self._out = np.empty(self._zeros.size + prg.BLOCK_BYTES, dtype=np.uint8)
-        self._words = self._out[: self._zeros.size].view(self.dtype.newbyteorder("<")).view(self.dtype)
+        self._writer = prg.KeystreamWriter(self.dtype.itemsize * length)
+        self.backend = self._writer.backend
 
     def mask(self, seed: bytes) -> np.ndarray:
         """The keystream of `seed` as words of `self.dtype`; valid until the next call."""
         if len(seed) not in (16, 32):
             raise CryptoError(f"mask seed must be 16 or 32 bytes, got {len(seed)}")
-        Cipher(algorithms.AES(seed), _ZERO_NONCE).encryptor().update_into(self._zeros.data, self._out.data)
-        return self._words
+        raw = self._writer.write(seed, _FIRST_COUNTER)
+        return raw.view(self.dtype.newbyteorder("<")).view(self.dtype)
 
 
-_ZERO_NONCE = modes.GCM(bytes(_NONCE_BYTES))  # immutable; the key changes with every stream
+_FIRST_COUNTER = bytes(_NONCE_BYTES) + b"\x00\x00\x00\x02"  # GCM's first keystream block, zero nonce
+_STREAMS = threading.local()
+
+
+def _mask_stream(length: int, bits: int) -> _MaskStream:
+    """This thread's `_MaskStream` for the length and word: every client of a simulation, and every
+    round of a client, reuses its buffers (fresh ones cost page faults on each first write). Only
+    the last one is kept, so a finished job holds no more than one model's worth of buffers."""
+    stream: _MaskStream | None = getattr(_STREAMS, "last", None)
+    if (
+        stream is None
+        or stream.length != length
+        or stream.dtype != _word(bits)
+        or stream.backend != prg.keystream_backend()
+    ):
+        stream = _MaskStream(length, bits)
+        _STREAMS.last = stream
+    return stream
 
 
 def _word(bits: int) -> np.dtype[Any]:
@@ -456,11 +481,18 @@ def client_share_keys(state: ClientState, routed: Wire, *, peer: str = "server")
 
 
 def client_masked_input(
-    state: ClientState, routed: Wire, x: U64Array, *, peer: str = "server"
+    state: ClientState,
+    routed: Wire,
+    x: npt.NDArray[np.unsignedinteger[Any]],
+    *,
+    peer: str = "server",
+    overwrite: bool = False,
 ) -> npt.NDArray[np.unsignedinteger[Any]]:
     """Stage 3: keep the sealed shares addressed to me; return y = x + self mask +- pairwise masks.
 
     y is a vector in Z_2^k of uint32 words when k <= 32 (half the upload), else of uint64 words.
+    `overwrite`: x is the caller's to lose (as `quantize` returns it): mask it in place when it
+    already has y's word type instead of copying it.
     """
     tag = "secagg/shares_routed"
     cfg = state.cfg
@@ -479,14 +511,17 @@ def client_masked_input(
     state.sealed = {u: bytes(sealed[r]) for r, u in enumerate(senders)}
     state.u2 = frozenset(senders)
     _check_quorum(len(senders) + 1, cfg, f"of client {state.index}'s share holders sent shares")
-    values = np.asarray(x)
-    if values.dtype != np.uint64 or values.shape != (cfg.length,):
+    values: npt.NDArray[np.unsignedinteger[Any]] = np.asarray(x)
+    if values.dtype not in (np.uint64, _word(cfg.modulus_bits)) or values.shape != (cfg.length,):
         raise ConfigError(
-            f"secagg input must be a uint64 vector of length {cfg.length}, got {values.dtype} {values.shape}"
+            f"secagg input must be a vector of {cfg.length} words of Z_2^{cfg.modulus_bits} "
+            f"({_word(cfg.modulus_bits)} or uint64, as `quantize` makes), got {values.dtype} {values.shape}"
         )
-    stream = _MaskStream(cfg.length, cfg.modulus_bits)
+    stream = _mask_stream(cfg.length, cfg.modulus_bits)
     # Words of uint32 (k <= 32) or uint64 wrap modulo 2^32 / 2^64, multiples of 2^k.
-    y = values.astype(stream.dtype)
+    y: npt.NDArray[np.unsignedinteger[Any]] = values
+    if not (overwrite and values.dtype == stream.dtype):
+        y = values.astype(stream.dtype, copy=True)
     y += stream.mask(state.b_seed)
     seeds = _agree_many(state.s_sk, [state.keys[v][1] for v in senders], b"mask", cfg, state.index, senders)
     for v, seed in zip(senders, seeds, strict=True):
@@ -694,7 +729,7 @@ def server_unmask(state: ServerState, replies: Mapping[int, Wire]) -> U64Array:
         raise ProtocolError("secagg: unmasking before the masked inputs were collected")
     _check_quorum(len(replies), cfg, "clients sent unmasking shares")
     total = state.total.copy()
-    stream = _MaskStream(cfg.length, cfg.modulus_bits)
+    stream = _mask_stream(cfg.length, cfg.modulus_bits)
     b_shares = _collect_shares(state, replies, "b")
     s_shares = _collect_shares(state, replies, "s")
     u3 = sorted(state.u3)
@@ -780,10 +815,18 @@ def run_secagg_server(
     return SecAggResult(total, tuple(everyone[int(i)] for i in u3_list), dropped)
 
 
-def run_secagg_client(link: Link, server: PartyId, x: U64Array, *, drop_after: str | None = None) -> bool:
+def run_secagg_client(
+    link: Link,
+    server: PartyId,
+    x: npt.NDArray[np.unsignedinteger[Any]],
+    *,
+    drop_after: str | None = None,
+    overwrite: bool = False,
+) -> bool:
     """Run one round as a client: mask `x` and help unmask. Returns False if this client dropped.
 
     Args:
+        overwrite: `x` may be masked in place (see `client_masked_input`).
         drop_after: test/simulation knob: "advertise", "share" or "masked" makes the client leave
             right after that stage (it sends an empty message where its next one was due).
     """
@@ -805,7 +848,9 @@ def run_secagg_client(link: Link, server: PartyId, x: U64Array, *, drop_after: s
     if drop_after == "share":
         link.send(server, "secagg/masked", None)
         return False
-    y = client_masked_input(state, link.recv(server, "secagg/shares_routed"), x, peer=server)
+    y = client_masked_input(
+        state, link.recv(server, "secagg/shares_routed"), x, peer=server, overwrite=overwrite
+    )
     link.send(server, "secagg/masked", y)
     if drop_after == "masked":
         link.send(server, "secagg/unmask", None)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from sharelearn.algorithms.context import Dataset, StepContext
 from sharelearn.algorithms.horizontal import models, secagg
@@ -33,7 +34,7 @@ from sharelearn.algorithms.horizontal.fedavg import (
     secagg_config,
 )
 from sharelearn.core.errors import ConfigError
-from sharelearn.core.types import F64Array, U64Array
+from sharelearn.core.types import F64Array
 
 __all__ = ["ClientPool", "SimulationResult", "run_simulation_step", "simulate", "split_table"]
 
@@ -79,7 +80,9 @@ class ClientPool:
             if n in self.trainers and n not in self.drops
         }
 
-    def _quantized(self, name: str, weights: F64Array, round_index: int) -> U64Array:
+    def _quantized(
+        self, name: str, weights: F64Array, round_index: int
+    ) -> npt.NDArray[np.unsignedinteger[Any]]:
         vector = self.trainers[name].update(weights, round_index)
         p = self.params
         return secagg.quantize(
@@ -87,6 +90,7 @@ class ClientPool:
             frac_bits=p.secagg_frac_bits,
             modulus_bits=p.secagg_modulus_bits,
             max_summands=self.n_total,
+            overwrite=True,
         )
 
     def sa_advertise(self, cfg: secagg.SecAggConfig, indices: Mapping[str, int]) -> dict[int, Any]:
@@ -112,7 +116,9 @@ class ClientPool:
     ) -> dict[int, np.ndarray]:
         """Each surviving client's masked input (uint32 words in Z_2^k for k <= 32, else uint64)."""
         return {
-            i: secagg.client_masked_input(self.sa[n], routed[i], self._quantized(n, weights, round_index))
+            i: secagg.client_masked_input(
+                self.sa[n], routed[i], self._quantized(n, weights, round_index), overwrite=True
+            )
             for i, n in self._alive(routed, "share")
         }
 
@@ -204,8 +210,9 @@ def simulate(
         workers.call("set_spec", spec.to_meta())
         loop = ServerLoop(spec, params, len(names), test)
         length = loop.weights.size + 4
-        started, dropouts = time.perf_counter(), 0
+        started, dropouts, durations = time.perf_counter(), 0, []
         for r in range(params.rounds):
+            round_start = time.perf_counter()
             chosen = [names[i] for i in loop.select(r)]
             if params.secure_aggregation:
                 total, dropped = _secagg_round(workers, params, loop.weights, chosen, length, r)
@@ -218,6 +225,7 @@ def simulate(
                     if n in updates:
                         total += updates[n]
             metrics = loop.apply(np.asarray(total, dtype=np.float64))
+            durations.append(time.perf_counter() - round_start)
             progress(
                 f"round {r + 1}/{params.rounds}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
                 metrics,
@@ -235,6 +243,8 @@ def simulate(
         "secure_aggregation": params.secure_aggregation,
         "compute": mode,
         "round_time_s": round(elapsed / params.rounds, 4),
+        # Rounds after the first: on Ray the first also pays the actors' start-up and first torch calls.
+        "steady_round_time_s": round(float(np.mean(durations[1:] or durations)), 4),
         "dropouts": dropouts,
         "history": {k: [round(float(v), 6) for v in vals] for k, vals in loop.history.items()},
     }
