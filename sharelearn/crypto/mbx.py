@@ -17,19 +17,15 @@ import ctypes
 import os
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = ["force_portable", "is_available", "lib_dirs", "load", "load_ippcp"]
 
 _RUNTIME_LIBS = ("libintlc.so.5", "libimf.so", "libsvml.so", "libirng.so")
 _lock = threading.Lock()
-_state: dict[str, ctypes.CDLL | bool | None] = {
-    "lib": None,
-    "tried": False,
-    "ippcp": None,
-    "ippcp_tried": False,
-    "forced": False,
-}
+_state = {"forced": False}
+_libs: dict[str, ctypes.CDLL | None] = {}  # name -> the library, or None when it is not usable
 
 
 def lib_dirs() -> list[Path]:
@@ -42,68 +38,61 @@ def lib_dirs() -> list[Path]:
     return seen
 
 
-def _open(d: Path, name: str) -> ctypes.CDLL | None:
-    """`name` from folder d, after the Intel compiler runtime it links against (loaded globally)."""
-    try:
-        for runtime in _RUNTIME_LIBS:
-            if (d / runtime).exists():
-                ctypes.CDLL(str(d / runtime), mode=ctypes.RTLD_GLOBAL)
-        return ctypes.CDLL(str(d / name))
-    except OSError:
-        return None
+def _find(name: str) -> ctypes.CDLL | None:
+    """`name` from the first wheel folder that has it, after the Intel compiler runtime it links
+    against (loaded globally); None when absent or unloadable."""
+    for d in lib_dirs():
+        if not (d / name).exists():
+            continue
+        try:
+            for runtime in _RUNTIME_LIBS:
+                if (d / runtime).exists():
+                    ctypes.CDLL(str(d / runtime), mode=ctypes.RTLD_GLOBAL)
+            return ctypes.CDLL(str(d / name))
+        except OSError:
+            return None
+    return None
 
 
 def _try_load() -> ctypes.CDLL | None:
-    for d in lib_dirs():
-        if not (d / "libcrypto_mb.so").exists():
-            continue
-        lib = _open(d, "libcrypto_mb.so")
-        if lib is None:
-            return None
-        check = lib.mbx_is_crypto_mb_applicable
-        check.restype = ctypes.c_uint32
-        check.argtypes = [ctypes.c_uint64]
-        # 0 asks the library to detect the CPU features itself.
-        return lib if check(0) else None
-    return None
+    lib = _find("libcrypto_mb.so")
+    if lib is None:
+        return None
+    check = lib.mbx_is_crypto_mb_applicable
+    check.restype = ctypes.c_uint32
+    check.argtypes = [ctypes.c_uint64]
+    # 0 asks the library to detect the CPU features itself.
+    return lib if check(0) else None
 
 
 def _try_load_ippcp() -> ctypes.CDLL | None:
-    for d in lib_dirs():
-        if not (d / "libippcp.so").exists():
-            continue
-        lib = _open(d, "libippcp.so")
-        if lib is None:
+    lib = _find("libippcp.so")
+    if lib is None:
+        return None
+    lib.ippcpInit.restype = ctypes.c_int
+    lib.ippcpInit.argtypes = []
+    # ippcpInit picks the fastest code path for this CPU; non-zero is an error status.
+    return lib if lib.ippcpInit() == 0 else None
+
+
+def _cached(name: str, loader: Callable[[], ctypes.CDLL | None]) -> ctypes.CDLL | None:
+    """The library `loader` finds, looked for once per process; None while `force_portable`."""
+    with _lock:
+        if _state["forced"]:
             return None
-        lib.ippcpInit.restype = ctypes.c_int
-        lib.ippcpInit.argtypes = []
-        # ippcpInit picks the fastest code path for this CPU; non-zero is an error status.
-        return lib if lib.ippcpInit() == 0 else None
-    return None
+        if name not in _libs:
+            _libs[name] = loader()
+        return _libs[name]
 
 
 def load() -> ctypes.CDLL | None:
     """Return libcrypto_mb when usable on this CPU and not disabled, else None."""
-    with _lock:
-        if _state["forced"]:
-            return None
-        if not _state["tried"]:
-            _state["lib"] = _try_load()
-            _state["tried"] = True
-        lib = _state["lib"]
-        return lib if isinstance(lib, ctypes.CDLL) else None
+    return _cached("crypto_mb", _try_load)
 
 
 def load_ippcp() -> ctypes.CDLL | None:
     """Return libippcp when present and not disabled, else None."""
-    with _lock:
-        if _state["forced"]:
-            return None
-        if not _state["ippcp_tried"]:
-            _state["ippcp"] = _try_load_ippcp()
-            _state["ippcp_tried"] = True
-        lib = _state["ippcp"]
-        return lib if isinstance(lib, ctypes.CDLL) else None
+    return _cached("ippcp", _try_load_ippcp)
 
 
 def is_available() -> bool:
