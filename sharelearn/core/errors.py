@@ -9,7 +9,8 @@ SharelearnError
 ├── DataError          dataset content             -> names file, column, row
 ├── ProtocolError      a peer misbehaved           -> names peer and tag
 │   ├── DecodeError    malformed / oversized message
-│   └── PeerTimeout    nothing within the deadline
+│   ├── PeerTimeout    nothing within the deadline
+│   └── RequestRefused a live peer answered with a refusal (not a sign it is down)
 ├── PartyFailed        a party of a job died, erred or timed out -> names the party
 ├── CryptoError        key mismatch, overflow, failed check
 └── AttestationError   quote rejected              -> names measurement and policy
@@ -27,6 +28,7 @@ __all__ = [
     "PartyFailed",
     "PeerTimeout",
     "ProtocolError",
+    "RequestRefused",
     "SharelearnError",
 ]
 
@@ -58,6 +60,14 @@ class DecodeError(ProtocolError):
 
 class PeerTimeout(ProtocolError):
     """No message arrived from a peer within the deadline."""
+
+
+class RequestRefused(ProtocolError):
+    """A live peer answered and refused this request (bad or unauthorised input, a handler's error).
+
+    Unlike other protocol errors it says nothing about the peer's health: an enclave that refuses
+    an unsigned request is still serving, so callers must not treat it as down.
+    """
 
 
 class PartyFailed(SharelearnError):

@@ -34,7 +34,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from sharelearn.core.errors import AttestationError, ConfigError, ProtocolError, SharelearnError
+from sharelearn.core.errors import (
+    AttestationError,
+    ConfigError,
+    ProtocolError,
+    RequestRefused,
+    SharelearnError,
+)
 from sharelearn.core.types import Wire
 from sharelearn.tee.backend import EnclaveImage
 from sharelearn.tee.keys import AttestedClusterKey, verify_statement
@@ -59,7 +65,8 @@ def call_endpoint(endpoint: str, msg: dict[str, Wire], *, timeout: float = 60.0)
         send_frame(sock, msg)
         reply = recv_frame(sock)
     if reply["op"] == "error":
-        raise ProtocolError(f"{endpoint}: {reply.get('error')!s}", peer=endpoint, tag=str(msg.get("op")))
+        error = RequestRefused if reply.get("refused") is True else ProtocolError
+        raise error(f"{endpoint}: {reply.get('error')!s}", peer=endpoint, tag=str(msg.get("op")))
     return reply.get("value")
 
 
@@ -77,6 +84,8 @@ def _serve(handler: Callable[[dict[str, Wire]], Wire], port: int = 0) -> tuple[_
                 return
             try:
                 reply: dict[str, Wire] = {"op": "result", "value": handler(msg)}
+            except RequestRefused as exc:  # relayed from an enclave that is alive and answered
+                reply = {"op": "error", "error": f"{type(exc).__name__}: {exc}", "refused": True}
             except (SharelearnError, ValueError, TypeError, KeyError) as exc:
                 reply = {"op": "error", "error": f"{type(exc).__name__}: {exc}"}
             with contextlib.suppress(OSError):
@@ -450,6 +459,7 @@ class TeeClient:
         import random
 
         errors: list[str] = []
+        refusals: list[str] = []
         tried: set[tuple[str, str]] = set()
         cache: dict[str, Wire] = {}
         started = time.perf_counter()
@@ -468,6 +478,10 @@ class TeeClient:
                 if errors:
                     self.failovers.append(time.perf_counter() - started)
                 return value, key.fingerprint
+            except RequestRefused as exc:
+                # The instance is alive and refused this request: another one may hold what it
+                # lacks (a model still being replayed), so try it, but leave this route in service.
+                refusals.append(f"{ep}/{iid}: {exc}")
             except (ProtocolError, OSError, AttestationError) as exc:
                 # An instance that fails attestation (e.g. a CM routing us to an impostor) is
                 # treated like a dead one: skipped, never sent data.
@@ -475,6 +489,10 @@ class TeeClient:
                 self._down[(ep, iid)] = time.monotonic() + 2.0
                 errors.append(f"{ep}/{iid}: {exc}")
                 self._attested.pop((ep, iid), None)
+        if refusals and not errors:
+            raise RequestRefused(
+                f"{method} refused by every instance tried: {refusals}", peer="tee-cluster", tag=method
+            )
         if errors and all("refused by policy" in e or "statement" in e for e in errors):
             raise AttestationError(f"{method}: no instance passed attestation: {errors}")
         raise ProtocolError(

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from sharelearn.core.codec import decode, encode
-from sharelearn.core.errors import AttestationError, ConfigError, CryptoError, ProtocolError
+from sharelearn.core.errors import AttestationError, ConfigError, CryptoError, ProtocolError, RequestRefused
 from sharelearn.core.types import Wire
 from sharelearn.tee.backend import EnclaveIdentity, EnclaveImage
 from sharelearn.tee.simplatform import SimPlatform
@@ -217,9 +217,9 @@ class EnclaveProcess:
                 msg = recv_frame(self._stream)
                 if msg["op"] == "result":
                     return msg.get("value")
-                if msg["op"] == "error":
+                if msg["op"] == "error":  # the enclave is alive and answered: a refusal
                     failure = f"enclave {self._identity}: {method} failed: {msg.get('error')!r}"
-                    raise ProtocolError(failure, peer="enclave", tag=method)
+                    raise RequestRefused(failure, peer="enclave", tag=method)
                 send_frame(self._stream, self._serve_host(msg))
         except (TimeoutError, OSError) as exc:
             raise ProtocolError(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sharelearn.algorithms.tee.service import build_bundle
-from sharelearn.core.errors import AttestationError, ConfigError
+from sharelearn.core.errors import AttestationError, ConfigError, RequestRefused
 from sharelearn.tee.cluster import ClusterManager, EnclaveHost, TeeClient, call_endpoint
 from sharelearn.tee.policy import AttestationPolicy, EnclaveIdentityRule
 
@@ -78,3 +78,42 @@ def test_a_lying_cm_cannot_route_the_client_to_another_build(tmp_path: Path) -> 
     cm.close()
     with pytest.raises(ConfigError, match="needs a cluster manager endpoint"):
         TeeClient(policy)
+
+
+def test_a_refused_request_leaves_every_route_in_service(tmp_path: Path) -> None:
+    """An enclave that answers with a refusal is alive: the client tries the other instances (one
+    might hold what this one lacks) but puts no route in cooldown, so the next good request goes
+    straight through instead of finding every route closed."""
+    cm = ClusterManager(lease_s=30)
+    try:
+        with EnclaveHost(cm=cm.endpoint) as host:
+            root = host.platform.root_der
+            image = host.load(build_bundle(tmp_path / "svc", cluster="svc", simulation_root_der=root))
+            instances = [host.launch(image) for _ in range(2)]
+            policy = AttestationPolicy(
+                accept=(EnclaveIdentityRule(mrenclave=image.identity.mrenclave),),
+                name="client",
+                allow_simulation=True,
+                simulation_root_der=root,
+            )
+            client = TeeClient(policy, cm=cm.endpoint)
+            deadline = time.monotonic() + 10
+            while len(client.routes(fresh=True)) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)  # the instances' first heartbeats
+            assert len(client.routes()) == 2
+
+            with pytest.raises(RequestRefused, match="refused by every instance tried") as info:
+                client.call("no_such_handler", lambda key: None)
+
+            assert str(info.value).count("no_such_handler failed") == 2  # both were asked
+            assert client._down == {} and client.retries == 0
+            value, fpr = client.call("status", lambda key: None)
+            assert isinstance(value, dict) and fpr == instances[0].fpr == instances[1].fpr
+            instances[0].enclave.close()  # a dead instance still trips the breaker
+            for _ in range(30):  # routes are drawn at random: until one call has met the dead one
+                client.call("status", lambda key: None)
+                if client.retries:
+                    break
+            assert client.retries == 1 and len(client._down) == 1
+    finally:
+        cm.close()
