@@ -182,10 +182,15 @@ def bit_transpose(rows: U8Array, n_cols: int) -> U8Array:
     groups = KAPPA // 8
     # blocks[g, c] packs bytes rows[8g + k, c] for k = 0..7: byte k of the word is row k.
     blocks = np.ascontiguousarray(rows.reshape(groups, 8, n_bytes).transpose(0, 2, 1)).view(np.uint64)
-    x = blocks[..., 0]
-    for shift, mask in _DELTA_SWAPS:
-        t = (x ^ (x >> shift)) & mask
-        x = x ^ t ^ (t << shift)
+    x = blocks[..., 0]  # a contiguous view of the fresh copy above: swapped in place
+    t = np.empty_like(x)
+    for shift, mask in _DELTA_SWAPS:  # t = (x ^ (x >> shift)) & mask; x ^= t ^ (t << shift)
+        np.right_shift(x, shift, out=t)
+        t ^= x
+        t &= mask
+        x ^= t
+        t <<= shift
+        x ^= t
     # Now byte j of blocks[g, c] holds column 8c + j of rows 8g..8g+7, i.e. byte g of output row 8c + j.
     out = x.view(np.uint8).reshape(groups, n_bytes, 8).transpose(1, 2, 0)
     return np.ascontiguousarray(out).reshape(n_bytes * 8, groups)[:n_cols]
