@@ -60,7 +60,9 @@ def _default(obj: Any) -> Any:
         if arr.dtype.str not in ALLOWED_DTYPES:
             raise TypeError(f"numpy dtype {obj.dtype} cannot be sent; allowed: {sorted(ALLOWED_DTYPES)}")
         header = msgpack.packb([arr.dtype.str, list(arr.shape)])
-        return msgpack.ExtType(_EXT_NDARRAY, len(header).to_bytes(4, "little") + header + arr.tobytes())
+        # One copy of the array's bytes into the ExtType (join reads the buffer directly), not two.
+        body = np.ascontiguousarray(arr).data.cast("B") if arr.size else b""
+        return msgpack.ExtType(_EXT_NDARRAY, b"".join((len(header).to_bytes(4, "little"), header, body)))
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, int):  # only reached for ints outside the 64-bit msgpack range

@@ -52,6 +52,25 @@ def test_codec_round_trips_every_wire_value(value: object) -> None:
     assert _equal(decode(encode(value)), value)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.zeros((0, 3)),
+        np.zeros((3, 0), np.uint8),
+        np.array(7, np.int64),
+        np.arange(12, dtype=np.float32).reshape(3, 4).T,  # Fortran order
+        np.arange(20, dtype=np.uint64)[::3],  # strided
+        np.arange(6, dtype=">i4"),  # big-endian: arrives little-endian
+    ],
+)
+def test_codec_round_trips_arrays_of_any_layout(array: np.ndarray) -> None:
+    got = decode(encode([array]))
+
+    assert isinstance(got, list) and isinstance(got[0], np.ndarray)
+    assert got[0].dtype == array.dtype.newbyteorder("<") and got[0].shape == array.shape
+    assert np.array_equal(got[0], array)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=200))
 def test_codec_rejects_garbage_with_decode_error_or_decodes_plain_value(data: bytes) -> None:
