@@ -15,10 +15,15 @@ Flower: when Flower's own venv exists (`.venv-flower`, made by `benchmarks/envs/
 `--flower-python PATH`), `benchmarks/flower_workload.py` runs there as a subprocess after our runs,
 on the same workload (same data split, MLP, rounds, local epoch, batch, learning rate, weighting
 and server-side test AUC; Flower's Ray simulation with one CPU per client and as many CPUs as our
-run uses: 1 for `--compute local`, `ray_cpus` for `--compute ray`), and `flower_ratio` = our plain
-round time / Flower's (its steady rounds: its first pays Ray actor start-up), `secagg_vs_flower`
-= our secagg round time / Flower's plain one. flwr[simulation] pins ray/typer/protobuf versions
-that conflict with ours, hence the separate venv.
+run uses: 1 for `--compute local`, `ray_cpus` for `--compute ray`), twice per row: plain FedAvg,
+then under Flower's own SecAgg+ with S = our share holders per client (neighbours + itself; n for
+the full graph) and T = our threshold t (both from `secagg_config`), the same client leaving after
+sharing its keys every round. `flower_ratio` = our plain round time / Flower's (its steady rounds:
+its first pays Ray actor start-up), `secagg_vs_flower` = our secagg round time / Flower's plain
+one, `secagg_vs_flower_secagg` = ours / Flower's secure one, and `flower_secagg_overhead` =
+Flower's secure / Flower's plain. What differs between the two secure runs (Flower's clipping and
+quantisation, its mask PRG) is in `flower_workload.py`'s docstring. flwr[simulation] pins
+ray/typer/protobuf versions that conflict with ours, hence the separate venv.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from sharelearn.algorithms.horizontal.fedavg import FedAvgParams, baseline_fedavg
+from sharelearn.algorithms.horizontal.fedavg import FedAvgParams, baseline_fedavg, secagg_config
 from sharelearn.algorithms.horizontal.simulation import simulate
 from sharelearn.runtime.data import PartyData
 from sharelearn.testing.steps import load_csv
@@ -139,11 +144,20 @@ def vehicle_spread(seeds: list[int], rounds: int) -> dict[str, Any]:
 DEFAULT_FLOWER_PYTHON = Path(__file__).resolve().parents[1] / ".venv-flower" / "bin" / "python"
 
 
-def flower_figures(python: Path, n: int, rounds: int, cpus: int) -> dict[str, Any]:
-    """Run `flower_workload.py` in Flower's venv; its JSON, or {"error": ...}."""
+def flower_figures(
+    python: Path, n: int, rounds: int, cpus: int, secagg: tuple[int, int, int | None] | None = None
+) -> dict[str, Any]:
+    """Run `flower_workload.py` in Flower's venv; its JSON, or {"error": ...}.
+
+    `secagg` = (num_shares, reconstruction_threshold, dropped client or None) runs Flower's SecAgg+.
+    """
     script = Path(__file__).resolve().with_name("flower_workload.py")
     cmd = [str(python), str(script), "--data", str(DATA), "--clients", str(n), "--rounds", str(rounds)]
     cmd += ["--cpus", str(cpus), "--hidden", ",".join(str(h) for h in HIDDEN)]
+    if secagg is not None:
+        shares, threshold, dropped = secagg
+        cmd += ["--secagg-shares", str(shares), "--secagg-threshold", str(threshold)]
+        cmd += [] if dropped is None else ["--drop-client", str(dropped)]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -151,30 +165,54 @@ def flower_figures(python: Path, n: int, rounds: int, cpus: int) -> dict[str, An
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
     if not lines:
         return {"error": f"flower_workload exited {done.returncode}: {done.stderr.strip()[-400:]}"}
-    result: dict[str, Any] = json.loads(lines[-1])
+    try:
+        result: dict[str, Any] = json.loads(lines[-1])
+    except json.JSONDecodeError as exc:
+        return {"error": f"flower_workload printed no JSON ({exc}): {lines[-1][:200]}"}
     return result
 
 
+def flower_secagg_shape(n: int, neighbours: int) -> tuple[int, int, int | None]:
+    """Flower SecAgg+'s (num_shares, reconstruction_threshold, dropped partition) for our secure run.
+
+    num_shares is our share holders per client (its neighbours and itself; n for the full graph) and
+    the threshold our t, both as `secagg_config` derives them for the round; the dropped partition
+    is the client our run drops after sharing its keys (c0001 -> 1).
+    """
+    params = _params(True, n, 1, neighbours, "local")
+    cfg = secagg_config(params, n, 1, 0)
+    shared = [c for c, stage in params.dropouts().items() if stage == "share"]
+    return cfg.holders, cfg.threshold, int(shared[0].lstrip("c")) if shared else None
+
+
 def add_flower(row: dict[str, Any], python: Path | None) -> None:
-    """Add Flower's round time for the row's workload and our ratios to it (or how to get them)."""
+    """Add Flower's plain and SecAgg+ round times for the row's workload and our ratios to them.
+
+    Each Flower run reports its own failure; a failed one leaves the other's figures and ours alone.
+    """
     if python is None:
-        row["flower"] = (
+        row["flower"] = row["flower_secagg"] = (
             "not run: no .venv-flower (make it with `bash benchmarks/envs/flower.sh`, "
             "or pass --flower-python PATH)"
         )
         return
     cpus = 1 if row["compute"] == "local" else (os.cpu_count() or 2)
-    figures = flower_figures(python, row["clients"], row["rounds"], cpus)
-    row["flower"] = figures
-    if "round_time_s" in figures:
-        row["flower_ratio"] = round(row["plain_round_s"] / figures["round_time_s"], 3)
-        row["secagg_vs_flower"] = round(row["secagg_round_s"] / figures["round_time_s"], 3)
+    plain = flower_figures(python, row["clients"], row["rounds"], cpus)
+    row["flower"] = plain
+    if "round_time_s" in plain:
+        row["flower_ratio"] = round(row["plain_round_s"] / plain["round_time_s"], 3)
+        row["secagg_vs_flower"] = round(row["secagg_round_s"] / plain["round_time_s"], 3)
+    shape = flower_secagg_shape(row["clients"], row["secagg_neighbours"])
+    secure = flower_figures(python, row["clients"], row["rounds"], cpus, secagg=shape)
+    row["flower_secagg"] = secure
+    if "round_time_s" in secure:
+        row["secagg_vs_flower_secagg"] = round(row["secagg_round_s"] / secure["round_time_s"], 3)
+        if "round_time_s" in plain:
+            row["flower_secagg_overhead"] = round(secure["round_time_s"] / plain["round_time_s"], 3)
 
 
-def _flower_text(r: dict[str, Any]) -> str:
+def _flower_plain_text(r: dict[str, Any]) -> str:
     f = r["flower"]
-    if isinstance(f, str):
-        return f"Flower {f}"
     if "error" in f:
         return f"Flower failed: {f['error']}"
     return (
@@ -183,6 +221,29 @@ def _flower_text(r: dict[str, Any]) -> str:
         f"AUC {f['test_auc']:.4f}: ours plain / Flower {r['flower_ratio']:.2f}x, "
         f"secagg / Flower plain {r['secagg_vs_flower']:.2f}x"
     )
+
+
+def _flower_secagg_text(r: dict[str, Any]) -> str:
+    f = r.get("flower_secagg")
+    if f is None or isinstance(f, str):
+        return ""
+    if "error" in f:
+        return f"; Flower SecAgg+ failed: {f['error']}"
+    sa = f.get("secagg", {})
+    dropped = max(sa.get("dropouts_per_round", []), default=0)
+    overhead = r.get("flower_secagg_overhead")
+    return (
+        f"; Flower SecAgg+ (S={sa.get('num_shares', '?')}, T={sa.get('reconstruction_threshold', '?')}, "
+        f"{dropped} dropout/round) {f['round_time_s']:.3f} s/round (first {f['first_round_s']:.2f} s), "
+        f"AUC {f['test_auc']:.4f}: ours secagg / Flower secagg {r['secagg_vs_flower_secagg']:.2f}x, "
+        f"Flower secagg / Flower plain {'n/a' if overhead is None else f'{overhead:.2f}x'}"
+    )
+
+
+def _flower_text(r: dict[str, Any]) -> str:
+    if isinstance(r["flower"], str):
+        return f"Flower {r['flower']}"
+    return _flower_plain_text(r) + _flower_secagg_text(r)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for row in rows:  # after all our runs, so Flower's Ray does not share the machine with them
         if args.no_flower:
-            row["flower"] = "not run (--no-flower)"
+            row["flower"] = row["flower_secagg"] = "not run (--no-flower)"
         else:
             add_flower(row, flower)
     if args.json:

@@ -6,7 +6,7 @@ from sharelearn. `bench_fedavg` starts it as a subprocess and reads the one JSON
 last on stdout:
 
     .venv-flower/bin/python benchmarks/flower_workload.py --data ../shared/datasets/fate \\
-        --clients 100 --rounds 3 [--cpus 1]
+        --clients 100 --rounds 3 [--cpus 1] [--secagg-shares 17 --secagg-threshold 9 [--drop-client 1]]
 
 The workload is `bench_fedavg`'s plain FedAvg (keep the two in step): default_credit_homo guest +
 host_1 + host_2 pooled (24,000 rows, 23 features) and split IID into N clients with the same
@@ -16,13 +16,35 @@ PyTorch's default initialisation); each round every client trains one local epoc
 FedAvg weights the updates by sample count; after every round the server scores the global model
 on default_credit_homo_test (AUC). Torch uses one thread per client, as in sharelearn's pools.
 
-It runs Flower 1.x's Message API (`ServerApp` + `ClientApp`, `flwr.serverapp.strategy.FedAvg`,
-`flwr.simulation.run_simulation` on Ray with `--cpus` CPUs and one CPU per virtual client, so
-`--cpus` clients train at once). A round's time is the time between two consecutive calls of the
-server-side evaluation function, so it covers sending the model, local training, aggregation and
-the test-set evaluation, like sharelearn's `round_time_s`. The first round also pays Ray actors'
-start-up and their first torch calls, so `round_time_s` is the mean of the later rounds (all rounds
-when there is only one) and `first_round_s` is reported apart.
+Plain (the default) runs Flower 1.x's Message API (`ServerApp` + `ClientApp`,
+`flwr.serverapp.strategy.FedAvg`, `flwr.simulation.run_simulation` on Ray with `--cpus` CPUs and
+one CPU per virtual client, so `--cpus` clients train at once). A round's time is the time between
+two consecutive calls of the server-side evaluation function, so it covers sending the model, local
+training, aggregation and the test-set evaluation, like sharelearn's `round_time_s`. The first
+round also pays Ray actors' start-up and their first torch calls, so `round_time_s` is the mean of
+the later rounds (all rounds when there is only one) and `first_round_s` is reported apart. A
+failed client reply fails the run: Flower's FedAvg would quietly average the other replies.
+
+SecAgg+ (`--secagg-shares S --secagg-threshold T`): the same data, model, local training
+(`Workload.fit`, shared with the plain path), Ray resources, server-side AUC and round timing, but
+Flower's only SecAgg+ implementation, which lives in its legacy API: a `ServerApp` main running
+`DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(S, T))` over a `LegacyContext` with the legacy
+`flwr.server.strategy.FedAvg` (`evaluate_fn` gives the test AUC), and a `ClientApp(client_fn=...,
+mods=[secaggplus_mod])` around a `NumPyClient`. What is the same as sharelearn's secure rounds:
+four stages (keys, encrypted Shamir shares, masked input, unmask), a circulant neighbour graph with
+S share holders per client counting itself (Bell et al.), t = T, masks in Z_2^32, the same
+client (`--drop-client`, `bench_fedavg` passes 1 = c0001) trains and then leaves after sharing its
+keys in every round, so the server rebuilds its pairwise masks. What differs: Flower quantises each
+update after scaling it by num_examples / max_weight (max_weight = the largest shard here, so no
+weight exceeds 1), clipping to [-clipping_range, clipping_range] and mapping to
+[0, quantization_range) with stochastic rounding, where sharelearn uses 16 fractional bits and no
+clipping; Flower's graph is a fresh random shuffle of a ring each round, ours one seeded per round;
+Flower expands masks with numpy's Mersenne Twister seeded by 32 bits folded from the key, ours
+with AES-CTR; Flower's masked vectors travel as int64 arrays, ours as uint32 words; the plain and
+SecAgg+ runs use two different Flower APIs (Message-API strategy vs legacy strategy + workflow),
+as SecAgg+ exists only in the latter. Neither side signs messages or checks consistency
+(semi-honest server in both).
+The JSON has the plain path's keys plus "secagg": Flower's values actually used in the rounds.
 """
 
 from __future__ import annotations
@@ -33,12 +55,13 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["auc", "load_workload", "main"]
+__all__ = ["Workload", "auc", "load_workload", "main"]
 
 
 def _load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -94,75 +117,224 @@ def _model(n_features: int, hidden: tuple[int, ...]) -> Any:
     return nn.Sequential(*layers)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    import flwr
-    import torch
-    from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
-    from flwr.clientapp import ClientApp
-    from flwr.serverapp import Grid, ServerApp
-    from flwr.serverapp.strategy import FedAvg
-    from flwr.simulation import run_simulation
+class Workload:
+    """The shards, the test set, the model and the local training that both runs share."""
 
-    hidden = tuple(int(h) for h in args.hidden.split(","))
-    clients, (x_test, y_test) = load_workload(Path(args.data), args.clients)
-    n_features = clients[0][0].shape[1]
-    lr, batch, epochs = args.learning_rate, args.batch_size, args.local_epochs
-    client_app = ClientApp()
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.hidden = tuple(int(h) for h in args.hidden.split(","))
+        self.clients, (self.x_test, self.y_test) = load_workload(Path(args.data), args.clients)
+        self.n_features = self.clients[0][0].shape[1]
+        self.lr, self.batch, self.epochs = args.learning_rate, args.batch_size, args.local_epochs
 
-    @client_app.train()
-    def train(msg: Message, context: Context) -> Message:
+    def model(self) -> Any:
+        return _model(self.n_features, self.hidden)
+
+    def fit(self, k: int, server_round: int, state: dict[str, Any]) -> tuple[dict[str, Any], float, int]:
+        """Client k's local epochs from the global `state`: (new state, mean batch loss, rows)."""
+        import torch
+
         torch.set_num_threads(1)
-        k = int(context.node_config["partition-id"])
-        x, y = clients[k]
-        model = _model(n_features, hidden)
-        model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-        optim = torch.optim.SGD(model.parameters(), lr=lr)
+        x, y = self.clients[k]
+        model = self.model()
+        model.load_state_dict(state)
+        optim = torch.optim.SGD(model.parameters(), lr=self.lr)
         loss_fn = torch.nn.BCEWithLogitsLoss()
         xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
-        rng = np.random.default_rng([k, int(msg.content["config"]["server-round"])])
+        rng = np.random.default_rng([k, server_round])
         losses = []
         model.train()
-        for _ in range(epochs):
+        for _ in range(self.epochs):
             order = torch.from_numpy(rng.permutation(len(y)))
-            for begin in range(0, len(order), batch):
-                rows = order[begin : begin + batch]
+            for begin in range(0, len(order), self.batch):
+                rows = order[begin : begin + self.batch]
                 optim.zero_grad()
                 loss = loss_fn(model(xt[rows])[:, 0], yt[rows])
                 losses.append(float(loss.detach()))
                 loss.backward()
                 optim.step()
-        metrics = MetricRecord({"train_loss": float(np.mean(losses)), "num-examples": len(y)})
-        content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics})
-        return Message(content=content, reply_to=msg)
+        return model.state_dict(), float(np.mean(losses)), len(y)
 
-    stamps: list[float] = []
-    aucs: list[float] = []
+    def test_auc(self, state: dict[str, Any]) -> float:
+        import torch
 
-    def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        model = _model(n_features, hidden)
-        model.load_state_dict(arrays.to_torch_state_dict())
+        model = self.model()
+        model.load_state_dict(state)
         model.eval()
         with torch.no_grad():
-            z = model(torch.from_numpy(np.ascontiguousarray(x_test, dtype=np.float32)))[:, 0].double().numpy()
-        score = auc(y_test, z)
-        aucs.append(score)
-        stamps.append(time.perf_counter())
+            x = torch.from_numpy(np.ascontiguousarray(self.x_test, dtype=np.float32))
+            z = model(x)[:, 0].double().numpy()
+        return auc(self.y_test, z)
+
+    def state_from_arrays(self, arrays: list[np.ndarray]) -> dict[str, Any]:
+        """A state dict from Flower's legacy NDArrays (state-dict order, as `initial_parameters`)."""
+        import torch
+
+        keys = self.model().state_dict().keys()
+        # A copy: Flower's deserialised arrays are read-only, which torch.from_numpy warns about.
+        return {k: torch.tensor(np.asarray(a)) for k, a in zip(keys, arrays, strict=True)}
+
+
+def _plain_apps(
+    args: argparse.Namespace, work: Workload, on_eval: Callable[[float], None], failed: list[str]
+) -> Any:
+    """Flower's Message-API FedAvg: (server_app, client_app); `failed` gets failed replies' errors."""
+    from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp
+    from flwr.serverapp import Grid, ServerApp
+    from flwr.serverapp.strategy import FedAvg
+
+    client_app = ClientApp()
+
+    @client_app.train()  # type: ignore[untyped-decorator]
+    def train(msg: Message, context: Context) -> Message:
+        import torch  # noqa: F401  # to_torch_state_dict needs torch imported in this Ray worker
+
+        k = int(context.node_config["partition-id"])
+        server_round = int(msg.content["config"]["server-round"])
+        state, loss, n = work.fit(k, server_round, msg.content["arrays"].to_torch_state_dict())
+        metrics = MetricRecord({"train_loss": loss, "num-examples": n})
+        return Message(content=RecordDict({"arrays": ArrayRecord(state), "metrics": metrics}), reply_to=msg)
+
+    def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        score = work.test_auc(arrays.to_torch_state_dict())
+        on_eval(score)
         return MetricRecord({"test_auc": score})
+
+    class CheckedFedAvg(FedAvg):  # type: ignore[misc]  # flwr is Any to mypy in sharelearn's venv
+        def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> Any:
+            replies = list(replies)
+            failed.extend(str(m.error.reason) for m in replies if m.has_error())
+            return super().aggregate_train(server_round, replies)
 
     server_app = ServerApp()
 
-    @server_app.main()
+    @server_app.main()  # type: ignore[untyped-decorator]
     def main_fn(grid: Grid, context: Context) -> None:
-        strategy = FedAvg(
+        strategy = CheckedFedAvg(
             fraction_train=1.0,
             fraction_evaluate=0.0,
             min_train_nodes=args.clients,
             min_available_nodes=args.clients,
         )
-        initial = ArrayRecord(_model(n_features, hidden).state_dict())
+        initial = ArrayRecord(work.model().state_dict())
         strategy.start(grid=grid, initial_arrays=initial, num_rounds=args.rounds, evaluate_fn=evaluate)
 
+    return server_app, client_app
+
+
+class SimulatedDropout(RuntimeError):
+    """Raised by the `--drop-client` client after training: Flower sees an error reply, i.e. a dropout."""
+
+
+def _secagg_client_app(args: argparse.Namespace, work: Workload) -> Any:
+    """A legacy `NumPyClient` training as `Workload.fit`, wrapped by Flower's `secaggplus_mod`."""
+    from flwr.app import Context
+    from flwr.client import Client, NumPyClient
+    from flwr.client.mod import secaggplus_mod
+    from flwr.clientapp import ClientApp
+
+    # flwr is not in sharelearn's venv, so its classes are Any to mypy: hence the ignores.
+    class TrainingClient(NumPyClient):  # type: ignore[misc]
+        def __init__(self, k: int) -> None:
+            self.k = k
+
+        def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> Any:
+            state, loss, n = work.fit(self.k, int(config["server-round"]), work.state_from_arrays(parameters))
+            if self.k == args.drop_client:  # trained, shared its keys, now leaves before its masked input
+                raise SimulatedDropout(f"client {self.k} leaves (--drop-client)")
+            return [v.numpy() for v in state.values()], n, {"train_loss": loss}
+
+    def client_fn(context: Context) -> Client:
+        return TrainingClient(int(context.node_config["partition-id"])).to_client()
+
+    return ClientApp(client_fn=client_fn, mods=[secaggplus_mod])
+
+
+def _secagg_apps(
+    args: argparse.Namespace, work: Workload, on_eval: Callable[[float], None], used: dict[str, Any]
+) -> Any:
+    """Flower's legacy FedAvg under SecAgg+: (server_app, client_app); fills `used` as rounds run."""
+    from flwr.app import Context
+    from flwr.common import ndarrays_to_parameters
+    from flwr.server import LegacyContext, ServerConfig
+    from flwr.server.strategy import FedAvg
+    from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+    from flwr.serverapp import Grid, ServerApp
+
+    class CountingFedAvg(FedAvg):  # type: ignore[misc]
+        def aggregate_fit(self, server_round: int, results: Any, failures: Any) -> Any:
+            # Not len(failures): Flower's collect stage lists each dropped client's error twice.
+            used["dropouts_per_round"].append(args.clients - len(results))
+            return super().aggregate_fit(server_round, results, failures)
+
+    class RecordingSecAggPlus(SecAggPlusWorkflow):  # type: ignore[misc]
+        def setup_stage(self, grid: Grid, context: LegacyContext, state: Any) -> bool:
+            ok: bool = super().setup_stage(grid, context, state)
+            # Flower may round num_shares up to odd at run time: report what the round used.
+            used.update(num_shares=state.num_shares, reconstruction_threshold=state.threshold)
+            return ok
+
+    def evaluate(server_round: int, arrays: list[np.ndarray], config: dict[str, Any]) -> Any:
+        score = work.test_auc(work.state_from_arrays(arrays))
+        on_eval(score)
+        # The legacy API wants a loss; the plain path computes none, so neither does this one.
+        return float("nan"), {"test_auc": score}
+
+    workflow = RecordingSecAggPlus(
+        num_shares=args.secagg_shares,
+        reconstruction_threshold=args.secagg_threshold,
+        # No client's weight num_examples / max_weight exceeds 1 (Flower warns of overflow past it).
+        max_weight=float(max(len(y) for _, y in work.clients)),
+    )
+    used.update(
+        clipping_range=workflow.clipping_range,
+        quantization_range=workflow.quantization_range,
+        modulus_range=workflow.modulus_range,
+        max_weight=workflow.max_weight,
+        dropped_client=args.drop_client,
+        dropouts_per_round=[],
+    )
+    initial = work.model().state_dict()
+    server_app = ServerApp()
+
+    @server_app.main()  # type: ignore[untyped-decorator]
+    def main_fn(grid: Grid, context: Context) -> None:
+        strategy = CountingFedAvg(
+            fraction_fit=1.0,
+            fraction_evaluate=0.0,
+            min_fit_clients=args.clients,
+            min_available_clients=args.clients,
+            evaluate_fn=evaluate,
+            on_fit_config_fn=lambda server_round: {"server-round": server_round},
+            initial_parameters=ndarrays_to_parameters([v.numpy() for v in initial.values()]),
+        )
+        config = ServerConfig(num_rounds=args.rounds)
+        legacy = LegacyContext(context=context, config=config, strategy=strategy)
+        DefaultWorkflow(fit_workflow=workflow)(grid, legacy)
+
+    return server_app, _secagg_client_app(args, work)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import flwr
+    import torch
+    from flwr.simulation import run_simulation
+
+    work = Workload(args)
+    stamps: list[float] = []
+    aucs: list[float] = []
+
+    def on_eval(score: float) -> None:
+        aucs.append(score)
+        stamps.append(time.perf_counter())
+
+    used: dict[str, Any] = {}
+    failed: list[str] = []
+    if args.secagg_shares is None:
+        server_app, client_app = _plain_apps(args, work, on_eval, failed)
+    else:
+        server_app, client_app = _secagg_apps(args, work, on_eval, used)
     started = time.perf_counter()
     run_simulation(
         server_app=server_app,
@@ -177,23 +349,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rounds = [round(b - a, 4) for a, b in itertools.pairwise(stamps)]
     if len(rounds) != args.rounds:
         raise RuntimeError(f"Flower ran {len(rounds)} of {args.rounds} rounds (see its log on stderr)")
+    # FedAvg averages whatever replies came: a failed client would silently change the workload.
+    if failed:
+        raise RuntimeError(
+            f"{len(failed)} client replies failed in Flower's plain rounds, first: {failed[0]}"
+        )
+    # A halted SecAgg+ round still evaluates (DefaultWorkflow goes on): only aggregated rounds count.
+    if used and len(used["dropouts_per_round"]) != args.rounds:
+        raise RuntimeError(
+            f"Flower's SecAgg+ aggregated {len(used['dropouts_per_round'])} of {args.rounds} rounds "
+            "(see 'Secure aggregation halted' in its log on stderr)"
+        )
     steady = rounds[1:] or rounds
-    return {
+    result = {
         "flwr": flwr.__version__,
         "torch": torch.__version__,
         "clients": args.clients,
         "rounds": args.rounds,
         "cpus": args.cpus,
-        "parameters": sum(int(p.numel()) for p in _model(n_features, hidden).parameters()),
+        "parameters": sum(int(p.numel()) for p in work.model().parameters()),
         "round_times_s": rounds,
         "first_round_s": rounds[0],
         "round_time_s": round(float(np.mean(steady)), 4),
         "wall_s": round(total, 3),
         "test_auc": round(aucs[-1], 6),
     }
+    if used:
+        result["secagg"] = used
+    return result
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--data", required=True, help="the fate datasets directory")
     parser.add_argument("--clients", type=int, default=100)
@@ -203,7 +389,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learning-rate", type=float, default=0.05)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--local-epochs", type=int, default=1)
+    parser.add_argument(
+        "--secagg-shares", type=int, default=None, help="run under Flower's SecAgg+ with S shares per client"
+    )
+    parser.add_argument(
+        "--secagg-threshold", type=int, default=None, help="SecAgg+ reconstruction threshold T"
+    )
+    parser.add_argument(
+        "--drop-client",
+        type=int,
+        default=None,
+        help="under SecAgg+: this partition trains, then leaves after sharing its keys, every round",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
+    if (args.secagg_shares is None) != (args.secagg_threshold is None):
+        parser.error("--secagg-shares and --secagg-threshold go together")
+    dropped = args.drop_client
+    if dropped is not None and (args.secagg_shares is None or not 0 <= dropped < args.clients):
+        parser.error("--drop-client needs --secagg-shares and a partition in 0..clients-1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     try:
         result = run(args)
