@@ -15,6 +15,16 @@ from sharelearn.tee.policy import AttestationPolicy, EnclaveIdentityRule
 pytestmark = pytest.mark.timeout(120)
 
 
+def _client_policy(mrenclave: bytes, root: bytes) -> AttestationPolicy:
+    """A client's policy: this one simulated build, under the platform's simulation root."""
+    return AttestationPolicy(
+        accept=(EnclaveIdentityRule(mrenclave=mrenclave),),
+        name="client",
+        allow_simulation=True,
+        simulation_root_der=root,
+    )
+
+
 def test_cm_expires_silent_instances_and_publishes_weights() -> None:
     cm = ClusterManager(lease_s=0.2)
     try:
@@ -50,12 +60,7 @@ def test_a_lying_cm_cannot_route_the_client_to_another_build(tmp_path: Path) -> 
                 "fpr": impostor.fpr,
             },
         )
-        policy = AttestationPolicy(
-            accept=(EnclaveIdentityRule(mrenclave=good.identity.mrenclave),),
-            name="client",
-            allow_simulation=True,
-            simulation_root_der=root,
-        )
+        policy = _client_policy(good.identity.mrenclave, root)
         client = TeeClient(policy, cm=cm.endpoint)
         with pytest.raises(AttestationError, match="no instance passed attestation"):
             client.call("status", lambda key: None)
@@ -90,13 +95,7 @@ def test_a_refused_request_leaves_every_route_in_service(tmp_path: Path) -> None
             root = host.platform.root_der
             image = host.load(build_bundle(tmp_path / "svc", cluster="svc", simulation_root_der=root))
             instances = [host.launch(image) for _ in range(2)]
-            policy = AttestationPolicy(
-                accept=(EnclaveIdentityRule(mrenclave=image.identity.mrenclave),),
-                name="client",
-                allow_simulation=True,
-                simulation_root_der=root,
-            )
-            client = TeeClient(policy, cm=cm.endpoint)
+            client = TeeClient(_client_policy(image.identity.mrenclave, root), cm=cm.endpoint)
             deadline = time.monotonic() + 10
             while len(client.routes(fresh=True)) < 2 and time.monotonic() < deadline:
                 time.sleep(0.05)  # the instances' first heartbeats
