@@ -23,8 +23,6 @@ import hashlib
 import itertools
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -53,6 +51,7 @@ from sharelearn.tee.keys import AttestedClusterKey, x25519_public
 from sharelearn.tee.policy import AttestationPolicy, EnclaveIdentityRule
 from sharelearn.tee.quote import parse_quote
 from sharelearn.tee.simplatform import SimPlatform
+from sharelearn.testing.services import spawn_tee_service, stop_service
 
 FATE = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "fate"
 VECTORS = Path(__file__).resolve().parents[1].parent / "shared" / "tee-vectors" / "dcap-qvl"
@@ -127,32 +126,6 @@ def _print_attestation(a: dict[str, Any]) -> None:
     )
 
 
-def _spawn(args: list[str], log: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    with open(log, "w") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sharelearn", "tee", *args],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-            start_new_session=True,
-        )
-    assert proc.stdout is not None  # invariant: stdout=PIPE
-    line = proc.stdout.readline()
-    if not line:
-        raise RuntimeError(f"`sharelearn tee {args[0]}` did not start: {log.read_text()[-2000:]}")
-    return proc, json.loads(line)
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 def _predict(client: TeeClient, model_id: str, x: np.ndarray) -> float:
     resp = X25519PrivateKey.generate()
     resp_pk = x25519_public(resp)
@@ -213,10 +186,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     host_data = read_party_data(DataSpec(FATE / "default_credit_hetero_host.csv"))
     with tempfile.TemporaryDirectory(prefix="bench-tee-") as tmp_s:
         tmp = Path(tmp_s)
-        cm_proc, cm = _spawn(["cm", "--lease-s", "0.6"], tmp / "cm.log")
+        cm_proc, cm = spawn_tee_service(["cm", "--lease-s", "0.6"], tmp / "cm.log")
         host_proc = None
         try:
-            host_proc, host = _spawn(
+            host_proc, host = spawn_tee_service(
                 [
                     "host",
                     "--cm",
@@ -335,8 +308,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             }
         finally:
             if host_proc is not None:
-                _stop(host_proc)
-            _stop(cm_proc)
+                stop_service(host_proc)
+            stop_service(cm_proc)
 
 
 def _plain_payload(blob: bytes, model: str, guest: Any, host: Any, params: TeeTrainParams) -> bytes:

@@ -8,8 +8,6 @@ features, ~5.5 MB as float64) trains under a 2 MB enclave memory cap, so it must
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from sharelearn.interfaces.api import run_job
+from sharelearn.testing.services import spawn_tee_service, stop_service
 
 pytestmark = [pytest.mark.grpc, pytest.mark.timeout(300)]
 FATE = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "fate"
@@ -96,31 +95,13 @@ def test_tee_block_points_the_job_at_a_running_cluster(tmp_path: Path) -> None:
     """`sharelearn tee cm` + `sharelearn tee host` already run; the job pins their build and root."""
     procs: list[subprocess.Popen[str]] = []
     try:
-        infos = []
-        for args in (["cm"], None):
-            if args is None:
-                args = [
-                    "host",
-                    "--cm",
-                    infos[0]["cm"],
-                    "--workdir",
-                    str(tmp_path / "host"),
-                    "--instances",
-                    "2",
-                    "--cluster",
-                    "sharelearn-train",
-                ]
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "sharelearn", "tee", *args],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                text=True,
-                start_new_session=True,
-            )
-            procs.append(proc)
-            assert proc.stdout is not None
-            infos.append(json.loads(proc.stdout.readline()))
-        cm, host = infos
+        cm_proc, cm = spawn_tee_service(["cm"], tmp_path / "cm.log")
+        procs.append(cm_proc)
+        host_args = ["host", "--cm", cm["cm"], "--workdir", str(tmp_path / "host")]
+        host_proc, host = spawn_tee_service(
+            [*host_args, "--instances", "2", "--cluster", "sharelearn-train"], tmp_path / "host.log"
+        )
+        procs.append(host_proc)
         block = (
             f"tee: {{cm: '{cm['cm']}', mrenclave: '{host['images']['v1']}', allow_simulation: true, "
             f"simulation_root: '{host['simulation_root']}'}}\n"
@@ -134,5 +115,4 @@ def test_tee_block_points_the_job_at_a_running_cluster(tmp_path: Path) -> None:
         assert steps["tee_serve"]["instances"] == 2 and steps["tee_serve"]["failed"] == 0
     finally:
         for proc in reversed(procs):
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(20)
+            stop_service(proc)

@@ -8,8 +8,6 @@ to the attested cluster key, and checks failover, scale-out after key sync and a
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -31,25 +29,9 @@ from sharelearn.tee.cluster import TeeClient, call_endpoint
 from sharelearn.tee.envelope import rows_of, write_envelope
 from sharelearn.tee.keys import AttestedClusterKey, x25519_public
 from sharelearn.tee.policy import AttestationPolicy, EnclaveIdentityRule
+from sharelearn.testing.services import spawn_tee_service, stop_service
 
 pytestmark = [pytest.mark.grpc, pytest.mark.timeout(240)]
-
-
-def _spawn(args: list[str], log: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    with open(log, "w") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sharelearn", "tee", *args],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-            start_new_session=True,
-        )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line:
-        proc.wait(10)
-        pytest.fail(f"{args[0]} did not start: {log.read_text()[-2000:]}")
-    return proc, json.loads(line)
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +39,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     tmp_path = tmp_path_factory.mktemp("cluster")
     owner = Ed25519PrivateKey.generate()
     owner_pk = owner.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
-    cm_proc, cm = _spawn(["cm", "--lease-s", "0.6"], tmp_path / "cm.log")
+    cm_proc, cm = spawn_tee_service(["cm", "--lease-s", "0.6"], tmp_path / "cm.log")
     host_proc = None
     try:
-        host_proc, host = _spawn(
+        host_proc, host = spawn_tee_service(
             [
                 "host",
                 "--cm",
@@ -79,13 +61,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         yield {"cm": cm["cm"], "host": host, "owner": owner, "tmp": tmp_path}
     finally:
         for proc in (host_proc, cm_proc):
-            if proc is not None and proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            if proc is not None:
+                stop_service(proc)
 
 
 def _policy(host: dict[str, Any], *names: str) -> AttestationPolicy:
