@@ -20,7 +20,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -30,7 +30,7 @@ from sharelearn.core.errors import CryptoError
 from sharelearn.core.types import U8Array
 from sharelearn.crypto import mbx
 
-__all__ = ["POINT_BYTES", "backend_name", "hash_to_point", "random_scalar", "scalarmult"]
+__all__ = ["POINT_BYTES", "backend_name", "hash_to_point", "random_scalar", "scalarmult", "scalarmult_each"]
 
 POINT_BYTES = 32
 _LANES = 8
@@ -63,44 +63,78 @@ def hash_to_point(ids: Iterable[bytes], domain: bytes = DOMAIN) -> U8Array:
     return out
 
 
-def _mbx_chunk(lib: ctypes.CDLL, scalar: bytes, points: U8Array) -> U8Array:
+def _mb8(lib: ctypes.CDLL) -> Callable[..., int]:
+    fn = lib.mbx_x25519_mb8
+    fn.restype = ctypes.c_uint32
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    return fn
+
+
+def _mbx_chunk(lib: ctypes.CDLL, scalars: U8Array, points: U8Array) -> U8Array:
+    """X25519(scalars[r], points[r]) per row; `scalars` has n rows or one row shared by all."""
     n = points.shape[0]
     padded = -(-n // _LANES) * _LANES
     pts = np.zeros((padded, POINT_BYTES), dtype=np.uint8)
     pts[:n] = points
     pts[n:, 0] = 9  # pad lanes with the base point
     out = np.empty_like(pts)
-    sk = np.frombuffer(scalar * _LANES, dtype=np.uint8)
-    stride = np.arange(padded, dtype=np.uint64) * np.uint64(POINT_BYTES)
-    out_ptrs = np.uint64(out.ctypes.data) + stride
-    pt_ptrs = np.uint64(pts.ctypes.data) + stride
-    sk_ptrs = np.uint64(sk.ctypes.data) + np.arange(_LANES, dtype=np.uint64) * np.uint64(POINT_BYTES)
-    fn = lib.mbx_x25519_mb8
-    fn.restype = ctypes.c_uint32
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-    ob, pb, sb = out_ptrs.ctypes.data, pt_ptrs.ctypes.data, sk_ptrs.ctypes.data
+    rows = np.arange(padded, dtype=np.uint64)
+    stride = rows * np.uint64(POINT_BYTES)
+    ptrs = np.empty((3, padded), dtype=np.uint64)  # out, scalar and point pointers, lane by lane
+    ptrs[0] = np.uint64(out.ctypes.data) + stride
+    ptrs[2] = np.uint64(pts.ctypes.data) + stride
+    if scalars.shape[0] == 1:
+        ptrs[1] = scalars.ctypes.data
+    else:
+        ptrs[1] = np.uint64(scalars.ctypes.data) + np.minimum(rows, np.uint64(n - 1)) * np.uint64(POINT_BYTES)
+    fn = _mb8(lib)
+    ob, sb, pb = (int(ptrs.ctypes.data) + k * padded * 8 for k in range(3))
     step = _LANES * 8  # bytes of 8 pointers
     failed = 0
     for k in range(padded // _LANES):
-        failed |= fn(ob + k * step, sb, pb + k * step)
+        failed |= fn(ob + k * step, sb + k * step, pb + k * step)
     if failed:
         raise CryptoError(f"mbx_x25519_mb8 reported a failure (status 0x{failed:x})")
     return out[:n]
 
 
-def _openssl_chunk(scalar: bytes, points: U8Array) -> U8Array:
-    key = X25519PrivateKey.from_private_bytes(scalar)
+def _openssl_chunk(scalars: U8Array, points: U8Array) -> U8Array:
+    keys = [X25519PrivateKey.from_private_bytes(row.tobytes()) for row in scalars]
     flat = points.tobytes()
     try:
         raw = b"".join(
             [
-                key.exchange(X25519PublicKey.from_public_bytes(flat[i : i + 32]))
-                for i in range(0, len(flat), 32)
+                keys[0 if len(keys) == 1 else r].exchange(X25519PublicKey.from_public_bytes(flat[i : i + 32]))
+                for r, i in enumerate(range(0, len(flat), 32))
             ]
         )
     except ValueError as exc:  # an all-zero result: a low-order input point
         raise CryptoError(f"X25519 on a low-order point: {exc}") from exc
     return np.frombuffer(raw, dtype=np.uint8).reshape(-1, POINT_BYTES).copy()
+
+
+def _check_points(points: U8Array, what: str = "points") -> U8Array:
+    if points.ndim != 2 or points.shape[1] != POINT_BYTES or points.dtype != np.uint8:
+        raise CryptoError(f"{what} must be a (n, 32) uint8 array, got {points.dtype} {points.shape}")
+    return np.ascontiguousarray(points)
+
+
+def scalarmult_each(scalars: U8Array, points: U8Array) -> U8Array:
+    """Return X25519(scalars[r], points[r]) for every row r: one secret per row, in one batch.
+
+    For a party that agrees keys under several secrets at once (secure aggregation's two key
+    pairs): the multi-buffer kernel takes a scalar per lane, so both sets fill the same batches.
+
+    Raises:
+        CryptoError: on mismatched shapes, or if the kernel rejected an input.
+    """
+    scalars, points = _check_points(scalars, "scalars"), _check_points(points)
+    if scalars.shape[0] != points.shape[0]:
+        raise CryptoError(f"{scalars.shape[0]} scalars for {points.shape[0]} points")
+    if points.shape[0] == 0:
+        return np.empty((0, POINT_BYTES), dtype=np.uint8)
+    lib = mbx.load()
+    return _mbx_chunk(lib, scalars, points) if lib is not None else _openssl_chunk(scalars, points)
 
 
 def scalarmult(scalar: bytes, points: U8Array, *, workers: int = 1) -> U8Array:
@@ -116,13 +150,12 @@ def scalarmult(scalar: bytes, points: U8Array, *, workers: int = 1) -> U8Array:
     """
     if len(scalar) != 32:
         raise CryptoError(f"X25519 scalar must be 32 bytes, got {len(scalar)}")
-    if points.ndim != 2 or points.shape[1] != POINT_BYTES or points.dtype != np.uint8:
-        raise CryptoError(f"points must be a (n, 32) uint8 array, got {points.dtype} {points.shape}")
-    points = np.ascontiguousarray(points)
+    points = _check_points(points)
     lib = mbx.load()
+    key = np.frombuffer(bytes(scalar), dtype=np.uint8).reshape(1, POINT_BYTES)
 
     def run(chunk: U8Array) -> U8Array:
-        return _mbx_chunk(lib, scalar, chunk) if lib is not None else _openssl_chunk(scalar, chunk)
+        return _mbx_chunk(lib, key, chunk) if lib is not None else _openssl_chunk(key, chunk)
 
     n = points.shape[0]
     if n == 0:

@@ -15,15 +15,40 @@ from sharelearn.crypto.rng import random_u64
 P = shamir.PRIME
 
 
-def test_mulmod_matches_python_ints() -> None:
-    a = random_u64(5000) % np.uint64(P)
-    b = random_u64(5000) % np.uint64(P)
-    a[:4] = [0, 1, P - 1, P - 1]
-    b[:4] = [P - 1, P - 1, P - 1, 2]
+def test_shares_are_the_polynomial_evaluated_with_python_ints() -> None:
+    # Rebuild each share from the coefficients (recovered by interpolating t points as Python ints).
+    secrets = np.array([0, 1, P - 1, 2**24 - 1, 987654321], dtype=np.uint64)
+    t, n = 4, 9
+    shares = shamir.split(secrets, n, t)
+    assert shares.dtype == np.uint64 and int(shares.max()) < P
+    for col, secret in enumerate(secrets.tolist()):
+        pts = [(x, int(shares[x - 1, col])) for x in range(1, t + 1)]
 
-    out = shamir._mulmod(a, b)
+        def at(z: int, pts: list[tuple[int, int]] = pts) -> int:
+            total = 0
+            for i, (xi, yi) in enumerate(pts):
+                num, den = 1, 1
+                for j, (xj, _) in enumerate(pts):
+                    if j != i:
+                        num, den = num * (z - xj) % P, den * (xi - xj) % P
+                total += yi * num * pow(den, -1, P)
+            return total % P
 
-    assert out.tolist() == [int(x) * int(y) % P for x, y in zip(a.tolist(), b.tolist(), strict=True)]
+        assert at(0) == secret
+        assert [at(x) for x in range(1, n + 1)] == shares[:, col].tolist()
+
+
+def test_lagrange_coefficients_match_python_ints() -> None:
+    xs = [3, 17, 2**31 - 2, 5, 1000]
+    want = []
+    for i, xi in enumerate(xs):
+        num, den = 1, 1
+        for j, xj in enumerate(xs):
+            if j != i:
+                num, den = num * xj % P, den * (xj - xi) % P
+        want.append(num * pow(den, -1, P) % P)
+
+    assert shamir.lagrange_at_zero(xs) == want
 
 
 @settings(max_examples=40, deadline=None)
@@ -87,5 +112,5 @@ def test_seed_shares_are_small() -> None:
 
     shares = shamir.split_bytes(seed, 10, 6)
 
-    assert shares.shape == (10, 1 + 5)
+    assert shares.shape == (10, 1 + 11)  # the length, then 3-byte chunks
     assert shamir.recover_bytes(list(range(5, 11)), shares[4:], 6) == seed

@@ -10,7 +10,7 @@ from sharelearn.crypto import shamir
 
 
 def test_split_at_any_holders_recovers_from_any_threshold_subset() -> None:
-    secrets = np.array([0, 1, shamir.PRIME - 1, 123456789012345, 2**56 - 1], dtype=np.uint64)
+    secrets = np.array([0, 1, shamir.PRIME - 1, 1234567890, 2**24 - 1], dtype=np.uint64)
     xs = [3, 5, 17, 40, 99, 100, 2, 1]
     shares = shamir.split_at(secrets, xs, 4)
     assert shares.shape == (len(xs), secrets.size) and shares.dtype == np.uint64
@@ -22,7 +22,7 @@ def test_split_at_any_holders_recovers_from_any_threshold_subset() -> None:
 
 
 def test_split_at_matches_split_at_the_same_points_and_large_thresholds() -> None:
-    secrets = np.arange(7, dtype=np.uint64) * np.uint64(10**15)
+    secrets = np.arange(7, dtype=np.uint64) * np.uint64(10**8)
     full = shamir.split(secrets, 12, 5)
     # The same polynomial family: any 5 of `split`'s shares and `split_at`'s agree on the secret.
     assert np.array_equal(shamir.recover([1, 4, 6, 9, 12], full[[0, 3, 5, 8, 11]], 5), secrets)
@@ -33,7 +33,7 @@ def test_split_at_matches_split_at_the_same_points_and_large_thresholds() -> Non
 def test_recover_many_rebuilds_each_group_from_its_own_holders() -> None:
     rng = np.random.default_rng(1)
     groups, t = 6, 3
-    secrets = rng.integers(0, 2**60, (groups, 4), dtype=np.uint64)
+    secrets = rng.integers(0, shamir.PRIME, (groups, 4), dtype=np.uint64)
     xs = np.array([rng.choice(np.arange(1, 50), t, replace=False) for _ in range(groups)])
     shares = np.stack([shamir.split_at(secrets[g], xs[g].tolist(), t) for g in range(groups)])
     assert np.array_equal(shamir.recover_many(xs, shares, t), secrets)
@@ -59,3 +59,15 @@ def test_batched_forms_refuse_bad_input() -> None:
         shamir.recover_many(np.array([[1, 2, 3]]), shares[None, :2], 2)
     with pytest.raises(CryptoError, match="duplicate"):
         shamir.recover_many(np.array([[1, 1, 3]]), shares[None], 3)
+
+
+def test_recover_many_refuses_duplicate_or_zero_x_in_any_group() -> None:
+    shares = shamir.split_at(np.array([5, 6], dtype=np.uint64), [1, 2, 3], 2)
+    groups = np.stack([shares, shares])
+    with pytest.raises(CryptoError, match=r"duplicate Shamir x-coordinates: \[2\]"):
+        shamir.recover_many(np.array([[1, 2, 3], [2, 2, 3]]), groups, 2)
+    with pytest.raises(CryptoError, match=r"\[1, p\)"):
+        shamir.recover_many(np.array([[1, 2, 3], [0, 2, 3]]), groups, 2)
+    # The same shares listed in another order, with their x-coordinates, recover the same secrets.
+    shuffled = np.stack([shares, shares[[2, 0, 1]]])
+    assert shamir.recover_many(np.array([[1, 2, 3], [3, 1, 2]]), shuffled, 2).tolist() == [[5, 6], [5, 6]]

@@ -26,13 +26,15 @@ shares to only `neighbours` others on a random circulant graph drawn from the pu
 a client's work grows with log n instead of n. Any stage with fewer than t responders (or a
 neighbourhood with fewer than t share holders left) fails the round with `SecAggError`.
 
-Cost (what `sharelearn bench fedavg` measures; ~2-3 ms of CPU per client and round for a
-100k-element vector with 16 neighbours): per neighbour one X25519 agreement for each key pair
-(batched, `crypto.x25519`) and one PRG mask (AES keystream from OpenSSL's GCM code, `_MaskStream`);
-the public keys by libsodium's fixed-base multiplication; one SHA-256 KDF call per derived key; Shamir
-shares evaluated only at the holders (`shamir.split_at`) and rebuilt at the server for every client
-in one batch (`shamir.recover_many`); inputs in Z_2^k with k <= 32 travel and are summed as uint32
-words, half the bytes of uint64.
+Cost (what `sharelearn bench fedavg` measures; ~1.5 ms of CPU per client and round for a
+100k-element vector with 16 neighbours): per neighbour one X25519 agreement for each key pair, all
+2 x 16 in one multi-buffer batch (`x25519.scalarmult_each`, a scalar per lane), and one PRG mask;
+the masks are AES-CTR keystreams added into the vector in one cache-blocked pass
+(`maskadd.MaskAdder`: numba + ipp-crypto's VAES, else one keystream at a time); the public keys by
+libsodium's fixed-base multiplication; one SHA-256 KDF call per derived key; Shamir shares over
+F_(2^31 - 1) evaluated only at the holders (`shamir.split_at`) and rebuilt at the server for every
+client in one batch (`shamir.recover_many`); inputs in Z_2^k with k <= 32 travel and are summed as
+uint32 words, half the bytes of uint64.
 
 Leaks: the server learns the sum over U3, the sets U1..U4 and the vector length. Each masked input
 is uniform in Z_2^k to the server (one-time pad by PRG(b_u)), as long as fewer than t of a client's
@@ -67,7 +69,7 @@ from sharelearn.core import codec
 from sharelearn.core.errors import ConfigError, CryptoError, DecodeError, PeerTimeout, ProtocolError
 from sharelearn.core.link import Link
 from sharelearn.core.types import F64Array, PartyId, U8Array, U64Array, Wire
-from sharelearn.crypto import prg, shamir, x25519
+from sharelearn.crypto import maskadd, shamir, x25519
 
 __all__ = [
     "DROP_STAGES",
@@ -94,11 +96,14 @@ __all__ = [
 DROP_STAGES = ("advertise", "share", "masked")
 KEY_BYTES = 32
 SEED_BYTES = 16  # AES-128 mask seeds: 128-bit security, like X25519
-_S_WORDS = 1 + -(-KEY_BYTES // shamir.CHUNK_BYTES)  # length element + 7-byte chunks of s_sk
+_S_WORDS = 1 + -(-KEY_BYTES // shamir.CHUNK_BYTES)  # length element + 3-byte chunks of s_sk
 _B_WORDS = 1 + -(-SEED_BYTES // shamir.CHUNK_BYTES)  # ... of the self-mask seed b
 _NONCE_BYTES = 12
-_PLAIN_BYTES = 16 + 8 * (_S_WORDS + _B_WORDS)  # (u, v) + share of s_sk + share of b
+_PLAIN_BYTES = 16 + 4 * (_S_WORDS + _B_WORDS)  # (u, v) + share of s_sk + share of b (uint32 words)
 _SEALED_BYTES = _NONCE_BYTES + _PLAIN_BYTES + 16  # nonce + ciphertext + Poly1305 tag
+
+
+Shares = npt.NDArray[np.unsignedinteger[Any]]  # Shamir shares, elements of F_(2^31 - 1)
 
 
 class SecAggError(ProtocolError):
@@ -284,90 +289,80 @@ def _kdf(shared: bytes, info: bytes, length: int) -> bytes:
     return hashlib.sha256(b"\x00\x00\x00\x01" + shared + info).digest()[:length]
 
 
-def _agree_many(
-    secret: bytes, publics: Sequence[bytes], purpose: bytes, cfg: SecAggConfig, me: int, others: Sequence[int]
-) -> list[bytes]:
-    """KDF of DH(secret, public) for each peer, bound to the purpose, the round and the pair.
+_PURPOSES = {b"enc": KEY_BYTES, b"mask": SEED_BYTES}  # ChaCha20-Poly1305 keys, AES-128 mask seeds
 
-    One batched X25519 call (`crypto.x25519`, multi-buffer where the CPU has it) for all peers.
+
+def _agree_rows(
+    secrets: Sequence[bytes],
+    publics: Sequence[bytes],
+    purposes: Sequence[bytes],
+    cfg: SecAggConfig,
+    me: int,
+    others: Sequence[int],
+) -> list[bytes]:
+    """Row r: KDF(DH(secrets[r], publics[r])), bound to purposes[r], the round and the pair (me, others[r]).
+
+    One batched X25519 call (`crypto.x25519`, multi-buffer where the CPU has it, a scalar per lane)
+    for every row, so a client's two key pairs fill the same batches.
     """
     if not publics:
         return []
-    points = np.frombuffer(b"".join(publics), dtype=np.uint8).reshape(-1, x25519.POINT_BYTES)
-    shared = x25519.scalarmult(secret, points)
+    shared = x25519.scalarmult_each(
+        np.frombuffer(b"".join(secrets), dtype=np.uint8).reshape(-1, x25519.POINT_BYTES),
+        np.frombuffer(b"".join(publics), dtype=np.uint8).reshape(-1, x25519.POINT_BYTES),
+    )
     zero = ~shared.any(axis=1)
     if zero.any():  # a low-order public key gives an all-zero secret (RFC 7748 section 6.1)
         raise CryptoError(f"secagg: client {others[int(np.argmax(zero))]}'s public key is a low-order point")
-    size = SEED_BYTES if purpose == b"mask" else KEY_BYTES
-    prefix = b"sharelearn/secagg/v1/" + purpose
     flat, w = shared.tobytes(), x25519.POINT_BYTES
+    pack = struct.Struct("<qqq").pack
     return [
         _kdf(
-            flat[r * w : r * w + w], prefix + struct.pack("<qqq", cfg.round_id, min(me, v), max(me, v)), size
+            flat[r * w : r * w + w],
+            b"sharelearn/secagg/v1/" + purpose + pack(cfg.round_id, min(me, v), max(me, v)),
+            _PURPOSES[purpose],
         )
-        for r, v in enumerate(others)
+        for r, (purpose, v) in enumerate(zip(purposes, others, strict=True))
     ]
 
 
-class _MaskStream:
-    """PRG masks of one length, reusing two buffers: the hot loop of every stage allocates nothing.
-
-    The PRG is AES-128 in counter mode keyed by the 16-byte seed (AES-256 for a 32-byte seed),
-    counter blocks 0^96 || 2, 3, ...: the keystream of AES-GCM with an all-zero 96-bit nonce
-    (GCTR, NIST SP 800-38D section 6.5). Each seed keys exactly one stream, so the fixed counter
-    is never reused under a key. `prg.KeystreamWriter` computes it with ipp-crypto (VAES) where
-    it is installed, else with OpenSSL's GCM code: the same bytes either way, and a client expands
-    one mask per neighbour plus its self mask every round.
-
-    For k <= 32 the masks are the keystream read as little-endian uint32 words (Z_2^32, like
-    Flower's SecAgg+), else as uint64 words.
-    """
-
-    def __init__(self, length: int, bits: int) -> None:
-        self.length = length
-        self.dtype = _word(bits)
-        self._writer = prg.KeystreamWriter(self.dtype.itemsize * length)
-        self.backend = self._writer.backend
-
-    def mask(self, seed: bytes) -> np.ndarray:
-        """The keystream of `seed` as words of `self.dtype`; valid until the next call."""
-        if len(seed) not in (16, 32):
-            raise CryptoError(f"mask seed must be 16 or 32 bytes, got {len(seed)}")
-        raw = self._writer.write(seed, _FIRST_COUNTER)
-        return raw.view(self.dtype.newbyteorder("<")).view(self.dtype)
+def _agree_many(
+    secret: bytes, publics: Sequence[bytes], purpose: bytes, cfg: SecAggConfig, me: int, others: Sequence[int]
+) -> list[bytes]:
+    """KDF of DH(secret, public) for each peer (`_agree_rows` under one secret and purpose)."""
+    n = len(publics)
+    return _agree_rows([secret] * n, publics, [purpose] * n, cfg, me, others)
 
 
 _FIRST_COUNTER = bytes(_NONCE_BYTES) + b"\x00\x00\x00\x02"  # GCM's first keystream block, zero nonce
-_STREAMS = threading.local()
+_ADDERS = threading.local()
 
 
-def _mask_stream(length: int, bits: int) -> _MaskStream:
-    """This thread's `_MaskStream` for the length and word: every client of a simulation, and every
-    round of a client, reuses its buffers (fresh ones cost page faults on each first write). Only
-    the last one is kept, so a finished job holds no more than one model's worth of buffers."""
-    stream: _MaskStream | None = getattr(_STREAMS, "last", None)
+def _mask_adder(length: int, bits: int) -> maskadd.MaskAdder:
+    """This thread's `maskadd.MaskAdder` for the length and word.
+
+    The PRG masks: mask j is the AES-CTR keystream of its 16-byte seed from counter block
+    0^96 || 2 (the keystream of AES-GCM with an all-zero nonce, NIST SP 800-38D section 6.5), read
+    as little-endian words of Z_2^32 (k <= 32, like Flower's SecAgg+) or Z_2^64. Each seed keys
+    exactly one stream, so the fixed counter is never reused under a key. Every client of a
+    simulation, and every round of a client, reuses the adder's buffers; only the last adder is
+    kept, so a finished job holds no more than one model's worth of them.
+    """
+    adder: maskadd.MaskAdder | None = getattr(_ADDERS, "last", None)
     if (
-        stream is None
-        or stream.length != length
-        or stream.dtype != _word(bits)
-        or stream.backend != prg.keystream_backend()
+        adder is None
+        or adder.length != length
+        or adder.dtype != _word(bits)
+        or adder.backend != maskadd.backend(_word(bits))
     ):
-        stream = _MaskStream(length, bits)
-        _STREAMS.last = stream
-    return stream
+        adder = maskadd.MaskAdder(length, _word(bits))
+        _ADDERS.last = adder
+    return adder
 
 
 def _word(bits: int) -> np.dtype[Any]:
     """Machine word of Z_2^k: masked inputs and masks travel as uint32 for k <= 32, else uint64."""
     return np.dtype(np.uint32) if bits <= 32 else np.dtype(np.uint64)
-
-
-def _share_elements(secret: bytes) -> U64Array:
-    """`shamir.split_bytes`' encoding of a byte string: its length, then 7-byte chunks."""
-    padded = secret + bytes(-len(secret) % shamir.CHUNK_BYTES)
-    words = np.zeros((len(padded) // shamir.CHUNK_BYTES, 8), dtype=np.uint8)
-    words[:, : shamir.CHUNK_BYTES] = np.frombuffer(padded, dtype=np.uint8).reshape(-1, shamir.CHUNK_BYTES)
-    return np.concatenate([np.array([len(secret)], dtype=np.uint64), words.view("<u8").reshape(-1)])
 
 
 def _seal_all(
@@ -381,7 +376,7 @@ def _seal_all(
     m = len(to)
     head = np.empty((m, 2), dtype="<i8")
     head[:, 0], head[:, 1] = u, to
-    plain = np.hstack([head.view(np.uint8), np.ascontiguousarray(shares[:m], dtype="<u8").view(np.uint8)])
+    plain = np.hstack([head.view(np.uint8), np.ascontiguousarray(shares[:m], dtype="<u4").view(np.uint8)])
     nonces = np.frombuffer(os.urandom(_NONCE_BYTES * m), dtype=np.uint8).reshape(m, _NONCE_BYTES)
     out = np.empty((m, _SEALED_BYTES), dtype=np.uint8)
     out[:, :_NONCE_BYTES] = nonces
@@ -391,9 +386,7 @@ def _seal_all(
     return out
 
 
-def _open(
-    key: ChaCha20Poly1305, sealed: bytes, u: int, v: int, cfg: SecAggConfig
-) -> tuple[U64Array, U64Array]:
+def _open(key: ChaCha20Poly1305, sealed: bytes, u: int, v: int, cfg: SecAggConfig) -> tuple[Shares, Shares]:
     """Open a share pair sealed by u for v; raise ProtocolError if it was tampered with."""
     nonce, body = sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:]
     try:
@@ -405,7 +398,7 @@ def _open(
     su, sv = struct.unpack("<qq", plain[:16])
     if (su, sv) != (u, v) or len(plain) != _PLAIN_BYTES:
         raise ProtocolError(f"secagg: sealed shares addressed ({su}->{sv}) arrived as ({u}->{v})")
-    words = np.frombuffer(plain[16:], dtype="<u8").astype(np.uint64)
+    words = np.frombuffer(plain[16:], dtype="<u4").astype(np.uint32)
     return words[:_S_WORDS], words[_S_WORDS:]
 
 
@@ -423,10 +416,11 @@ class ClientState:
     neighbours: frozenset[int]
     keys: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
     b_seed: bytes = b""
-    own_shares: tuple[U64Array, U64Array] | None = None
+    own_shares: tuple[Shares, Shares] | None = None
     sealed: dict[int, bytes] = field(default_factory=dict)
     u2: frozenset[int] = frozenset()
     enc_keys: dict[int, ChaCha20Poly1305] = field(default_factory=dict)
+    mask_seeds: dict[int, bytes] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return f"ClientState(index={self.index}, round={self.cfg.round_id})"
@@ -468,14 +462,24 @@ def client_share_keys(state: ClientState, routed: Wire, *, peer: str = "server")
     state.b_seed = os.urandom(SEED_BYTES)
     # One call shares both secrets; every element has its own polynomial, so the s_sk columns and
     # the b columns are independent sharings (revealing one says nothing about the other).
-    elements = np.concatenate([_share_elements(state.s_sk), _share_elements(state.b_seed)])
+    elements = np.concatenate([shamir.bytes_to_elements(state.s_sk), shamir.bytes_to_elements(state.b_seed)])
     # Shares only for the holders (my neighbours in U1, then me), at x = index + 1.
     shares = shamir.split_at(elements, [v + 1 for v in members] + [state.index + 1], cfg.threshold)
     s_shares, b_shares = shares[:, :_S_WORDS], shares[:, _S_WORDS:]
     state.own_shares = (s_shares[-1], b_shares[-1])
-    # One key per unordered pair: it seals my shares for v and opens v's shares for me.
-    enc_keys = _agree_many(state.c_sk, [state.keys[v][0] for v in members], b"enc", cfg, state.index, members)
-    state.enc_keys = {v: ChaCha20Poly1305(raw) for v, raw in zip(members, enc_keys, strict=True)}
+    # One key per unordered pair: it seals my shares for v and opens v's shares for me. The mask
+    # seeds of the next stage come from the same batch of agreements (s_sk with each s_pk).
+    m = len(members)
+    derived = _agree_rows(
+        [state.c_sk] * m + [state.s_sk] * m,
+        [state.keys[v][0] for v in members] + [state.keys[v][1] for v in members],
+        [b"enc"] * m + [b"mask"] * m,
+        cfg,
+        state.index,
+        members + members,
+    )
+    state.enc_keys = {v: ChaCha20Poly1305(raw) for v, raw in zip(members, derived[:m], strict=True)}
+    state.mask_seeds = dict(zip(members, derived[m:], strict=True))
     sealed = _seal_all([state.enc_keys[v] for v in members], state.index, members, shares, cfg)
     return {"to": np.asarray(members, dtype=np.int64), "sealed": sealed}
 
@@ -517,21 +521,20 @@ def client_masked_input(
             f"secagg input must be a vector of {cfg.length} words of Z_2^{cfg.modulus_bits} "
             f"({_word(cfg.modulus_bits)} or uint64, as `quantize` makes), got {values.dtype} {values.shape}"
         )
-    stream = _mask_stream(cfg.length, cfg.modulus_bits)
+    adder = _mask_adder(cfg.length, cfg.modulus_bits)
     # Words of uint32 (k <= 32) or uint64 wrap modulo 2^32 / 2^64, multiples of 2^k.
     y: npt.NDArray[np.unsignedinteger[Any]] = values
-    if not (overwrite and values.dtype == stream.dtype):
-        y = values.astype(stream.dtype, copy=True)
-    y += stream.mask(state.b_seed)
-    seeds = _agree_many(state.s_sk, [state.keys[v][1] for v in senders], b"mask", cfg, state.index, senders)
-    for v, seed in zip(senders, seeds, strict=True):
-        mask = stream.mask(seed)
-        if state.index < v:
-            y += mask
-        else:
-            y -= mask
+    if not (overwrite and values.dtype == adder.dtype and values.flags.c_contiguous):
+        y = values.astype(adder.dtype, copy=True)
+    # The self mask, then +PRG(s_uv) towards higher indices and -PRG(s_uv) towards lower ones.
+    adder.add(
+        y,
+        [state.b_seed] + [state.mask_seeds[v] for v in senders],
+        [1] + [1 if state.index < v else -1 for v in senders],
+        _FIRST_COUNTER,
+    )
     if cfg.modulus_bits not in (32, 64):
-        y &= stream.dtype.type((1 << cfg.modulus_bits) - 1)
+        y &= _word(cfg.modulus_bits).type((1 << cfg.modulus_bits) - 1)
     return y
 
 
@@ -564,9 +567,9 @@ def client_unmask(state: ClientState, survivors: Wire, *, peer: str = "server") 
             s_rows.append(s_share)
     return {
         "b_index": np.asarray(b_idx, dtype=np.int64),
-        "b": np.vstack(b_rows) if b_rows else np.zeros((0, _B_WORDS), dtype=np.uint64),
+        "b": np.vstack(b_rows).astype(np.uint32) if b_rows else np.zeros((0, _B_WORDS), dtype=np.uint32),
         "s_index": np.asarray(s_idx, dtype=np.int64),
-        "s": np.vstack(s_rows) if s_rows else np.zeros((0, _S_WORDS), dtype=np.uint64),
+        "s": np.vstack(s_rows).astype(np.uint32) if s_rows else np.zeros((0, _S_WORDS), dtype=np.uint32),
     }
 
 
@@ -666,9 +669,9 @@ def server_collect_masked(state: ServerState, replies: Mapping[int, Wire]) -> np
 
 def _collect_shares(
     state: ServerState, replies: Mapping[int, Wire], which: str
-) -> dict[int, list[tuple[int, U64Array]]]:
+) -> dict[int, list[tuple[int, Shares]]]:
     """client v -> [(holder x-coordinate, share)] of v's b (which="b") or s_sk (which="s")."""
-    found: dict[int, list[tuple[int, U64Array]]] = {}
+    found: dict[int, list[tuple[int, Shares]]] = {}
     for holder, msg in replies.items():
         tag, peer = "secagg/unmask", f"client {holder}"
         doc = codec.expect_type(msg, dict, peer=peer, tag=tag)
@@ -677,7 +680,7 @@ def _collect_shares(
             doc.get(which),
             peer=peer,
             tag=tag,
-            dtype=np.uint64,
+            dtype=np.uint32,
             shape=(len(idx), _B_WORDS if which == "b" else _S_WORDS),
         )
         allowed = (state.u3 if which == "b" else state.u2 - state.u3) & (state.neighbours[holder] | {holder})
@@ -694,7 +697,7 @@ def _collect_shares(
 
 def _recover(
     state: ServerState,
-    shares: Mapping[int, list[tuple[int, U64Array]]],
+    shares: Mapping[int, list[tuple[int, Shares]]],
     clients: Sequence[int],
     what: str,
     size: int,
@@ -708,13 +711,13 @@ def _recover(
     xs = np.array([[x for x, _ in shares[v][:t]] for v in clients], dtype=np.int64)
     rows = np.stack([np.vstack([s for _, s in shares[v][:t]]) for v in clients])
     elements = shamir.recover_many(xs, rows, t)
-    # `_share_elements`' encoding: the length, then 7-byte chunks below 2^56.
+    # `shamir.bytes_to_elements`' encoding: the length, then 3-byte chunks below 2^24.
     body = elements[:, 1:]
     bad = (elements[:, 0] != size) | np.any(body >> np.uint64(8 * shamir.CHUNK_BYTES), axis=1)
     if body.shape[1] != -(-size // shamir.CHUNK_BYTES) or bad.any():
         v = clients[int(np.argmax(bad))] if bad.any() else clients[0]
         raise CryptoError(f"secagg: the recovered {what} of client {v} is malformed (inconsistent shares)")
-    raw = body.astype("<u8").view(np.uint8).reshape(len(clients), -1, 8)[:, :, : shamir.CHUNK_BYTES]
+    raw = body.astype("<u4").view(np.uint8).reshape(len(clients), -1, 4)[:, :, : shamir.CHUNK_BYTES]
     flat = raw.reshape(len(clients), -1)[:, :size]
     return [bytes(row) for row in flat]
 
@@ -729,23 +732,19 @@ def server_unmask(state: ServerState, replies: Mapping[int, Wire]) -> U64Array:
         raise ProtocolError("secagg: unmasking before the masked inputs were collected")
     _check_quorum(len(replies), cfg, "clients sent unmasking shares")
     total = state.total.copy()
-    stream = _mask_stream(cfg.length, cfg.modulus_bits)
+    adder = _mask_adder(cfg.length, cfg.modulus_bits)
     b_shares = _collect_shares(state, replies, "b")
     s_shares = _collect_shares(state, replies, "s")
     u3 = sorted(state.u3)
-    for b_seed in _recover(state, b_shares, u3, "self-mask seed", SEED_BYTES):
-        total -= stream.mask(b_seed)
+    seeds = _recover(state, b_shares, u3, "self-mask seed", SEED_BYTES)
+    signs = [-1] * len(seeds)
     dropped = sorted(state.u2 - state.u3)
     for v, s_sk_v in zip(dropped, _recover(state, s_shares, dropped, "mask key", KEY_BYTES), strict=True):
         peers = sorted(state.neighbours[v] & state.u3)
-        seeds = _agree_many(s_sk_v, [state.keys[u][1] for u in peers], b"mask", cfg, v, peers)
-        for u, seed in zip(peers, seeds, strict=True):
-            mask = stream.mask(seed)
-            # u added +mask when u < v, -mask otherwise; take it back out.
-            if u < v:
-                total -= mask
-            else:
-                total += mask
+        seeds += _agree_many(s_sk_v, [state.keys[u][1] for u in peers], b"mask", cfg, v, peers)
+        # u added +mask when u < v, -mask otherwise; take it back out.
+        signs += [-1 if u < v else 1 for u in peers]
+    adder.add(total, seeds, signs, _FIRST_COUNTER)
     out: U64Array = total.astype(np.uint64) & _mask(cfg.modulus_bits)
     return out
 
