@@ -34,6 +34,8 @@ from sharelearn.crypto.rng import Rng, random_u64
 __all__ = [
     "CHUNK_BYTES",
     "PRIME",
+    "bytes_to_elements",
+    "elements_to_bytes",
     "lagrange_at_zero",
     "recover",
     "recover_bytes",
