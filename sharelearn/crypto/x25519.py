@@ -1,10 +1,13 @@
-"""Batched X25519 (RFC 7748) scalar multiplication and hashing onto Curve25519, for ECDH-PSI.
+"""Batched X25519 (RFC 7748) scalar multiplication and hashing onto Curve25519.
 
-Two backends compute the same function:
+`scalarmult` multiplies many points by one secret (ECDH-PSI); `scalarmult_each` takes a secret per
+point (secure aggregation agrees keys under two key pairs with 16 neighbours each: 32 rows, four
+kernel calls). Two backends compute the same function:
 
 * `mbx`: Intel's multi-buffer `mbx_x25519_mb8` (ipp-crypto, AVX512-IFMA), 8 multiplications per
-  call, ~6.5 us each. Pointer arrays for a whole batch are built with numpy arithmetic, so the
-  per-call Python overhead is ~1 us, and ctypes releases the GIL so threads use every core.
+  call (each lane has its own scalar pointer), ~6.5 us each. Pointer arrays for a whole batch are
+  built with numpy arithmetic, so the per-call Python overhead is ~1 us, and ctypes releases the
+  GIL so threads use every core.
 * `openssl`: OpenSSL's X25519 through `cryptography`, one multiplication per call (~40 us).
 
 Hashing onto the curve: `hash_to_point` maps an id to the u-coordinate BLAKE2b-256(domain || id)
