@@ -290,11 +290,13 @@ def _kdf(shared: bytes, info: bytes, length: int) -> bytes:
 
 
 _PURPOSES = {b"enc": KEY_BYTES, b"mask": SEED_BYTES}  # ChaCha20-Poly1305 keys, AES-128 mask seeds
+_INFO = b"sharelearn/secagg/v1/"
+_PAIR = struct.Struct("<qqq")  # round, lower index, higher index: KDF info and AEAD associated data
 
 
 def _agree_rows(
-    secrets: Sequence[bytes],
-    publics: Sequence[bytes],
+    secrets: U8Array,
+    publics: U8Array,
     purposes: Sequence[bytes],
     cfg: SecAggConfig,
     me: int,
@@ -302,26 +304,21 @@ def _agree_rows(
 ) -> list[bytes]:
     """Row r: KDF(DH(secrets[r], publics[r])), bound to purposes[r], the round and the pair (me, others[r]).
 
-    One batched X25519 call (`crypto.x25519`, multi-buffer where the CPU has it, a scalar per lane)
+    `secrets` and `publics` are (n, 32) byte rows (`secrets` may be one row shared by all). One
+    batched X25519 call (`crypto.x25519`, multi-buffer where the CPU has it, a scalar per lane)
     for every row, so a client's two key pairs fill the same batches.
     """
-    if not publics:
+    n = publics.shape[0]
+    if n == 0:
         return []
-    shared = x25519.scalarmult_each(
-        np.frombuffer(b"".join(secrets), dtype=np.uint8).reshape(-1, x25519.POINT_BYTES),
-        np.frombuffer(b"".join(publics), dtype=np.uint8).reshape(-1, x25519.POINT_BYTES),
-    )
+    shared = x25519.scalarmult_each(np.broadcast_to(secrets, (n, x25519.POINT_BYTES)), publics)
     zero = ~shared.any(axis=1)
     if zero.any():  # a low-order public key gives an all-zero secret (RFC 7748 section 6.1)
         raise CryptoError(f"secagg: client {others[int(np.argmax(zero))]}'s public key is a low-order point")
     flat, w = shared.tobytes(), x25519.POINT_BYTES
-    pack = struct.Struct("<qqq").pack
+    pack, rid = _PAIR.pack, cfg.round_id
     return [
-        _kdf(
-            flat[r * w : r * w + w],
-            b"sharelearn/secagg/v1/" + purpose + pack(cfg.round_id, min(me, v), max(me, v)),
-            _PURPOSES[purpose],
-        )
+        _kdf(flat[r * w : r * w + w], _INFO + purpose + pack(rid, min(me, v), max(me, v)), _PURPOSES[purpose])
         for r, (purpose, v) in enumerate(zip(purposes, others, strict=True))
     ]
 
@@ -330,8 +327,9 @@ def _agree_many(
     secret: bytes, publics: Sequence[bytes], purpose: bytes, cfg: SecAggConfig, me: int, others: Sequence[int]
 ) -> list[bytes]:
     """KDF of DH(secret, public) for each peer (`_agree_rows` under one secret and purpose)."""
-    n = len(publics)
-    return _agree_rows([secret] * n, publics, [purpose] * n, cfg, me, others)
+    rows = np.frombuffer(b"".join(publics), dtype=np.uint8).reshape(-1, x25519.POINT_BYTES)
+    one = np.frombuffer(secret, dtype=np.uint8).reshape(1, x25519.POINT_BYTES)
+    return _agree_rows(one, rows, [purpose] * len(publics), cfg, me, others)
 
 
 _FIRST_COUNTER = bytes(_NONCE_BYTES) + b"\x00\x00\x00\x02"  # GCM's first keystream block, zero nonce
@@ -366,39 +364,39 @@ def _word(bits: int) -> np.dtype[Any]:
 
 
 def _seal_all(
-    keys: Sequence[ChaCha20Poly1305], u: int, to: Sequence[int], shares: U64Array, cfg: SecAggConfig
+    keys: Sequence[ChaCha20Poly1305], u: int, to: Sequence[int], shares: Shares, cfg: SecAggConfig
 ) -> U8Array:
     """Seal row r of `shares` (s_sk words, then b words) from u for to[r]: (m, _SEALED_BYTES) bytes.
 
-    Each sealed row is nonce || ChaCha20-Poly1305(u, v, shares) with the round and the pair as
-    associated data; the plaintexts and nonces are built for all rows at once.
+    Each sealed row is nonce || ChaCha20-Poly1305(u, v, shares) with the round and the sender and
+    addressee as associated data; the plaintexts and nonces are built for all rows at once.
     """
     m = len(to)
     head = np.empty((m, 2), dtype="<i8")
     head[:, 0], head[:, 1] = u, to
     plain = np.hstack([head.view(np.uint8), np.ascontiguousarray(shares[:m], dtype="<u4").view(np.uint8)])
-    nonces = np.frombuffer(os.urandom(_NONCE_BYTES * m), dtype=np.uint8).reshape(m, _NONCE_BYTES)
-    out = np.empty((m, _SEALED_BYTES), dtype=np.uint8)
-    out[:, :_NONCE_BYTES] = nonces
+    text, w, n = plain.tobytes(), plain.shape[1], _NONCE_BYTES
+    nonces = os.urandom(n * m)
+    pack, rid = _PAIR.pack, cfg.round_id
+    parts: list[bytes] = []
     for r, (key, v) in enumerate(zip(keys, to, strict=True)):
-        body = key.encrypt(nonces[r].tobytes(), plain[r].tobytes(), struct.pack("<qqq", cfg.round_id, u, v))
-        out[r, _NONCE_BYTES:] = np.frombuffer(body, dtype=np.uint8)
-    return out
+        nonce = nonces[r * n : r * n + n]
+        parts += (nonce, key.encrypt(nonce, text[r * w : r * w + w], pack(rid, u, v)))
+    return np.frombuffer(b"".join(parts), dtype=np.uint8).reshape(m, _SEALED_BYTES)
 
 
 def _open(key: ChaCha20Poly1305, sealed: bytes, u: int, v: int, cfg: SecAggConfig) -> tuple[Shares, Shares]:
     """Open a share pair sealed by u for v; raise ProtocolError if it was tampered with."""
-    nonce, body = sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:]
     try:
-        plain = key.decrypt(nonce, body, struct.pack("<qqq", cfg.round_id, u, v))
+        plain = key.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], _PAIR.pack(cfg.round_id, u, v))
     except InvalidTag as exc:
         raise ProtocolError(
             f"secagg: the sealed shares from client {u} to client {v} fail authentication"
         ) from exc
-    su, sv = struct.unpack("<qq", plain[:16])
+    su, sv = struct.unpack_from("<qq", plain)
     if (su, sv) != (u, v) or len(plain) != _PLAIN_BYTES:
         raise ProtocolError(f"secagg: sealed shares addressed ({su}->{sv}) arrived as ({u}->{v})")
-    words = np.frombuffer(plain[16:], dtype="<u4").astype(np.uint32)
+    words = np.frombuffer(plain, dtype="<u4", offset=16).astype(np.uint32)
     return words[:_S_WORDS], words[_S_WORDS:]
 
 
@@ -414,7 +412,7 @@ class ClientState:
     c_sk: bytes
     s_sk: bytes
     neighbours: frozenset[int]
-    keys: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
+    advertised: frozenset[int] = frozenset()  # my neighbours whose keys the server relayed
     b_seed: bytes = b""
     own_shares: tuple[Shares, Shares] | None = None
     sealed: dict[int, bytes] = field(default_factory=dict)
@@ -456,7 +454,7 @@ def client_share_keys(state: ClientState, routed: Wire, *, peer: str = "server")
         raise DecodeError(
             f"message {tag!r} from {peer!r}: key list names clients outside my neighbours", peer=peer, tag=tag
         )
-    state.keys = {m: (bytes(keys[r, :32]), bytes(keys[r, 32:])) for r, m in enumerate(members)}
+    state.advertised = frozenset(members)
     _check_quorum(len(members) + 1, state.cfg, f"of client {state.index}'s share holders advertised keys")
     cfg = state.cfg
     state.b_seed = os.urandom(SEED_BYTES)
@@ -470,9 +468,10 @@ def client_share_keys(state: ClientState, routed: Wire, *, peer: str = "server")
     # One key per unordered pair: it seals my shares for v and opens v's shares for me. The mask
     # seeds of the next stage come from the same batch of agreements (s_sk with each s_pk).
     m = len(members)
+    mine = np.frombuffer(state.c_sk + state.s_sk, dtype=np.uint8).reshape(2, x25519.POINT_BYTES)
     derived = _agree_rows(
-        [state.c_sk] * m + [state.s_sk] * m,
-        [state.keys[v][0] for v in members] + [state.keys[v][1] for v in members],
+        np.repeat(mine, m, axis=0),  # c_sk for the c_pk rows, then s_sk for the s_pk rows
+        np.concatenate([keys[:, :32], keys[:, 32:]]),
         [b"enc"] * m + [b"mask"] * m,
         cfg,
         state.index,
@@ -506,13 +505,14 @@ def client_masked_input(
         doc.get("sealed"), peer=peer, tag=tag, dtype=np.uint8, shape=(len(frm), _SEALED_BYTES)
     )
     senders = [int(u) for u in frm]
-    if len(set(senders)) != len(senders) or not set(senders) <= set(state.keys):
+    if len(set(senders)) != len(senders) or not set(senders) <= state.advertised:
         raise DecodeError(
             f"message {tag!r} from {peer!r}: shares from clients that are not my neighbours",
             peer=peer,
             tag=tag,
         )
-    state.sealed = {u: bytes(sealed[r]) for r, u in enumerate(senders)}
+    raw, w = sealed.tobytes(), _SEALED_BYTES
+    state.sealed = {u: raw[r * w : r * w + w] for r, u in enumerate(senders)}
     state.u2 = frozenset(senders)
     _check_quorum(len(senders) + 1, cfg, f"of client {state.index}'s share holders sent shares")
     values: npt.NDArray[np.unsignedinteger[Any]] = np.asarray(x)
