@@ -1,13 +1,14 @@
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from sharelearn.algorithms.evaluation import EvaluateParams
-from sharelearn.algorithms.horizontal.fedavg import FedAvgParams, baseline_fedavg
-from sharelearn.algorithms.horizontal.simulation import simulate
+from sharelearn.algorithms.horizontal.fedavg import FedAvgParams, baseline_fedavg, infer_spec
+from sharelearn.algorithms.horizontal.simulation import ClientPool, simulate
 from sharelearn.testing.steps import load_csv, run_steps
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "fate"
@@ -49,3 +50,26 @@ def test_hundred_clients_on_ray_with_secure_aggregation_run_three_rounds(tmp_pat
     clients = {f"sim_{k:04d}": table.take(np.sort(s)) for k, s in enumerate(shards)}
     local = simulate(params, clients, table.take(np.sort(order[:1600])), compute="local")
     assert np.allclose(run.parties["agg"].state["model"].weights, local.model.weights, atol=1e-6)
+
+
+@pytest.mark.parametrize("own_process", [True, False])
+def test_a_pool_alone_in_its_process_freezes_its_long_lived_objects_after_the_first_round(
+    own_process: bool,
+) -> None:
+    table = load_csv(DATA / "breast_homo_guest.csv", label="y")
+    clients = {"a": table.take(np.arange(0, 100)), "b": table.take(np.arange(100, 200))}
+    params = FedAvgParams(rounds=2)
+    pool = ClientPool(clients, params, 2, own_process=own_process)
+    infos = pool.info()
+    pool.set_spec(infer_spec(params, [infos["a"], infos["b"]], ["a", "b"]).to_meta())
+    weights = np.zeros(table.x.shape[1] + 1)
+    gc.unfreeze()
+    try:
+        first = pool.plain_round(weights, 0, ["a", "b"])
+        frozen = gc.get_freeze_count()
+        second = pool.plain_round(weights, 1, ["a", "b"])
+        # Frozen once, after the first round only (frozen objects freed later leave the count).
+        assert (frozen > 0) == own_process and gc.get_freeze_count() <= frozen
+        assert set(first) == set(second) == {"a", "b"}
+    finally:
+        gc.unfreeze()
