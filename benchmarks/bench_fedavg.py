@@ -10,6 +10,9 @@ sharing its keys, so dropout recovery is exercised). The figure is secagg / plai
 mean round time over the rounds after the first (target: <= 1.3 at 100 clients; on Ray the first
 round also pays the actors' start-up, and Flower's figure below leaves out its first round too);
 `cpu_ratio` compares this process's CPU seconds, steadier than wall time on a shared machine.
+`--kernels` times one client's secure-aggregation kernels instead, every backend in the same run:
+the masks (fused numba + ipp kernel, ipp keystreams added one at a time, OpenSSL's), the X25519
+agreements (multi-buffer, OpenSSL) and the Shamir sharing.
 
 Flower: when Flower's own venv exists (`.venv-flower`, made by `benchmarks/envs/flower.sh`, or
 `--flower-python PATH`), `benchmarks/flower_workload.py` runs there as a subprocess after our runs,
@@ -45,6 +48,7 @@ from sharelearn.testing.steps import load_csv
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "fate"
 HIDDEN = (1024, 72)
+_HIDDEN_PARAMS = 23 * 1024 + 1024 + 1024 * 72 + 72 + 72 + 1  # 98,449: the MLP on 23 features
 
 
 def _pooled() -> tuple[PartyData, PartyData]:
@@ -108,6 +112,69 @@ def run_one(n: int, rounds: int, neighbours: int, compute: str, repeat: int) -> 
     # CPU seconds of this process (all the work when compute is local): steadier on a busy machine.
     row["cpu_ratio"] = round(min(cpu["secagg"]) / min(cpu["plain"]), 3) if compute == "local" else None
     return row
+
+
+def _median_us(fn: Any, calls: int) -> float:
+    fn()  # first call: JIT load, buffers, key setup
+    times = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return round(float(np.median(times)) * 1e6, 1)
+
+
+def kernel_figures(neighbours: int, calls: int) -> dict[str, Any]:
+    """One client's secure-aggregation kernels at this benchmark's shape, each backend in turn.
+
+    Masks: the self mask and `neighbours` pairwise masks over the 98,453-word update (the fused
+    numba + ipp kernel against ipp's keystreams added one at a time by numpy, and OpenSSL's); key
+    agreement: 2 x `neighbours` X25519 (multi-buffer against OpenSSL); Shamir: s_sk and b shared
+    among neighbours + 1 holders with SecAgg+'s threshold.
+    """
+    from sharelearn.crypto import maskadd, mbx, shamir, x25519
+
+    length = _HIDDEN_PARAMS + 4
+    keys = [os.urandom(16) for _ in range(neighbours + 1)]
+    signs = [1 if j % 2 == 0 else -1 for j in range(len(keys))]
+    counter = bytes(12) + b"\x00\x00\x00\x02"
+    y = np.zeros(length, dtype=np.uint32)
+    out: dict[str, Any] = {"words": length, "masks": len(keys), "agreements": 2 * neighbours}
+    for name, fused, portable in (("fused", True, False), ("ipp", False, False), ("openssl", False, True)):
+        mbx.force_portable(portable)
+        maskadd.set_fused(fused)
+        try:
+            adder = maskadd.MaskAdder(length, np.uint32)
+            if adder.backend == name:
+                out[f"mask_{name}_us"] = _median_us(lambda a=adder: a.add(y, keys, signs, counter), calls)
+        finally:
+            mbx.force_portable(False)
+            maskadd.set_fused(True)
+    rows = np.frombuffer(os.urandom(64 * neighbours), dtype=np.uint8).reshape(-1, 32)
+    points = x25519.scalarmult_each(
+        rows, np.tile(np.frombuffer(bytes([9] + [0] * 31), np.uint8), (len(rows), 1))
+    )
+    for name, portable in (("mbx", False), ("openssl", True)):
+        mbx.force_portable(portable)
+        try:
+            if x25519.backend_name() == name:
+                out[f"x25519_{name}_us"] = _median_us(lambda: x25519.scalarmult_each(rows, points), calls)
+        finally:
+            mbx.force_portable(False)
+    n = 100
+    t = secagg_config(_params(True, n, 1, neighbours, "local"), n, length, 0).threshold
+    elements = np.concatenate(
+        [shamir.bytes_to_elements(os.urandom(32)), shamir.bytes_to_elements(os.urandom(16))]
+    )
+    holders = list(range(1, neighbours + 2))
+    out["shamir_elements"], out["shamir_threshold"] = int(elements.size), t
+    out["shamir_split_us"] = _median_us(lambda: shamir.split_at(elements, holders, t), calls)
+    for other in ("ipp", "openssl"):
+        if f"mask_{other}_us" in out and "mask_fused_us" in out:
+            out[f"mask_{other}_vs_fused"] = round(out[f"mask_{other}_us"] / out["mask_fused_us"], 2)
+    if "x25519_mbx_us" in out and "x25519_openssl_us" in out:
+        out["x25519_openssl_vs_mbx"] = round(out["x25519_openssl_us"] / out["x25519_mbx_us"], 2)
+    return out
 
 
 def vehicle_spread(seeds: list[int], rounds: int) -> dict[str, Any]:
@@ -267,8 +334,35 @@ def main(argv: list[str] | None = None) -> int:
         help="instead of timing: vehicle_scale_homo MLP accuracy vs centralised for these seeds (e.g. 0,1,2)",
     )
     parser.add_argument("--vehicle-rounds", type=int, default=200, help="rounds for --vehicle-seeds")
+    parser.add_argument(
+        "--kernels",
+        action="store_true",
+        help="instead of timing rounds: one client's mask, key-agreement and Shamir kernels, each backend",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
+    if args.kernels:
+        figures = kernel_figures(args.neighbours, calls=200)
+        if args.json:
+            print(json.dumps({"benchmark": "fedavg-kernels", **figures}))
+            return 0
+        masks = ", ".join(
+            f"{b} {figures[f'mask_{b}_us']:.0f} us"
+            for b in ("fused", "ipp", "openssl")
+            if f"mask_{b}_us" in figures
+        )
+        agree = ", ".join(
+            f"{b} {figures[f'x25519_{b}_us']:.0f} us"
+            for b in ("mbx", "openssl")
+            if f"x25519_{b}_us" in figures
+        )
+        print(f"{figures['masks']} masks over {figures['words']} words: {masks}")
+        print(f"{figures['agreements']} X25519 agreements: {agree}")
+        print(
+            f"Shamir: {figures['shamir_elements']} elements to {args.neighbours + 1} holders, "
+            f"t = {figures['shamir_threshold']}: {figures['shamir_split_us']:.0f} us"
+        )
+        return 0
     if args.vehicle_seeds:
         spread = vehicle_spread([int(s) for s in args.vehicle_seeds.split(",")], args.vehicle_rounds)
         if args.json:

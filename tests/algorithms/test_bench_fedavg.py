@@ -178,3 +178,21 @@ def test_flower_workload_takes_secagg_shares_and_threshold_together() -> None:
         with pytest.raises(SystemExit) as exc:
             flower_workload.main(argv)
         assert exc.value.code == 2
+
+
+def test_kernel_figures_time_every_available_backend_and_restore_the_defaults(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from sharelearn.crypto import maskadd, mbx, prg
+
+    out = bench_fedavg.kernel_figures(neighbours=4, calls=2)
+
+    assert out["words"] == 98_453 and out["masks"] == 5 and out["agreements"] == 8
+    assert out["shamir_elements"] == 12 + 7 and out["shamir_split_us"] > 0
+    # The portable paths always run; the fast ones wherever this machine has them.
+    assert out["mask_openssl_us"] > 0 and out["x25519_openssl_us"] > 0
+    assert ("mask_fused_us" in out) == (maskadd.backend() == "fused")
+    assert ("x25519_mbx_us" in out) == mbx.is_available()
+    assert maskadd.backend() in ("fused", prg.keystream_backend()) and not mbx._state["forced"]
+    assert bench_fedavg.main(["--kernels", "--neighbours", "2"]) == 0
+    assert "3 masks over 98453 words" in capsys.readouterr().out
