@@ -23,6 +23,7 @@ signs, a length that is not a whole number of blocks) and is not used for it if 
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
@@ -61,10 +62,18 @@ def _kernel(dtype: np.dtype[Any]) -> ModuleType | None:
         if dtype not in _CHECKED:
             try:
                 from sharelearn.crypto import _maskadd_jit
+
+                _CHECKED[dtype] = _maskadd_jit if _known_answer(_maskadd_jit, dtype) else None
             except ImportError:
                 _CHECKED[dtype] = None
-            else:
-                _CHECKED[dtype] = _maskadd_jit if _known_answer(_maskadd_jit, dtype) else None
+            except Exception as exc:  # numba or LLVM failing to build must not stop secure aggregation
+                warnings.warn(
+                    f"maskadd: the fused kernel for {dtype} words failed ({exc!r}); "
+                    "adding masks one at a time",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                _CHECKED[dtype] = None
         return _CHECKED[dtype]
 
 

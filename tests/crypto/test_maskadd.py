@@ -108,3 +108,20 @@ def test_two_pass_backend_matches_keystream_writer() -> None:
     y = np.zeros(1000, dtype=np.uint64)
     maskadd.MaskAdder(1000, np.uint64).add(y, [key], [1], COUNTER)
     assert np.array_equal(y, prg.KeystreamWriter(8000).write(key, COUNTER).view("<u8"))
+
+
+def test_a_kernel_that_fails_to_build_falls_back_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    if maskadd.backend(np.uint64) != "fused":
+        pytest.skip("no fused kernel here to fail")
+
+    def broken(kernel: object, dtype: object) -> bool:
+        raise RuntimeError("LLVM ran out of registers")
+
+    monkeypatch.setattr(maskadd, "_known_answer", broken)
+    monkeypatch.setattr(maskadd, "_CHECKED", {})
+    with pytest.warns(RuntimeWarning, match="fused kernel for uint64 words failed"):
+        adder = maskadd.MaskAdder(100, np.uint64)
+    assert adder.backend == prg.keystream_backend()
+    y = np.zeros(100, dtype=np.uint64)
+    adder.add(y, [bytes(16)], [1], COUNTER)
+    assert np.array_equal(y, _reference(np.zeros(100, dtype=np.uint64), [bytes(16)], [1], COUNTER))
