@@ -42,7 +42,7 @@ import numpy.typing as npt
 
 from sharelearn.algorithms.context import BaselineData, StepContext, StepDef
 from sharelearn.algorithms.evaluation import pool_vertical
-from sharelearn.algorithms.modelstore import load_model, save_model
+from sharelearn.algorithms.modelstore import save_model
 from sharelearn.algorithms.vertical import tree_kernels as tk
 from sharelearn.algorithms.vertical.secureboost_host import run_host
 from sharelearn.algorithms.vertical.secureboost_model import (
@@ -63,6 +63,7 @@ from sharelearn.algorithms.vertical.secureboost_params import (
     I64,
     SecureBoostParams,
     Timing,
+    load_checkpoint,
     unpack_mask,
 )
 from sharelearn.core import codec
@@ -312,13 +313,10 @@ def _guest_checkpoint(path: Path, fingerprint: str, state: _GuestState, rank: I6
 
 
 def _guest_resume(path: Path, fingerprint: str, rank: I64) -> _GuestState | None:
-    if not path.is_file():
+    found = load_checkpoint(path, fingerprint)
+    if found is None:
         return None
-    meta, arrays = load_model(path, CHECKPOINT_STEP)
-    if meta.get("fingerprint") != fingerprint:
-        raise ConfigError(
-            f"{path}: the checkpoint belongs to a different secureboost run (parameters or data changed)"
-        )
+    meta, arrays = found
     trees = trees_from_arrays(arrays, str(path))
     deltas = [np.asarray(d, dtype=np.float64)[rank] for d in arrays["deltas"]]
     history = {str(k): [float(x) for x in v] for k, v in dict(meta.get("history") or {}).items()}

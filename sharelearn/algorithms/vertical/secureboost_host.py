@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sharelearn.algorithms.context import StepContext
-from sharelearn.algorithms.modelstore import load_model, save_model
+from sharelearn.algorithms.modelstore import save_model
 from sharelearn.algorithms.vertical import tree_kernels as tk
 from sharelearn.algorithms.vertical.secureboost_model import MODEL_FILE, SecureBoostHostModel
 from sharelearn.algorithms.vertical.secureboost_params import (
@@ -27,10 +27,11 @@ from sharelearn.algorithms.vertical.secureboost_params import (
     I64,
     SecureBoostParams,
     Timing,
+    load_checkpoint,
     unpack_mask,
 )
 from sharelearn.core import codec
-from sharelearn.core.errors import ConfigError, DecodeError, ProtocolError
+from sharelearn.core.errors import DecodeError, ProtocolError
 from sharelearn.core.link import Link
 from sharelearn.core.types import Wire
 from sharelearn.crypto import he
@@ -59,13 +60,10 @@ def _host_checkpoint(path: Path, fingerprint: str, trees: int, st: _HostState) -
 
 
 def _host_resume(path: Path, fingerprint: str) -> tuple[int, _HostState] | None:
-    if not path.is_file():
+    found = load_checkpoint(path, fingerprint)
+    if found is None:
         return None
-    meta, arrays = load_model(path, CHECKPOINT_STEP)
-    if meta.get("fingerprint") != fingerprint:
-        raise ConfigError(
-            f"{path}: the checkpoint belongs to a different secureboost run (parameters or data changed)"
-        )
+    meta, arrays = found
     st = _HostState(
         arrays["tree"].tolist(),
         arrays["feature"].tolist(),

@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
+from sharelearn.algorithms.modelstore import load_model
 from sharelearn.core import codec
 from sharelearn.core.errors import ConfigError, DecodeError
 from sharelearn.crypto import he
@@ -117,3 +119,19 @@ def unpack_mask(bits: Any, rows: int, *, peer: str, tag: str) -> npt.NDArray[np.
     if len(raw) != (rows + 7) // 8:
         raise DecodeError(f"{tag} from {peer!r}: {len(raw)} bytes for {rows} rows", peer=peer, tag=tag)
     return np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=rows).astype(bool)
+
+
+def load_checkpoint(path: Path, fingerprint: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """A run's checkpoint (meta, arrays) if `path` holds one, None if there is none yet.
+
+    Raises:
+        ConfigError: naming the file, if the checkpoint belongs to another run (fingerprint).
+    """
+    if not path.is_file():
+        return None
+    meta, arrays = load_model(path, CHECKPOINT_STEP)
+    if meta.get("fingerprint") != fingerprint:
+        raise ConfigError(
+            f"{path}: the checkpoint belongs to a different secureboost run (parameters or data changed)"
+        )
+    return meta, arrays
