@@ -17,7 +17,14 @@ from sharelearn.core.errors import ConfigError, DecodeError
 from sharelearn.crypto import he
 from sharelearn.operators import he_histogram as hh
 
-__all__ = ["CHECKPOINT_FILE", "CHECKPOINT_STEP", "SecureBoostParams", "Timing", "unpack_mask"]
+__all__ = [
+    "CHECKPOINT_FILE",
+    "CHECKPOINT_STEP",
+    "SecureBoostParams",
+    "Timing",
+    "load_checkpoint",
+    "unpack_mask",
+]
 
 CHECKPOINT_FILE = "secureboost_checkpoint.msgpack"
 CHECKPOINT_STEP = "secureboost-checkpoint"
