@@ -9,14 +9,14 @@ failure raises `DecodeError` naming the peer and the message tag.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import msgpack
 import numpy as np
 import numpy.typing as npt
 
-from sharelearn.core.errors import DecodeError
+from sharelearn.core.errors import ConfigError, DecodeError
 from sharelearn.core.types import Wire
 
 __all__ = ["ALLOWED_DTYPES", "DEFAULT_LIMITS", "Limits", "decode", "encode", "expect_array", "expect_type"]
@@ -32,7 +32,7 @@ ALLOWED_DTYPES: frozenset[str] = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Upper bounds a decoder enforces before allocating.
+    """Upper bounds a receiver enforces on what one peer sends, checked before allocating.
 
     Attributes:
         max_message_bytes: size of one encoded message.
@@ -40,6 +40,14 @@ class Limits:
         max_ndim: dimensions of one numpy array.
         max_items: length of one list or map, and of one str / bytes value.
         max_bigint_bytes: magnitude of one big integer (64 KiB = 524,288 bits).
+        max_expansion: the decoded objects of a message may take at most this many times its size
+            in memory (plus `expansion_allowance`); counted over the whole object graph.
+        expansion_allowance: bytes of decoded objects allowed on top, so small structured messages
+            (a config dict, a list of ids) are never refused.
+        max_queued_bytes: per peer, bytes received and not yet read (a message into an empty queue
+            is always accepted, so one message may be up to `max_message_bytes`).
+        max_queued_messages: per peer, messages received and not yet read.
+        max_unread_tags: per peer, distinct tags with a message waiting to be read.
     """
 
     max_message_bytes: int = 1 << 30
@@ -47,6 +55,21 @@ class Limits:
     max_ndim: int = 8
     max_items: int = 1 << 26
     max_bigint_bytes: int = 1 << 16
+    # 8x: a list of floats decodes to ~3.6x its msgpack size, a list of 6-byte strings to ~7x;
+    # bulk numbers travel as arrays (1x). Empty lists (72x) are what an attacker would send.
+    max_expansion: float = 8.0
+    expansion_allowance: int = 16 << 20
+    # A few hundred MiB: room for a party that streams many batches before its peer reads them,
+    # small enough that one peer cannot exhaust a worker's memory.
+    max_queued_bytes: int = 512 << 20
+    max_queued_messages: int = 1 << 16
+    max_unread_tags: int = 4096
+
+    def __post_init__(self) -> None:
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if not value > 0:
+                raise ConfigError(f"link limit {spec.name} must be positive, got {value!r}")
 
 
 DEFAULT_LIMITS = Limits()
