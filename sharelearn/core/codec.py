@@ -17,9 +17,19 @@ import numpy as np
 import numpy.typing as npt
 
 from sharelearn.core.errors import ConfigError, DecodeError
+from sharelearn.core.msgsize import MAX_COST_PER_BYTE, DecodedSizeExceeded, check_decoded_size
 from sharelearn.core.types import Wire
 
-__all__ = ["ALLOWED_DTYPES", "DEFAULT_LIMITS", "Limits", "decode", "encode", "expect_array", "expect_type"]
+__all__ = [
+    "ALLOWED_DTYPES",
+    "DEFAULT_LIMITS",
+    "Limits",
+    "decode",
+    "decoded_budget",
+    "encode",
+    "expect_array",
+    "expect_type",
+]
 
 _EXT_NDARRAY = 1
 _EXT_BIGINT = 2
@@ -146,8 +156,34 @@ def _decode_bigint(data: bytes, limits: Limits) -> int:
     return -mag if data[0] == 1 else mag
 
 
+def decoded_budget(nbytes: int, limits: Limits = DEFAULT_LIMITS) -> int:
+    """Bytes of decoded objects a message of `nbytes` may take (`max_expansion`x plus allowance)."""
+    return int(limits.max_expansion * nbytes) + limits.expansion_allowance
+
+
+def _check_expansion(data: bytes, peer: str, tag: str, limits: Limits) -> None:
+    budget = decoded_budget(len(data), limits)
+    if len(data) * MAX_COST_PER_BYTE <= budget:
+        return  # too small to exceed the budget whatever it holds
+    try:
+        check_decoded_size(data, budget)
+    except DecodedSizeExceeded as exc:
+        raise DecodeError(
+            f"message {tag!r} from {peer!r} ({len(data):,} bytes) {exc}: more than "
+            f"{limits.max_expansion:g}x its size plus {limits.expansion_allowance:,} "
+            "(Limits.max_expansion); bulk numbers must travel as numpy arrays",
+            peer=peer,
+            tag=tag,
+        ) from exc
+    except (ValueError, IndexError) as exc:
+        raise DecodeError(f"message {tag!r} from {peer!r} is malformed: {exc}", peer=peer, tag=tag) from exc
+
+
 def decode(data: bytes, *, peer: str = "?", tag: str = "?", limits: Limits = DEFAULT_LIMITS) -> Wire:
     """Decode bytes produced by `encode`, enforcing `limits` before allocating.
+
+    The whole decoded object graph is bounded: `msgsize.check_decoded_size` walks the message and
+    refuses it when its objects would take more than `decoded_budget(len(data))` bytes.
 
     Raises:
         DecodeError: the message is malformed, oversized, or holds a type outside the schema.
@@ -159,6 +195,12 @@ def decode(data: bytes, *, peer: str = "?", tag: str = "?", limits: Limits = DEF
             peer=peer,
             tag=tag,
         )
+    _check_expansion(data, peer, tag, limits)
+    return _unpack(data, peer, tag, limits)
+
+
+def _unpack(data: bytes, peer: str, tag: str, limits: Limits) -> Wire:
+    """msgpack's C unpacker with the schema's extension types and per-container limits."""
 
     def ext_hook(code: int, payload: bytes) -> Any:
         if code == _EXT_NDARRAY:
@@ -167,6 +209,8 @@ def decode(data: bytes, *, peer: str = "?", tag: str = "?", limits: Limits = DEF
             return _decode_bigint(payload, limits)
         raise ValueError(f"unknown extension type {code}")
 
+    # Every element takes at least one byte, so no container can be longer than the message.
+    items = min(limits.max_items, len(data))
     try:
         return msgpack.unpackb(  # type: ignore[no-any-return]
             data,
@@ -174,10 +218,10 @@ def decode(data: bytes, *, peer: str = "?", tag: str = "?", limits: Limits = DEF
             raw=False,
             strict_map_key=True,
             use_list=True,
-            max_str_len=limits.max_items,
+            max_str_len=items,
             max_bin_len=limits.max_message_bytes,
-            max_array_len=limits.max_items,
-            max_map_len=limits.max_items,
+            max_array_len=items,
+            max_map_len=items,
             max_ext_len=limits.max_message_bytes,
         )
     except Exception as exc:  # msgpack raises several unrelated exception types
