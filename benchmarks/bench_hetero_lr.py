@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import print_result, vertical_parser
-from sharelearn.algorithms.evaluation import binary_metrics, pool_vertical
+from sharelearn.algorithms.metrics import binary_metrics, pool_vertical
 from sharelearn.algorithms.vertical.hetero_lr import HeteroLrParams, fit_plain
 from sharelearn.interfaces.api import run_job
 from sharelearn.testing.steps import load_csv

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import print_result, vertical_parser
-from sharelearn.algorithms.evaluation import binary_metrics, pool_vertical
+from sharelearn.algorithms.metrics import binary_metrics, pool_vertical
 from sharelearn.interfaces.api import run_job
 from sharelearn.testing.steps import load_csv
 

@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from sharelearn.algorithms.evaluation import pool_vertical
+from sharelearn.algorithms.metrics import pool_vertical
 from sharelearn.algorithms.tee.service import HPKE_SUITE, _model_from_wire
 from sharelearn.algorithms.tee.steps import TeeTrainParams, tee_baseline
 from sharelearn.core.codec import decode, encode

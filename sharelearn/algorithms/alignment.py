@@ -48,10 +48,10 @@ def run_psi(ctx: StepContext, params: PsiParams) -> dict[str, Any]:
             ctx.link, ctx.data.ids, leader=leader, receiver=ctx.party in receivers, params=params
         )
     if result is None:
-        ctx.state["aligned"] = False
+        ctx.aligned = False
         return {}
     ctx.data = ctx.data.take(result.rows)
-    ctx.state["aligned"] = True
+    ctx.aligned = True
     atomic_write_text(ctx.workdir / "intersection_ids.csv", "id\n" + "".join(f"{i}\n" for i in ctx.data.ids))
     ctx.progress(f"intersection has {result.size} ids", {"intersection_size": result.size})
     return {"intersection_size": result.size}

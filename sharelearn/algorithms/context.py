@@ -5,14 +5,32 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
 import numpy as np
 
 from sharelearn.core.link import Link
 from sharelearn.core.types import PartyId
 
-__all__ = ["BaselineData", "Dataset", "StepContext", "StepDef", "TrainedModel"]
+if TYPE_CHECKING:  # only annotations name the TEE actors; importing this module starts nothing
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from sharelearn.tee.backend import EnclaveImage
+    from sharelearn.tee.cluster import ClusterManager, EnclaveHost, TeeClient
+
+__all__ = [
+    "BaselineData",
+    "Dataset",
+    "Engine",
+    "Progress",
+    "StepContext",
+    "StepDef",
+    "TeeSession",
+    "TrainedModel",
+]
+
+Engine: TypeAlias = Literal["federated", "tee"]
+Progress: TypeAlias = Callable[[str, Mapping[str, Any]], None]
 
 
 class Dataset(Protocol):
@@ -39,8 +57,45 @@ class Dataset(Protocol):
 
 
 @dataclass
+class TeeSession:
+    """One party's TEE state across the steps of a job (`tee_upload` opens it).
+
+    Attributes:
+        client: the attested client of the job's cluster manager.
+        simulation: whether the cluster's evidence is simulated (reported by every TEE step).
+        signer: the label holder's request-signing key (admitted by the models it trains).
+        datasets: the envelope URLs the trainer hands to the enclave, in job order of parties.
+        host / cm / image: the embedded default's enclave host, cluster manager and loaded image,
+            at the party that started them; None with an external cluster.
+    """
+
+    client: TeeClient
+    simulation: bool
+    signer: Ed25519PrivateKey | None = None
+    datasets: list[str] = field(default_factory=list)
+    host: EnclaveHost | None = None
+    cm: ClusterManager | None = None
+    image: EnclaveImage | None = None
+
+    def close(self) -> None:
+        """Stop the embedded services this party started (no-op with an external cluster)."""
+        if self.host is not None:
+            self.host.close()
+        if self.cm is not None:
+            self.cm.close()
+
+
+def _no_progress(message: str, metrics: Mapping[str, Any]) -> None:
+    """The default progress hook: report nothing."""
+
+
+@dataclass
 class StepContext:
     """One party's view of a running job, handed to each step in turn.
+
+    The runner (`algorithms.runner.run_party_steps`) builds one per party and job, re-scopes
+    `link` for every step, and steps hand results to later steps through the typed fields below
+    (never through a string-keyed bag).
 
     Attributes:
         link: the party's link (already scoped to the step).
@@ -48,10 +103,16 @@ class StepContext:
         roles: every party of the job and its role, in job order.
         data: this party's rows (aligned to the common ids once `psi` has run), or None.
         data_parties: parties that hold data, in job order.
-        state: values a step leaves for later steps (models, alignment flags).
         workdir: this party's own output folder.
-        progress: report a line of progress (and optional metrics) to the launcher.
         job_dir: the job file's folder; relative paths in step parameters are resolved against it.
+        job: the job's name (model packages record it).
+        progress: report a line of progress (and optional metrics) to whoever runs the job.
+        engine: the job's route: "federated" (HE / MPC protocols between the parties) or "tee".
+        tee_config: the job's `tee:` block (an external enclave cluster), or None.
+        aligned: True once `psi` ran and `data` holds this party's common rows in the common order.
+        model: this party's part of the model the latest training (or `predict` loading) step left.
+        tee: the TEE steps' shared session (cluster client, keys, embedded services), or None.
+        catalog: the steps of this run by name, so `predict` can find the loader of a saved model.
     """
 
     link: Link
@@ -60,9 +121,15 @@ class StepContext:
     data: Dataset | None
     data_parties: Sequence[PartyId]
     workdir: Path
-    state: dict[str, Any] = field(default_factory=dict)
-    progress: Callable[[str, Mapping[str, Any]], None] = lambda message, metrics: None
     job_dir: Path = Path(".")
+    job: str = ""
+    progress: Progress = _no_progress
+    engine: Engine = "federated"
+    tee_config: Mapping[str, Any] | None = None
+    aligned: bool = False
+    model: TrainedModel | None = None
+    tee: TeeSession | None = None
+    catalog: Mapping[str, StepDef] = field(default_factory=dict)
 
     @property
     def role(self) -> str:
@@ -70,7 +137,7 @@ class StepContext:
 
 
 class TrainedModel(Protocol):
-    """This party's part of a trained model, left in `ctx.state["model"]` by a training step.
+    """This party's part of a trained model, left in `ctx.model` by a training step.
 
     `evaluate` and `predict` drive it; every party of the job calls `predict` in the same step, so
     collaborative prediction is a protocol like any other (each party sends only what its role may).

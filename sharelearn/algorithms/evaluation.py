@@ -1,6 +1,6 @@
-"""The `evaluate` and `predict` steps, and the metrics and pooled baselines they share.
+"""The `evaluate` and `predict` steps (metrics: `algorithms.metrics`).
 
-Both drive the `TrainedModel` a training step left in `ctx.state["model"]` (or, for `predict`, one
+Both drive the `TrainedModel` a training step left in `ctx.model` (or, for `predict`, one
 loaded from each party's own model file): every party runs its role of prediction; only the party
 that receives the scores (the label holder) computes metrics or writes predictions.
 """
@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as skm
 
-from sharelearn.algorithms.context import BaselineData, Dataset, StepContext, StepDef, TrainedModel
+from sharelearn.algorithms.context import Dataset, StepContext, StepDef, TrainedModel
+from sharelearn.algorithms.metrics import binary_metrics, metrics_for
 from sharelearn.algorithms.modelstore import resolve_model_path
 from sharelearn.core.errors import ConfigError, DataError
 from sharelearn.core.fileio import atomic_write, atomic_write_text
@@ -25,93 +26,9 @@ __all__ = [
     "PREDICT_STEP",
     "EvaluateParams",
     "PredictParams",
-    "binary_metrics",
-    "metrics_for",
-    "multiclass_metrics",
-    "pool_vertical",
-    "regression_metrics",
     "run_evaluate",
     "run_predict",
 ]
-
-TASKS = ("binary", "multiclass", "regression")
-
-
-def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """AUC, KS, accuracy, precision, recall, F1 and log-loss of scores `p` = P(y=1)."""
-    y = np.asarray(y).astype(np.int64)
-    p = np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1 - 1e-12)
-    labels = (p >= threshold).astype(np.int64)
-    out: dict[str, float] = {
-        "accuracy": float(skm.accuracy_score(y, labels)),
-        "precision": float(skm.precision_score(y, labels, zero_division=0)),
-        "recall": float(skm.recall_score(y, labels, zero_division=0)),
-        "f1": float(skm.f1_score(y, labels, zero_division=0)),
-        "logloss": float(skm.log_loss(y, p, labels=[0, 1])),
-    }
-    if len(np.unique(y)) == 2:
-        fpr, tpr, _ = skm.roc_curve(y, p)
-        out["auc"] = float(skm.roc_auc_score(y, p))
-        out["ks"] = float(np.max(tpr - fpr))
-    return out
-
-
-def multiclass_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
-    """Accuracy, macro F1 and log-loss of class probabilities `proba` (n, k)."""
-    y = np.asarray(y).astype(np.int64)
-    proba = np.asarray(proba, dtype=np.float64)
-    pred = np.argmax(proba, axis=1)
-    return {
-        "accuracy": float(skm.accuracy_score(y, pred)),
-        "f1_macro": float(skm.f1_score(y, pred, average="macro", zero_division=0)),
-        "logloss": float(skm.log_loss(y, np.clip(proba, 1e-12, 1.0), labels=list(range(proba.shape[1])))),
-    }
-
-
-def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """RMSE, MAE and R^2."""
-    y = np.asarray(y, dtype=np.float64)
-    pred = np.asarray(pred, dtype=np.float64)
-    return {
-        "rmse": float(np.sqrt(np.mean((y - pred) ** 2))),
-        "mae": float(np.mean(np.abs(y - pred))),
-        "r2": float(skm.r2_score(y, pred)),
-    }
-
-
-def metrics_for(task: str, y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-    """The metrics of `task` ("binary", "multiclass" or "regression")."""
-    if task == "binary":
-        return binary_metrics(y, scores)
-    if task == "multiclass":
-        return multiclass_metrics(y, scores)
-    if task == "regression":
-        return regression_metrics(y, scores)
-    raise ConfigError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-
-
-def pool_vertical(datasets: Mapping[str, BaselineData]) -> tuple[np.ndarray, np.ndarray]:
-    """Join feature-split tables on their common ids (job order of parties); the label holder gives y.
-
-    Rows come out sorted by id, so a baseline sees the same rows as a federated run after PSI.
-    """
-    tables = [d for _, d in datasets.values()]
-    if not tables:
-        raise ConfigError("no party has data to pool")
-    common = tables[0].ids
-    for t in tables[1:]:
-        common = np.intersect1d(common, t.ids)
-    common = np.sort(common)
-    blocks, y = [], None
-    for t in tables:
-        order = np.argsort(t.ids, kind="stable")
-        pos = order[np.searchsorted(t.ids[order], common)]
-        blocks.append(np.asarray(t.x, dtype=np.float64)[pos])
-        if t.y is not None and y is None:
-            y = np.asarray(t.y)[pos]
-    if y is None:
-        raise ConfigError("no party has a label column to pool")
-    return np.hstack(blocks), y
 
 
 def _plot_roc(path: Path, y: np.ndarray, p: np.ndarray, auc: float) -> None:
@@ -149,10 +66,9 @@ def _plot_history(path: Path, history: Mapping[str, Sequence[float]], step: str)
 
 
 def _model(ctx: StepContext, step: str) -> TrainedModel:
-    model = ctx.state.get("model")
-    if model is None:
+    if ctx.model is None:
         raise ConfigError(f"`{step}` needs a model: list a training step (or `predict`) before it")
-    return model  # type: ignore[no-any-return]
+    return ctx.model
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,14 +141,14 @@ class PredictParams:
 
 def run_predict(ctx: StepContext, params: PredictParams) -> dict[str, Any]:
     """Collaborative prediction; the label-holding side writes predictions.csv (id, score...)."""
-    from sharelearn.algorithms.registry import get_step
-
     if params.model:
-        loader = get_step(params.step).load
-        if loader is None:
+        definition = ctx.catalog.get(params.step)
+        if definition is None:
+            raise ConfigError(f"predict.step: unknown step {params.step!r}; known: {', '.join(ctx.catalog)}")
+        if definition.load is None:
             raise ConfigError(f"step {params.step!r} does not save models")
         path = resolve_model_path(params.model, party=ctx.party, job_dir=ctx.job_dir)
-        ctx.state["model"] = loader(path)
+        ctx.model = definition.load(path)
         ctx.progress(f"loaded {path}", {})
     model = _model(ctx, "predict")
     scores = model.predict(ctx, ctx.data)

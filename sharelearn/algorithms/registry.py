@@ -31,11 +31,12 @@ STEPS: Mapping[str, StepDef] = {
 }
 
 
-def get_step(name: str) -> StepDef:
+def get_step(name: str, catalog: Mapping[str, StepDef] = STEPS) -> StepDef:
+    """The definition of step `name` (in `catalog`, by default every step of the job format)."""
     try:
-        return STEPS[name]
+        return catalog[name]
     except KeyError:
-        raise ConfigError(f"unknown step {name!r}; known steps: {', '.join(sorted(STEPS))}") from None
+        raise ConfigError(f"unknown step {name!r}; known steps: {', '.join(sorted(catalog))}") from None
 
 
 def step_params() -> dict[str, type]:

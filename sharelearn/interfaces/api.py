@@ -7,6 +7,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from sharelearn.runtime.control import ControlEvent
 from sharelearn.runtime.launcher import LaunchOptions, launch
 
 __all__ = ["demo_job_path", "run_job"]
@@ -18,7 +19,7 @@ def run_job(
     report_dir: str | Path | None = None,
     audit: bool = True,
     timeout_s: float | None = None,
-    on_event: Callable[[dict[str, Any]], None] | None = None,
+    on_event: Callable[[ControlEvent], None] | None = None,
 ) -> dict[str, Any]:
     """Run every party of a job as a local process; return the summary dict (see the README)."""
     options = LaunchOptions(

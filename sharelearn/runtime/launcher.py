@@ -28,12 +28,12 @@ from typing import Any
 from sharelearn.algorithms.registry import step_params
 from sharelearn.core.errors import PartyFailed, SharelearnError
 from sharelearn.runtime.certs import init_certs
+from sharelearn.runtime.control import ControlEvent, Exited, Listening, PartyDone, PartyError, event_from_json
 from sharelearn.runtime.jobspec import JobSpec, load_job
 from sharelearn.runtime.report import write_summary
 
 __all__ = ["LaunchOptions", "launch"]
 
-Event = dict[str, Any]
 _STARTUP_TIMEOUT_S = 60.0
 _PR_SET_PDEATHSIG = 1
 
@@ -45,7 +45,7 @@ class LaunchOptions:
     report_dir: Path | None = None
     audit: bool = True
     timeout_s: float | None = None
-    on_event: Callable[[Event], None] = field(default=lambda event: None)
+    on_event: Callable[[ControlEvent], None] = field(default=lambda event: None)
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -62,11 +62,10 @@ class _Party:
     name: str
     proc: subprocess.Popen[str]
     log_path: Path
-    events: list[Event] = field(default_factory=list)
 
 
 def _spawn(
-    job: JobSpec, name: str, certs: Path, report: Path, audit: bool, events: queue.Queue[Event]
+    job: JobSpec, name: str, certs: Path, report: Path, audit: bool, events: queue.Queue[ControlEvent]
 ) -> _Party:
     log_path = report / "logs" / f"{name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,14 +103,10 @@ def _spawn(
     def pump() -> None:
         assert proc.stdout is not None  # invariant: Popen was given stdout=PIPE
         for line in proc.stdout:
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(event, dict):
-                event.setdefault("party", name)
+            event = event_from_json(line, name)
+            if event is not None:
                 events.put(event)
-        events.put({"event": "exited", "party": name})
+        events.put(Exited(name))
 
     threading.Thread(target=pump, name=f"pump-{name}", daemon=True).start()
     return party
@@ -145,19 +140,18 @@ class _Run:
 
     def __init__(self, job: JobSpec, options: LaunchOptions, report: Path, certs: Path) -> None:
         self.job, self.options, self.report = job, options, report
-        self.events: queue.Queue[Event] = queue.Queue()
+        self.events: queue.Queue[ControlEvent] = queue.Queue()
         self.parties = {
             name: _spawn(job, name, certs, report, options.audit, self.events) for name in job.parties
         }
-        self.done: dict[str, Event] = {}
+        self.done: dict[str, PartyDone] = {}
         self.ports: dict[str, int] = {}
 
-    def _failure(self, event: Event) -> PartyFailed | None:
-        name = str(event.get("party"))
-        kind = event.get("event")
-        if kind == "error":
-            return PartyFailed(name, str(event.get("error")))
-        if kind == "exited" and name not in self.done:
+    def _failure(self, event: ControlEvent) -> PartyFailed | None:
+        name = event.party
+        if isinstance(event, PartyError):
+            return PartyFailed(name, event.error)
+        if isinstance(event, Exited) and name not in self.done:
             code = self.parties[name].proc.wait()
             detail = _last_log_line(self.parties[name])
             return PartyFailed(
@@ -165,7 +159,7 @@ class _Run:
             )
         return None
 
-    def _next(self, deadline: float | None, waiting_for: str) -> Event:
+    def _next(self, deadline: float | None, waiting_for: str) -> ControlEvent:
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
             pending = [p for p in self.parties if p not in self.done]
@@ -183,8 +177,8 @@ class _Run:
             failure = self._failure(event)
             if failure:
                 raise failure
-            if event.get("event") == "listening":
-                self.ports[str(event["party"])] = int(event["port"])
+            if isinstance(event, Listening):
+                self.ports[event.party] = event.port
             self.options.on_event(event)
         addresses = {p: f"127.0.0.1:{port}" for p, port in self.ports.items()}
         for p in self.parties.values():
@@ -199,8 +193,8 @@ class _Run:
             failure = self._failure(event)
             if failure:
                 raise failure
-            if event.get("event") == "done":
-                self.done[str(event["party"])] = event
+            if isinstance(event, PartyDone):
+                self.done[event.party] = event
             self.options.on_event(event)
         for p in self.parties.values():
             p.proc.wait(30)

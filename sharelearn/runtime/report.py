@@ -7,8 +7,9 @@ intersection, found in the bytes another party received (see `core.audit`).
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -17,22 +18,71 @@ from sharelearn.algorithms.registry import get_step
 from sharelearn.core.audit import WireAudit
 from sharelearn.core.errors import SharelearnError
 from sharelearn.core.fileio import atomic_write_json
+from sharelearn.runtime.control import PartyDone
 from sharelearn.runtime.data import read_ids, read_party_data
 from sharelearn.runtime.jobspec import JobSpec
 
-__all__ = ["add_centralized", "collect_plots", "count_id_leaks", "merge_step_outputs", "write_summary"]
+__all__ = [
+    "PartySummary",
+    "RunSummary",
+    "WireSummary",
+    "add_centralized",
+    "collect_plots",
+    "count_id_leaks",
+    "merge_step_outputs",
+    "write_summary",
+]
 
 _PLOTS = ("loss_curve.png", "roc.png")
 
 
-def merge_step_outputs(job: JobSpec, done: dict[str, dict[str, Any]]) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class PartySummary:
+    """One party of a run: its role, process, traffic and peak memory."""
+
+    role: str
+    pid: int
+    bytes_sent: int
+    bytes_received: int
+    messages: int
+    max_rss_mb: float
+
+
+@dataclass(frozen=True, slots=True)
+class WireSummary:
+    """Traffic of the whole run, and the audit's count of leaked raw ids."""
+
+    bytes: int
+    messages: int
+    leaks: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """The summary of one run: what `sharelearn run --json` prints and summary.json holds."""
+
+    job: str
+    status: Literal["success", "failed"]
+    error: str | None
+    elapsed_s: float
+    report_dir: str
+    steps: dict[str, Any]
+    plots: list[str]
+    parties: dict[str, PartySummary]
+    wire: WireSummary
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def merge_step_outputs(job: JobSpec, done: dict[str, PartyDone]) -> dict[str, Any]:
     """One dict per step: the first party's value of each output wins, elapsed_s is the slowest."""
     steps: dict[str, Any] = {}
     for step in job.steps:
         merged: dict[str, Any] = {}
         per_party: dict[str, Any] = {}
         for party in job.parties:
-            out = done.get(party, {}).get("outputs", {}).get(step.name)
+            out = done[party].outputs.get(step.name) if party in done else None
             if out is None:
                 continue
             per_party[party] = out
@@ -110,46 +160,51 @@ def count_id_leaks(job: JobSpec, report: Path) -> int:
     return leaks
 
 
+def _party_summary(role: str, pid: int, done: PartyDone | None) -> PartySummary:
+    traffic = {} if done is None else done.traffic
+    return PartySummary(
+        role=role,
+        pid=pid,
+        bytes_sent=int(traffic.get("bytes_sent", 0)),
+        bytes_received=int(traffic.get("bytes_received", 0)),
+        messages=int(traffic.get("messages_sent", 0)),
+        max_rss_mb=round(float(0.0 if done is None else done.max_rss_mb), 1),
+    )
+
+
 def write_summary(
     job: JobSpec,
     report: Path,
     elapsed_s: float,
     error: SharelearnError | None,
     pids: dict[str, int],
-    done: dict[str, dict[str, Any]],
+    done: dict[str, PartyDone],
     *,
     audit: bool,
 ) -> dict[str, Any]:
     """Build the run's summary, write it atomically to `report/summary.json`, and return it."""
-    parties: dict[str, dict[str, Any]] = {}
-    for name, spec in job.parties.items():
-        traffic = done.get(name, {}).get("traffic", {})
-        parties[name] = {
-            "role": spec.role,
-            "pid": pids.get(name, 0),
-            "bytes_sent": int(traffic.get("bytes_sent", 0)),
-            "bytes_received": int(traffic.get("bytes_received", 0)),
-            "messages": int(traffic.get("messages_sent", 0)),
-            "max_rss_mb": round(float(done.get(name, {}).get("max_rss_mb", 0.0)), 1),
-        }
+    parties = {
+        name: _party_summary(spec.role, pids.get(name, 0), done.get(name))
+        for name, spec in job.parties.items()
+    }
     leaks = count_id_leaks(job, report) if audit and error is None else 0
     steps = merge_step_outputs(job, done) if error is None else {}
     if error is None:
         add_centralized(job, steps)
-    summary = {
-        "job": job.name,
-        "status": "failed" if error is not None else "success",
-        "error": None if error is None else str(error),
-        "elapsed_s": round(elapsed_s, 4),
-        "report_dir": str(report),
-        "steps": steps,
-        "plots": collect_plots(job, report) if error is None else [],
-        "parties": parties,
-        "wire": {
-            "bytes": sum(p["bytes_sent"] for p in parties.values()),
-            "messages": sum(p["messages"] for p in parties.values()),
-            "leaks": leaks,
-        },
-    }
+    summary = RunSummary(
+        job=job.name,
+        status="failed" if error is not None else "success",
+        error=None if error is None else str(error),
+        elapsed_s=round(elapsed_s, 4),
+        report_dir=str(report),
+        steps=steps,
+        plots=collect_plots(job, report) if error is None else [],
+        parties=parties,
+        wire=WireSummary(
+            bytes=sum(p.bytes_sent for p in parties.values()),
+            messages=sum(p.messages for p in parties.values()),
+            leaks=leaks,
+        ),
+    ).as_dict()
     atomic_write_json(report / "summary.json", summary)
     return summary

@@ -14,7 +14,6 @@ import logging
 import os
 import resource
 import sys
-import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,16 +21,28 @@ from pathlib import Path
 from typing import IO, Any
 
 from sharelearn.algorithms.context import StepContext
-from sharelearn.algorithms.registry import get_step, step_params
+from sharelearn.algorithms.registry import step_params
+from sharelearn.algorithms.runner import StepResult, run_party_steps
 from sharelearn.core.audit import WireAudit
 from sharelearn.core.errors import ConfigError, SharelearnError
 from sharelearn.core.fileio import atomic_write_json
+from sharelearn.core.link import Link
 from sharelearn.runtime.certs import load_credentials
+from sharelearn.runtime.control import (
+    ControlEvent,
+    Listening,
+    PartyDone,
+    PartyError,
+    Progress,
+    StepDone,
+    StepStarted,
+    event_to_json,
+)
 from sharelearn.runtime.data import read_party_data
 from sharelearn.runtime.grpc_link import GrpcLink
 from sharelearn.runtime.jobspec import JobSpec, load_job
 
-__all__ = ["EndpointControl", "NodeOptions", "StdioControl", "run_node"]
+__all__ = ["EndpointControl", "NodeOptions", "StdioControl", "party_context", "run_node"]
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +60,19 @@ class NodeOptions:
 
 
 class StdioControl:
-    """The launcher's control channel: JSON lines out on stdout, one JSON line in on stdin."""
+    """The launcher's control channel: JSON lines out on stdout, one JSON line in on stdin.
+
+    It is also the step observer of `run_party_steps`: each step's start, progress and outputs go
+    out as control events.
+    """
 
     def __init__(self, out: IO[str] = sys.stdout, inp: IO[str] = sys.stdin) -> None:
         self._out = out
         self._inp = inp
+        self.party = ""
 
-    def emit(self, event: str, **fields: Any) -> None:
-        self._out.write(json.dumps({"event": event, **fields}) + "\n")
+    def emit(self, event: ControlEvent) -> None:
+        self._out.write(event_to_json(event) + "\n")
         self._out.flush()
 
     def peers(self, job: JobSpec, me: str) -> dict[str, str]:
@@ -65,6 +81,15 @@ class StdioControl:
             raise ConfigError(f"{me}: the launcher closed the control channel before sending peer addresses")
         message = json.loads(line)
         return {str(k): str(v) for k, v in message.get("peers", {}).items()}
+
+    def started(self, index: int, step: str) -> None:
+        self.emit(StepStarted(self.party, step, index))
+
+    def progress(self, step: str, message: str, metrics: Mapping[str, Any]) -> None:
+        self.emit(Progress(self.party, step, message, dict(metrics)))
+
+    def done(self, index: int, step: str, result: StepResult) -> None:
+        self.emit(StepDone(self.party, step, result.as_dict(), index))
 
 
 class EndpointControl(StdioControl):
@@ -79,7 +104,8 @@ class EndpointControl(StdioControl):
         return {p.name: str(p.endpoint) for p in job.parties.values() if p.name != me}
 
 
-def _context(job: JobSpec, party: str, link: GrpcLink, workdir: Path, control: StdioControl) -> StepContext:
+def party_context(job: JobSpec, party: str, link: Link, workdir: Path) -> StepContext:
+    """The context `party` starts the job's steps with: its data, the job's roles and route."""
     spec = job.parties[party]
     data = read_party_data(spec.data) if spec.data is not None else None
     return StepContext(
@@ -89,34 +115,16 @@ def _context(job: JobSpec, party: str, link: GrpcLink, workdir: Path, control: S
         data=data,
         data_parties=[p.name for p in job.parties.values() if p.data is not None],
         workdir=workdir,
-        state={"engine": job.engine, "tee": job.tee},
         job_dir=job.base_dir,
+        job=job.name,
+        engine="tee" if job.engine == "tee" else "federated",
+        tee_config=job.tee,
     )
-
-
-def _run_steps(job: JobSpec, ctx: StepContext, link: GrpcLink, control: StdioControl) -> dict[str, Any]:
-    outputs: dict[str, Any] = {}
-    for index, step in enumerate(job.steps):
-        definition = get_step(step.name)
-        scoped = link.scope("step", index, step.name)
-        ctx.link = scoped
-
-        def progress(message: str, metrics: Mapping[str, Any], _name: str = step.name) -> None:
-            control.emit("progress", party=ctx.party, step=_name, message=message, metrics=dict(metrics))
-
-        ctx.progress = progress
-        started = time.perf_counter()
-        control.emit("step_started", party=ctx.party, step=step.name)
-        result = definition.run(ctx, step.params)
-        elapsed = time.perf_counter() - started
-        outputs[step.name] = {**result, "elapsed_s": round(elapsed, 4)}
-        control.emit("step_done", party=ctx.party, step=step.name, outputs=outputs[step.name])
-    return outputs
 
 
 def run_node(options: NodeOptions, control: StdioControl) -> int:
     """Run one party of a job to the end; return the process exit code (0 only on success)."""
-    party = options.party
+    party = control.party = options.party
     workdir = options.report_dir / "parties" / party
     workdir.mkdir(parents=True, exist_ok=True)
     audit = WireAudit() if options.audit else None
@@ -129,26 +137,25 @@ def run_node(options: NodeOptions, control: StdioControl) -> int:
             )
         creds = load_credentials(options.certs_dir, party)
         link = GrpcLink(creds, job.parties, listen=options.listen, timeout=job.timeout_s, audit=audit)
-        control.emit("listening", party=party, port=link.port, pid=os.getpid())
+        control.emit(Listening(party, link.port, os.getpid()))
         link.connect(control.peers(job, party))
-        ctx = _context(job, party, link, workdir, control)
-        outputs = _run_steps(job, ctx, link, control)
+        ctx = party_context(job, party, link, workdir)
+        results = run_party_steps(ctx, link, [(s.name, s.params) for s in job.steps], control)
+        outputs = {name: r.as_dict() for name, r in results.items()}
         stats = link.stats.as_dict()
         if audit is not None:
             audit.save(workdir / "audit.msgpack")
         atomic_write_json(workdir / "outputs.json", {"party": party, "steps": outputs, "traffic": stats})
         max_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        control.emit(
-            "done", party=party, outputs=outputs, traffic=stats, pid=os.getpid(), max_rss_mb=max_rss_mb
-        )
+        control.emit(PartyDone(party, outputs, stats, os.getpid(), max_rss_mb))
         return 0
     except SharelearnError as exc:
         log.error("%s failed: %s", party, exc)
-        control.emit("error", party=party, error=f"{type(exc).__name__}: {exc}")
+        control.emit(PartyError(party, f"{type(exc).__name__}: {exc}", 1))
         return 1
     except Exception as exc:  # an unexpected bug: report it with its traceback in the party log
         log.error("%s crashed:\n%s", party, traceback.format_exc())
-        control.emit("error", party=party, error=f"{type(exc).__name__}: {exc}")
+        control.emit(PartyError(party, f"{type(exc).__name__}: {exc}", 2))
         return 2
     finally:
         if link is not None:

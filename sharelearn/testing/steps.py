@@ -1,8 +1,8 @@
 """run_steps(): run a job's steps for every party in-process over the in-memory link.
 
-The same StepContext a worker builds (one scoped link per step, the same state dict across steps),
-without processes, certificates or files other than each party's workdir: the unit-test route for
-every algorithm. The integration route is the launcher (`interfaces.api.run_job`).
+The same `run_party_steps` and `StepContext` a worker uses (one scoped link per step, the same
+context across steps), without processes, certificates or files other than each party's workdir:
+the unit-test route for every algorithm. The integration route is the launcher (`interfaces.api.run_job`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from sharelearn.algorithms.context import Dataset, StepContext
-from sharelearn.algorithms.registry import get_step
+from sharelearn.algorithms.context import Dataset, Engine, StepContext, TrainedModel
+from sharelearn.algorithms.runner import run_party_steps
 from sharelearn.core.audit import WireAudit
 from sharelearn.core.link import Link
 from sharelearn.runtime.data import PartyData, read_party_data
@@ -27,11 +27,18 @@ __all__ = ["PartyRun", "StepsRun", "dataset", "load_csv", "run_steps"]
 
 @dataclass
 class PartyRun:
-    """One party's outputs per step and its final state (e.g. state["model"])."""
+    """One party's outputs per step and the context the steps left behind (its model, its data)."""
 
     outputs: dict[str, dict[str, Any]]
-    state: dict[str, Any]
-    data: Dataset | None
+    context: StepContext
+
+    @property
+    def model(self) -> TrainedModel | None:
+        return self.context.model
+
+    @property
+    def data(self) -> Dataset | None:
+        return self.context.data
 
 
 @dataclass
@@ -66,12 +73,14 @@ def run_steps(
     workdir: Path,
     *,
     timeout: float = 120.0,
-    state: Mapping[str, Mapping[str, Any]] | None = None,
+    models: Mapping[str, TrainedModel] | None = None,
+    engine: Engine = "federated",
 ) -> StepsRun:
     """Run `steps` ((name, params) in order) for every party of `parties` (name -> (role, data)).
 
-    Each party's workdir is `workdir/<party>`; `state` seeds a party's state (e.g. a loaded model).
-    Raises PartyFailed naming the first party that failed, as `run_roles` does.
+    Each party's workdir is `workdir/<party>`; `models` gives a party a model to start from (e.g.
+    one loaded from its file, for a `predict`-only run). Raises PartyFailed naming the first party
+    that failed, as `run_roles` does.
     """
     roles = {p: role for p, (role, _) in parties.items()}
     data_parties = [p for p, (_, d) in parties.items() if d is not None]
@@ -87,14 +96,13 @@ def run_steps(
                 data=parties[party][1],
                 data_parties=data_parties,
                 workdir=folder,
-                state=dict((state or {}).get(party, {})),
                 job_dir=workdir,
+                job=workdir.name,
+                engine=engine,
+                model=(models or {}).get(party),
             )
-            outputs: dict[str, dict[str, Any]] = {}
-            for index, (name, params) in enumerate(steps):
-                ctx.link = link.scope("step", index, name)
-                outputs[name] = get_step(name).run(ctx, params)
-            return PartyRun(outputs, ctx.state, ctx.data)
+            results = run_party_steps(ctx, link, steps)
+            return PartyRun({name: r.outputs for name, r in results.items()}, ctx)
 
         return body
 

@@ -49,8 +49,8 @@ def test_breast_homo_matches_the_centralised_model(secure: bool, tmp_path: Path)
     assert fed["history"]["train_loss"][-1] < fed["history"]["train_loss"][0]
     assert out["guest"]["evaluate"] == {} and out["guest"]["fedavg"]["rounds_joined"] == 10
     # Every party ends with the same global model; the server's file loads back.
-    server_model = out["_run"].parties["agg"].state["model"]
-    client_model = out["_run"].parties["host"].state["model"]
+    server_model = out["_run"].parties["agg"].model
+    client_model = out["_run"].parties["host"].model
     assert np.array_equal(server_model.weights, client_model.weights)
     loaded = load_fedavg_model(Path(fed["model_path"]))
     assert (
@@ -66,11 +66,11 @@ def test_secure_aggregation_hides_updates_that_plain_fedavg_shows(tmp_path: Path
         params = FedAvgParams(rounds=2, secure_aggregation=secure, seed=3)
         run = run_steps(parties, [("fedavg", params)], tmp_path / str(secure))
         # What the clients computed, recomputed outside the protocol from the same seeds.
-        w0 = models.init_weights(run.parties["agg"].state["model"].spec)
+        w0 = models.init_weights(run.parties["agg"].model.spec)
         from sharelearn.algorithms.horizontal.fedavg import ClientTrainer
 
         trainer = ClientTrainer("guest", parties["guest"][1], params)
-        trainer.spec = run.parties["agg"].state["model"].spec
+        trainer.spec = run.parties["agg"].model.spec
         update = trainer.update(w0, 0)
         leaks[secure] = run.audit.count_leaks("agg", list(update[:31]))
     assert leaks[False] > 20  # the audit sees plain updates...
@@ -180,7 +180,7 @@ def test_predict_step_loads_the_saved_model(tmp_path: Path) -> None:
     )
 
     assert run.parties["agg"].outputs["predict"]["predicted_rows"] == 114
-    assert isinstance(run.parties["agg"].state["model"], FedAvgModel)
+    assert isinstance(run.parties["agg"].model, FedAvgModel)
 
 
 def test_bad_parameters_and_mismatched_clients_fail_clearly(tmp_path: Path) -> None:

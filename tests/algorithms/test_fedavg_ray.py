@@ -49,7 +49,7 @@ def test_hundred_clients_on_ray_with_secure_aggregation_run_three_rounds(tmp_pat
     shards = np.array_split(order[1600:], 100)
     clients = {f"sim_{k:04d}": table.take(np.sort(s)) for k, s in enumerate(shards)}
     local = simulate(params, clients, table.take(np.sort(order[:1600])), compute="local")
-    assert np.allclose(run.parties["agg"].state["model"].weights, local.model.weights, atol=1e-6)
+    assert np.allclose(run.parties["agg"].model.weights, local.model.weights, atol=1e-6)
 
 
 @pytest.mark.parametrize("own_process", [True, False])

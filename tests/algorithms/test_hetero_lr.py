@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sharelearn.algorithms.evaluation import EvaluateParams, PredictParams, binary_metrics
+from sharelearn.algorithms.evaluation import EvaluateParams, PredictParams
+from sharelearn.algorithms.metrics import binary_metrics
 from sharelearn.algorithms.vertical import hetero_lr
 from sharelearn.algorithms.vertical.hetero_lr import HeteroLrParams, fit_plain
 from sharelearn.core.audit import WireAudit
@@ -43,7 +44,7 @@ def test_matches_the_plaintext_twin_and_predicts_at_the_guest_only(
 
     g, h = run.parties["bank"], run.parties["shop"]
     ws, losses = fit_plain([g.data.x, h.data.x], g.data.y, params, seed=7)
-    gm, hm = g.state["model"], h.state["model"]
+    gm, hm = g.model, h.model
     np.testing.assert_allclose(gm.weights, ws[0][:-1], atol=1e-5)
     np.testing.assert_allclose(gm.intercept, ws[0][-1], atol=1e-5)
     np.testing.assert_allclose(hm.weights, ws[1], atol=1e-5)
@@ -68,8 +69,8 @@ def test_two_hosts_loss_cross_terms_and_masked_prediction(tmp_path: Path) -> Non
     ws, losses = fit_plain(
         [g.data.x, run.parties["h1"].data.x, run.parties["h2"].data.x], g.data.y, params, 7
     )
-    np.testing.assert_allclose(run.parties["h2"].state["model"].weights, ws[2], atol=1e-5)
-    np.testing.assert_allclose(g.state["model"].losses, losses, atol=1e-5)
+    np.testing.assert_allclose(run.parties["h2"].model.weights, ws[2], atol=1e-5)
+    np.testing.assert_allclose(g.model.losses, losses, atol=1e-5)
     # the guest's collaborative scores equal the plaintext model's
     z = (
         g.data.x @ ws[0][:-1]
@@ -88,7 +89,7 @@ def test_early_stopping_and_saved_models_predict_in_a_later_job(tmp_path: Path) 
     run = run_steps(parties, [("psi", PsiParams()), ("hetero_lr", params)], tmp_path / "train")
     out = run.parties["bank"].outputs["hetero_lr"]
     assert out["converged"] and out["epochs_run"] < 30
-    scores = run.parties["bank"].state["model"].predict  # noqa: F841 - the model object exists
+    scores = run.parties["bank"].model.predict  # noqa: F841 - the model object exists
     predict = PredictParams(
         model=str(tmp_path / "train" / "{party}" / "models" / "hetero_lr.model"), step="hetero_lr"
     )

@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sharelearn.algorithms.evaluation import EvaluateParams, PredictParams, pool_vertical
+from sharelearn.algorithms.evaluation import EvaluateParams, PredictParams
+from sharelearn.algorithms.metrics import pool_vertical
 from sharelearn.algorithms.modelstore import load_model, save_model
 from sharelearn.algorithms.vertical.secureboost import (
     CHECKPOINT_FILE,
@@ -57,7 +58,7 @@ def test_secureboost_grows_the_same_trees_as_plaintext_boosting(
 
     run = _train({"guest": ("guest", guest), "host": ("host", host)}, params, tmp_path)
 
-    model = run.parties["guest"].state["model"]
+    model = run.parties["guest"].model
     x, y = pool_vertical({"guest": ("guest", guest), "host": ("host", host)})
     want = reference_margins(x, y, params, model.base)
     np.testing.assert_allclose(_margins(model, tmp_path), want, atol=1e-5)
@@ -79,13 +80,13 @@ def test_two_hosts_each_keep_their_own_lookup_table(tmp_path: Path) -> None:
 
     run = _train(parties, SMALL, tmp_path)
 
-    model = run.parties["guest"].state["model"]
+    model = run.parties["guest"].model
     x, y = pool_vertical({"guest": ("guest", guest), "host": ("host", host)})
     np.testing.assert_allclose(
         _margins(model, tmp_path), reference_margins(x, y, SMALL, model.base), atol=1e-5
     )
     for k, name in enumerate(("h1", "h2")):
-        table = run.parties[name].state["model"]
+        table = run.parties[name].model
         used = [
             s
             for t in model.trees
@@ -106,7 +107,7 @@ def test_wire_carries_no_gradient_label_threshold_or_host_value(tmp_path: Path) 
     g0 = y.mean() - y  # the first tree's gradients
     secrets_to_host = {float(v) for v in np.concatenate([y, g0, guest.x.ravel()]) if v != 0.0}
     assert_no_leak(run.audit, "host", sorted(secrets_to_host), what="label / gradient / guest feature")
-    table = run.parties["host"].state["model"]
+    table = run.parties["host"].model
     assert table.threshold.size > 0
     secrets_to_guest = {float(v) for v in np.concatenate([host.x.ravel(), table.threshold]) if v != 0.0}
     assert_no_leak(run.audit, "guest", sorted(secrets_to_guest), what="host feature value / threshold")
@@ -126,7 +127,7 @@ def test_saved_parts_predict_in_a_later_job(tmp_path: Path) -> None:
     lines = (tmp_path / "later" / "guest" / "predictions.csv").read_text().splitlines()
     scores = np.array([float(line.split(",")[1]) for line in lines[1:]])
     assert later.parties["guest"].outputs["predict"]["predicted_rows"] == len(guest)
-    margin = _margins(trained.parties["guest"].state["model"], tmp_path / "train")[:, 0]
+    margin = _margins(trained.parties["guest"].model, tmp_path / "train")[:, 0]
     np.testing.assert_allclose(scores, 1 / (1 + np.exp(-margin)), rtol=1e-6)
 
 
@@ -173,7 +174,7 @@ def test_early_stopping_keeps_the_best_round_at_every_party(tmp_path: Path) -> N
     run = _train({"guest": ("guest", guest), "host": ("host", host)}, params, tmp_path)
 
     out = run.parties["guest"].outputs["secureboost"]
-    model = run.parties["guest"].state["model"]
+    model = run.parties["guest"].model
     assert out["early_stopped"] and out["trees"] < 25
     best = int(np.argmin(model.history["valid_loss"]))
     assert len(model.trees) == best + 1
@@ -200,7 +201,7 @@ def test_bad_parameters_name_themselves(field: str, value: object, match: str) -
 def test_guest_model_round_trips_through_its_file(tmp_path: Path) -> None:
     guest, host = fate_pair("breast", 150)
     run = _train({"guest": ("guest", guest), "host": ("host", host)}, replace(SMALL, num_trees=1), tmp_path)
-    model = run.parties["guest"].state["model"]
+    model = run.parties["guest"].model
 
     loaded = load_secureboost(tmp_path / "guest" / MODEL_FILE)
 
@@ -214,7 +215,7 @@ def test_trees_that_stop_splitting_early_finish_at_every_party(tmp_path: Path) -
 
     run = _train({"guest": ("guest", guest), "host": ("host", host)}, params, tmp_path)
 
-    assert [len(t.left) for t in run.parties["guest"].state["model"].trees] == [1, 1]
+    assert [len(t.left) for t in run.parties["guest"].model.trees] == [1, 1]
     assert run.parties["host"].outputs["secureboost"]["splits"] == 0
 
 

@@ -89,7 +89,7 @@ def test_breast_with_a_dealer_matches_sklearn_and_every_received_share_looks_uni
                 small.record(m.src, m.dst, m.tag, p)
     assert_no_leak(small, "shop", x_g, what="guest feature")
     assert_no_leak(small, "bank", x_h, what="host feature")
-    model = run.parties["shop"].state["model"]
+    model = run.parties["shop"].model
     assert isinstance(model, SSLRModel) and model.weights is None  # stays shared
 
 
@@ -121,8 +121,8 @@ def test_saved_parts_predict_in_a_later_job_and_reveal_to_writes_weights_only_th
     )
 
     train = run_steps(parties, [("ss_lr", params), ("evaluate", EvaluateParams())], tmp_path / "train")  # type: ignore[arg-type]
-    state = {p: {"model": load_ss_lr(tmp_path / "train" / p / "models" / "ss_lr.model")} for p in parties}
-    again = run_steps(parties, [("predict", PredictParams())], tmp_path / "predict", state=state)  # type: ignore[arg-type]
+    models = {p: load_ss_lr(tmp_path / "train" / p / "models" / "ss_lr.model") for p in parties}
+    again = run_steps(parties, [("predict", PredictParams())], tmp_path / "predict", models=models)  # type: ignore[arg-type]
 
     assert train.parties["bank"].outputs["evaluate"]["auc"] > 0.95
     # the per-epoch Taylor loss: one opened scalar per epoch, falling, drawn by evaluate
@@ -135,7 +135,7 @@ def test_saved_parts_predict_in_a_later_job_and_reveal_to_writes_weights_only_th
     assert abs(loss[-1] - taylor) < 0.03, (loss[-1], taylor)
     assert train.parties["bank"].outputs["evaluate"]["history"]["loss"] == loss
     assert (tmp_path / "train" / "bank" / "loss_curve.png").stat().st_size > 1000
-    assert state["bank"]["model"].history == {"loss": pytest.approx(loss, abs=1e-6)}
+    assert models["bank"].history == {"loss": pytest.approx(loss, abs=1e-6)}
     weights = (tmp_path / "train" / "bank" / "ss_lr_weights.csv").read_text().splitlines()
     assert weights[0] == "name,weight" and len(weights) == 1 + 5
     assert not (tmp_path / "train" / "shop" / "ss_lr_weights.csv").exists()

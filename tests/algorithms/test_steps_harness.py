@@ -5,19 +5,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sharelearn.algorithms.evaluation import EvaluateParams, pool_vertical
+from sharelearn.algorithms.evaluation import EvaluateParams
+from sharelearn.algorithms.metrics import pool_vertical
 from sharelearn.core.errors import PartyFailed
 from sharelearn.operators.psi import PsiParams
 from sharelearn.testing.steps import dataset, run_steps
 
 
-def test_psi_then_state_is_shared_across_steps(tmp_path: Path) -> None:
+def test_psi_then_the_context_is_shared_across_steps(tmp_path: Path) -> None:
     a = dataset(["u1", "u2", "u3", "u4"], np.arange(4.0), y=np.array([0, 1, 0, 1]))
     b = dataset(["u4", "u2", "u9"], np.arange(3.0) * 10)
     run = run_steps({"bank": ("guest", a), "shop": ("host", b)}, [("psi", PsiParams())], tmp_path)
     assert run.parties["bank"].outputs["psi"]["intersection_size"] == 2
     assert list(run.parties["bank"].data.ids) == list(run.parties["shop"].data.ids)
-    assert run.parties["shop"].state["aligned"] is True
+    assert run.parties["shop"].context.aligned is True
     assert (tmp_path / "bank" / "intersection_ids.csv").is_file()
 
 

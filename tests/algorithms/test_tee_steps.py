@@ -10,9 +10,16 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from sharelearn.algorithms.context import StepContext
 from sharelearn.algorithms.evaluation import EvaluateParams
 from sharelearn.algorithms.tee.service import HPKE_SUITE, predict_digest
-from sharelearn.algorithms.tee.steps import TeeServeParams, TeeTrainParams, TeeUploadParams, tee_baseline
+from sharelearn.algorithms.tee.steps import (
+    TeeModel,
+    TeeServeParams,
+    TeeTrainParams,
+    TeeUploadParams,
+    tee_baseline,
+)
 from sharelearn.core.codec import encode
 from sharelearn.core.errors import ConfigError, PartyFailed, ProtocolError
 from sharelearn.tee.cluster import call_endpoint
@@ -43,8 +50,7 @@ def test_upload_train_evaluate_serve_in_enclaves(
         ("evaluate", EvaluateParams(plots=False)),
         ("tee_serve", TeeServeParams(instances=2, requests=20, concurrency=2)),
     ]
-    state = {p: {"engine": "tee"} for p in parties}
-    run = run_steps(parties, steps, tmp_path, state=state, timeout=150)  # type: ignore[arg-type]
+    run = run_steps(parties, steps, tmp_path, engine="tee", timeout=150)  # type: ignore[arg-type]
     try:
         bank, shop = run.parties["bank"].outputs, run.parties["shop"].outputs
         assert bank["tee_upload"]["simulation"] is True and shop["tee_upload"]["rows"] == 569
@@ -60,20 +66,22 @@ def test_upload_train_evaluate_serve_in_enclaves(
         assert serve["instances"] == 2 and serve["requests"] == 20 and serve["failed"] == 0
         assert serve["max_abs_diff_vs_evaluate"] < 1e-9  # fused online answers == batch scores
         assert serve["p99_ms"] >= serve["p50_ms"] > 0
-        _only_authorised_clients_get_predictions(run.parties["bank"].state)
+        _only_authorised_clients_get_predictions(run.parties["bank"].context)
         # the envelopes on storage hold no plaintext ids
         raw = Path(bank["tee_upload"]["envelope"]).read_bytes()
         assert str(parties["bank"][1].ids[0]).encode() + b"," not in raw  # type: ignore[attr-defined]
         assert np.isfinite(auc)
     finally:
-        run.parties["bank"].state["tee_host"].close()
-        run.parties["bank"].state["tee_cm"].close()
+        session = run.parties["bank"].context.tee
+        assert session is not None
+        session.close()
 
 
-def _only_authorised_clients_get_predictions(state: dict[str, Any]) -> None:
+def _only_authorised_clients_get_predictions(ctx: StepContext) -> None:
     """The served model admits the label holder's key only: unsigned, stranger-signed or tampered
     requests are refused inside the enclave (asked of one instance directly, no failover)."""
-    client, model_id, owner = state["tee_client"], state["model"].model_id, state["tee_signer"]
+    assert ctx.tee is not None and isinstance(ctx.model, TeeModel)
+    client, model_id, owner = ctx.tee.client, ctx.model.model_id, ctx.tee.signer
     ep, iid, _ = client.routes(fresh=True)[0]
     key = client.attest(ep, iid)
     x = np.zeros((1, 30))  # breast: 10 guest + 20 host features

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from sharelearn.algorithms.evaluation import pool_vertical
+from sharelearn.algorithms.metrics import pool_vertical
 from sharelearn.algorithms.tee import gbdt, lr
 from sharelearn.algorithms.tee import xgboost as txgb
 from sharelearn.algorithms.tee.data import InMemoryTable, JoinedTable, MemoryBudget, SpillStore

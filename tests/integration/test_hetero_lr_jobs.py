@@ -13,6 +13,7 @@ import pytest
 
 from sharelearn.core.audit import WireAudit
 from sharelearn.interfaces.api import run_job
+from sharelearn.runtime.control import ControlEvent, Progress
 
 pytestmark = [pytest.mark.grpc, pytest.mark.timeout(300)]
 
@@ -48,7 +49,7 @@ def test_breast_arbiter_mode_matches_sklearn_and_leaks_nothing(tmp_path: Path) -
         "  - hetero_lr: {epochs: 10, batch_size: 64, key_bits: 1024, seed: 3}\n"
         "  - evaluate: {}\n",
     )
-    events: list[dict[str, object]] = []
+    events: list[ControlEvent] = []
     summary = run_job(job, report_dir=tmp_path / "report", on_event=events.append)
 
     assert summary["status"] == "success", summary["error"]
@@ -57,8 +58,8 @@ def test_breast_arbiter_mode_matches_sklearn_and_leaks_nothing(tmp_path: Path) -
     assert set(ev) >= {"auc", "auc_centralized", "auc_delta", "ks", "accuracy"}
     assert sorted(summary["plots"]) == ["loss_curve.png", "roc.png"]
     assert (tmp_path / "report" / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    epochs = [e for e in events if e.get("event") == "progress" and e.get("step") == "hetero_lr"]
-    assert {e["party"] for e in epochs} == {"bank", "shop", "coord"}  # live progress per epoch
+    epochs = [e for e in events if isinstance(e, Progress) and e.step == "hetero_lr"]
+    assert {e.party for e in epochs} == {"bank", "shop", "coord"}  # live progress per epoch
     assert summary["wire"]["leaks"] == 0
     audit = _audit(tmp_path / "report")
     assert audit.count_leaks("shop", _features(guest)) == 0

@@ -6,13 +6,13 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import psutil
 import pytest
 
 from sharelearn.interfaces.api import run_job
+from sharelearn.runtime.control import ControlEvent, Listening, StepStarted
 
 pytestmark = [pytest.mark.grpc, pytest.mark.timeout(180)]
 
@@ -67,10 +67,10 @@ def test_party_killed_mid_job_fails_the_job_naming_it_and_leaves_no_process(tmp_
     job = _write_job(tmp_path, 200_000, 1000)
     pids: dict[str, int] = {}
 
-    def on_event(event: dict[str, Any]) -> None:
-        if event.get("event") == "listening":
-            pids[event["party"]] = event["pid"]
-        if event.get("event") == "step_started" and event.get("party") == "shop":
+    def on_event(event: ControlEvent) -> None:
+        if isinstance(event, Listening):
+            pids[event.party] = event.pid
+        if isinstance(event, StepStarted) and event.party == "shop":
             os.kill(pids["shop"], signal.SIGKILL)
 
     summary = run_job(job, report_dir=tmp_path / "report", on_event=on_event)

@@ -3,7 +3,6 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from sharelearn.algorithms.modelstore import load_model
 from sharelearn.algorithms.vertical.secureboost import MODEL_FILE
 from sharelearn.interfaces.api import run_job
+from sharelearn.runtime.control import ControlEvent, Listening, Progress
 from tests.algorithms.secureboost_helpers import FATE
 
 pytestmark = [pytest.mark.grpc, pytest.mark.timeout(240)]
@@ -64,10 +64,11 @@ def test_host_killed_after_tree_two_resumes_to_the_uninterrupted_model(tmp_path:
     pids: dict[str, int] = {}
     killed: list[str] = []
 
-    def on_event(event: dict[str, Any]) -> None:
-        if event.get("event") == "listening":
-            pids[event["party"]] = event["pid"]
-        if event.get("party") == "shop" and "tree 2 checkpointed" in str(event.get("message")) and not killed:
+    def on_event(event: ControlEvent) -> None:
+        if isinstance(event, Listening):
+            pids[event.party] = event.pid
+        checkpointed = isinstance(event, Progress) and "tree 2 checkpointed" in event.message
+        if event.party == "shop" and checkpointed and not killed:
             os.kill(pids["shop"], signal.SIGKILL)
             killed.append("shop")
 

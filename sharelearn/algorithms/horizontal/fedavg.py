@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from sharelearn.algorithms.context import BaselineData, Dataset, StepContext, StepDef
-from sharelearn.algorithms.evaluation import metrics_for
 from sharelearn.algorithms.horizontal import models, secagg
 from sharelearn.algorithms.horizontal.dp_fedavg import DpConfig, DpTracker, clip_update, noisy_average
+from sharelearn.algorithms.metrics import metrics_for
 from sharelearn.algorithms.modelstore import load_model, save_model
 from sharelearn.core import codec
 from sharelearn.core.errors import ConfigError, DataError, DecodeError
@@ -486,7 +486,7 @@ def _run_server(ctx: StepContext, params: FedAvgParams) -> dict[str, Any]:
     for c in clients:
         link.send(c, "final", {"w": loop.weights})
     model = loop.model()
-    ctx.state["model"] = model
+    ctx.model = model
     path = model.save(ctx.workdir / "model_fedavg.slm")
     return _summary(params, spec, loop, len(clients), time.perf_counter() - started, dropped_total, path)
 
@@ -566,7 +566,7 @@ def _run_client(ctx: StepContext, params: FedAvgParams) -> dict[str, Any]:
     doc = codec.expect_type(link.recv(server, "final"), dict, peer=server, tag="final")
     weights = codec.expect_array(doc.get("w"), peer=server, tag="final", dtype=np.float64, shape=(size,))
     model = FedAvgModel(trainer.spec, weights, "client")
-    ctx.state["model"] = model
+    ctx.model = model
     model.save(ctx.workdir / "model_fedavg.slm")
     return {"rows": len(trainer.y), "rounds_joined": joined}
 

@@ -323,6 +323,6 @@ def run_simulation_step(ctx: StepContext, params: FedAvgParams) -> dict[str, Any
     clients, test = split_table(ctx.data, params)
     result = simulate(params, clients, test, compute="ray", progress=ctx.progress)
     ctx.data = test
-    ctx.state["model"] = result.model
+    ctx.model = result.model
     path = result.model.save(ctx.workdir / "model_fedavg.slm")
     return {**result.outputs, "model_path": str(path), "test_rows": len(test)}

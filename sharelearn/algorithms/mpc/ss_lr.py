@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from sharelearn.algorithms.context import BaselineData, Dataset, StepContext, StepDef
-from sharelearn.algorithms.evaluation import pool_vertical
+from sharelearn.algorithms.metrics import pool_vertical
 from sharelearn.algorithms.modelstore import load_model, save_model
 from sharelearn.core.codec import expect_type
 from sharelearn.core.errors import ConfigError, DataError
@@ -370,12 +370,12 @@ def _reveal_weights(
 
 
 def run_ss_lr(ctx: StepContext, params: SSLRParams) -> dict[str, Any]:
-    """Run this party's role of SS logistic regression; leave the model in ctx.state["model"]."""
+    """Run this party's role of SS logistic regression; leave the model in ctx.model."""
     parties = Parties.from_roles(ctx.roles)
     if ctx.party == parties.dealer:
         dealt = run_dealer(ctx.link.scope("mpc"), party0=parties.guest, party1=parties.host)
         model = SSLRModel("dealer", params, None)
-        ctx.state["model"] = model
+        ctx.model = model
         model.save(ctx.workdir / "models" / "ss_lr.model")
         return {"triples_dealt": dealt}
     if ctx.party not in (parties.guest, parties.host):
@@ -391,7 +391,7 @@ def run_ss_lr(ctx: StepContext, params: SSLRParams) -> dict[str, Any]:
         engine.triples.close()  # type: ignore[attr-defined]
     role = "guest" if engine.index == 0 else "host"
     model = SSLRModel(role, params, w, d_g, d_h, weights, {"loss": losses})
-    ctx.state["model"] = model
+    ctx.model = model
     out: dict[str, Any] = {
         "rows": int(x.shape[0]),
         "columns": d_g + d_h,

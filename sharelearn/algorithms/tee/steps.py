@@ -29,8 +29,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sklearn.metrics import roc_auc_score
 
-from sharelearn.algorithms.context import BaselineData, Dataset, StepContext, StepDef
-from sharelearn.algorithms.evaluation import pool_vertical
+from sharelearn.algorithms.context import BaselineData, Dataset, StepContext, StepDef, TeeSession
+from sharelearn.algorithms.metrics import pool_vertical
 from sharelearn.algorithms.tee import gbdt, lr
 from sharelearn.algorithms.tee.data import InMemoryTable
 from sharelearn.algorithms.tee.service import (
@@ -74,7 +74,7 @@ SIMULATION_NOTE = (
 
 
 def _require_tee(ctx: StepContext, step: str) -> None:
-    if ctx.state.get("engine") != "tee":
+    if ctx.engine != "tee":
         raise ConfigError(f"step {step!r} needs `engine: tee` in the job file")
 
 
@@ -127,9 +127,9 @@ def _expected_mrenclave(cluster: str, sim_root: bytes | None) -> bytes:
         return measure_bundle(read_bundle(bundle))
 
 
-def _connect(ctx: StepContext, params: TeeUploadParams) -> TeeClient:
+def _connect(ctx: StepContext, params: TeeUploadParams) -> TeeSession:
     """Join the job's enclave cluster (the `tee:` block or the embedded simulated default)."""
-    conf: Mapping[str, Any] | None = ctx.state.get("tee")
+    conf = ctx.tee_config
     if conf:
         root = None
         if conf.get("allow_simulation"):
@@ -141,9 +141,9 @@ def _connect(ctx: StepContext, params: TeeUploadParams) -> TeeClient:
             allow_simulation=root is not None,
             simulation_root_der=root,
         )
-        ctx.state["tee_simulation"] = root is not None
-        return TeeClient(policy, cm=str(conf["cm"]))
+        return TeeSession(TeeClient(policy, cm=str(conf["cm"])), simulation=root is not None)
     leader = _leader(ctx)
+    embedded: dict[str, Any] = {}
     if ctx.party == leader:
         cm = ClusterManager()
         host = EnclaveHost(cm=cm.endpoint)
@@ -155,7 +155,7 @@ def _connect(ctx: StepContext, params: TeeUploadParams) -> TeeClient:
         image = host.load(bundle)
         for _ in range(params.instances):
             host.launch(image)
-        ctx.state.update(tee_host=host, tee_cm=cm, tee_image=image)
+        embedded = {"host": host, "cm": cm, "image": image}
         ctx.progress(
             f"started the embedded default: {params.instances} enclave(s), CM {cm.endpoint}. "
             + SIMULATION_NOTE,
@@ -180,8 +180,7 @@ def _connect(ctx: StepContext, params: TeeUploadParams) -> TeeClient:
         allow_simulation=True,
         simulation_root_der=root_der,
     )
-    ctx.state["tee_simulation"] = True
-    return TeeClient(policy, cm=cm_ep)
+    return TeeSession(TeeClient(policy, cm=cm_ep), simulation=True, **embedded)
 
 
 def _attested(client: TeeClient) -> tuple[AttestedClusterKey, tuple[str, str]]:
@@ -199,10 +198,10 @@ def _attested(client: TeeClient) -> tuple[AttestedClusterKey, tuple[str, str]]:
 def run_tee_upload(ctx: StepContext, params: TeeUploadParams) -> dict[str, Any]:
     """Attest the cluster with this party's own policy, encrypt its table, hand the URL to the trainer."""
     _require_tee(ctx, "tee_upload")
-    client = _connect(ctx, params)
-    ctx.state["tee_client"] = client
+    session = ctx.tee = _connect(ctx, params)
+    client = session.client
     trainer = _trainer(ctx)
-    out: dict[str, Any] = {"simulation": bool(ctx.state["tee_simulation"])}
+    out: dict[str, Any] = {"simulation": session.simulation}
     url = ""
     if ctx.data is not None:
         key, _ = _attested(client)
@@ -211,7 +210,7 @@ def run_tee_upload(ctx: StepContext, params: TeeUploadParams) -> dict[str, Any]:
         owner_pk = b""
         if ctx.data.y is not None:
             signer = Ed25519PrivateKey.generate()
-            ctx.state["tee_signer"] = signer
+            session.signer = signer
             owner_pk = signer.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         data = ctx.data
         header = write_envelope(
@@ -239,7 +238,7 @@ def run_tee_upload(ctx: StepContext, params: TeeUploadParams) -> dict[str, Any]:
             got = ctx.link.recv(peer, "tee/envelope")
             if isinstance(got, str) and got:
                 urls[peer] = got
-        ctx.state["tee_datasets"] = [urls[p] for p in ctx.data_parties if p in urls]
+        session.datasets = [urls[p] for p in ctx.data_parties if p in urls]
     else:
         ctx.link.send(trainer, "tee/envelope", url)
     return out
@@ -315,10 +314,11 @@ class TeeModel:
     task: str = "binary"
 
     def predict(self, ctx: StepContext, data: Dataset | None) -> np.ndarray | None:
-        signer: Ed25519PrivateKey | None = ctx.state.get("tee_signer")
-        if signer is None or data is None:
+        session = ctx.tee
+        signer = None if session is None else session.signer
+        if session is None or signer is None or data is None:
             return None  # only the label holder may receive scores
-        client: TeeClient = ctx.state["tee_client"]
+        client = session.client
         resp = X25519PrivateKey.generate()
         resp_pk = x25519_public(resp)
         ids = [str(i) for i in data.ids]
@@ -354,14 +354,15 @@ class TeeModel:
 def run_tee_train(ctx: StepContext, params: TeeTrainParams) -> dict[str, Any]:
     """The trainer (label holder) starts training in an enclave; every party gets the public summary."""
     _require_tee(ctx, "tee_train")
-    client: TeeClient | None = ctx.state.get("tee_client")
-    if client is None:
+    session = ctx.tee
+    if session is None:
         raise ConfigError("`tee_train` needs `tee_upload` before it")
+    client = session.client
     trainer = _trainer(ctx)
     if ctx.party == trainer:
         _, route = _attested(client)
         arg: dict[str, Wire] = {
-            "datasets": list(ctx.state["tee_datasets"]),
+            "datasets": list[Wire](session.datasets),
             "model": params.model,
             "params": params.wire_params(),
             "memory_cap_mb": float(params.memory_cap_mb),
@@ -391,7 +392,7 @@ def run_tee_train(ctx: StepContext, params: TeeTrainParams) -> dict[str, Any]:
     model = TeeModel(
         str(summary["model_id"]), blob, str(summary["kind"]), history, (str(route_l[0]), str(route_l[1]))
     )
-    ctx.state["model"] = model
+    ctx.model = model
     model.save(ctx.workdir / "tee_model.sealed")
     return {
         "model": str(summary["kind"]),
@@ -403,7 +404,7 @@ def run_tee_train(ctx: StepContext, params: TeeTrainParams) -> dict[str, Any]:
         "peak_bytes": summary["peak_bytes"],
         "enclave_train_s": round(float(summary["train_s"]), 4),
         "sealed_model": str(ctx.workdir / "tee_model.sealed"),
-        "simulation": bool(ctx.state.get("tee_simulation")),
+        "simulation": session.simulation,
     }
 
 
@@ -445,16 +446,15 @@ class TeeServeParams:
 def run_tee_serve(ctx: StepContext, params: TeeServeParams) -> dict[str, Any]:
     """Scale the cluster out (key sync), load the sealed model everywhere, serve fused requests."""
     _require_tee(ctx, "tee_serve")
-    model: TeeModel | None = ctx.state.get("model")
-    client: TeeClient | None = ctx.state.get("tee_client")
-    if model is None or client is None:
+    model, session = ctx.model, ctx.tee
+    if not isinstance(model, TeeModel) or session is None:
         raise ConfigError("`tee_serve` needs `tee_upload` and `tee_train` before it")
-    host: EnclaveHost | None = ctx.state.get("tee_host")
+    client, host = session.client, session.host
     out: dict[str, Any] = {}
     trainer = _trainer(ctx)
-    external = bool(ctx.state.get("tee"))
-    if host is not None:  # the embedded default: scale out here, then load the model everywhere
-        image = ctx.state["tee_image"]
+    external = bool(ctx.tee_config)
+    if host is not None and session.image is not None:  # the embedded default: scale out, load everywhere
+        image = session.image
         live = [i for i in host.instances.values() if i.alive]
         for _ in range(params.instances - len(live)):
             host.launch(image)  # scale-out: the new instance gets the keys by key sync
@@ -490,7 +490,9 @@ def run_tee_serve(ctx: StepContext, params: TeeServeParams) -> dict[str, Any]:
             if not isinstance(got, list) or len(got) != n:
                 raise ProtocolError("tee/serve_parts malformed", peer=peer, tag="tee/serve_parts")
             parts[peer] = got
-        signer: Ed25519PrivateKey = ctx.state["tee_signer"]  # the label holder's, admitted by the model
+        signer = session.signer  # the label holder's, admitted by the model
+        if signer is None:
+            raise ConfigError(f"party {ctx.party!r} serves as trainer but holds no request-signing key")
         out |= _serve_requests(client, model, parts, n, params.concurrency, signer)
         expected = model.predict(ctx, ctx.data.take(np.arange(n)))
         assert expected is not None  # invariant: the trainer holds the label and the signer
@@ -504,7 +506,7 @@ def run_tee_serve(ctx: StepContext, params: TeeServeParams) -> dict[str, Any]:
             "tee/serve_parts",
             _parts(ctx.data, [str(i) for i in ids_in], ctx.party, key, model.model_id),
         )
-    out["simulation"] = bool(ctx.state.get("tee_simulation"))
+    out["simulation"] = session.simulation
     return out
 
 

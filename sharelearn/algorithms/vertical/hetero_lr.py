@@ -46,7 +46,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from sharelearn.algorithms.context import BaselineData, Dataset, StepContext, StepDef
-from sharelearn.algorithms.evaluation import binary_metrics, pool_vertical
+from sharelearn.algorithms.metrics import binary_metrics, pool_vertical
 from sharelearn.algorithms.modelstore import load_model, save_model
 from sharelearn.core.codec import expect_array, expect_type
 from sharelearn.core.errors import ConfigError, DataError, ProtocolError
@@ -253,7 +253,7 @@ def _require_data(ctx: StepContext, label: bool) -> Dataset:
                 f"hetero_lr: guest {ctx.party!r}: labels must be 0 or 1, row {int(np.argmax(bad))} "
                 f"has {np.asarray(data.y)[np.argmax(bad)]!r} ({data.source})"
             )
-    if not ctx.state.get("aligned"):
+    if not ctx.aligned:
         raise ConfigError("hetero_lr needs aligned rows: run `psi` before it")
     return data
 
@@ -599,7 +599,7 @@ def run_hetero_lr(ctx: StepContext, params: HeteroLrParams) -> dict[str, Any]:
         model = _host(ctx, params, setup)
     else:
         return {}
-    ctx.state["model"] = model
+    ctx.model = model
     path = model.save(ctx.workdir / "models" / f"{STEP}.model")
     out: dict[str, Any] = {
         "epochs_run": len(model.losses),

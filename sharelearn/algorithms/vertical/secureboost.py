@@ -41,7 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sharelearn.algorithms.context import BaselineData, StepContext, StepDef
-from sharelearn.algorithms.evaluation import pool_vertical
+from sharelearn.algorithms.metrics import pool_vertical
 from sharelearn.algorithms.modelstore import save_model
 from sharelearn.algorithms.vertical import tree_kernels as tk
 from sharelearn.algorithms.vertical.secureboost_host import run_host
@@ -430,7 +430,7 @@ def _run_guest(ctx: StepContext, params: SecureBoostParams, hosts: list[str]) ->
         ctx.link.scope("tree", t).send(host, "tree", {"finish": len(state.trees)})
     elapsed = time.perf_counter() - started
     model = SecureBoostGuestModel(state.trees, hosts, base, task, state.history)
-    ctx.state["model"] = model
+    ctx.model = model
     path = model.save(ctx.workdir / MODEL_FILE)
     grown = max(1, t - resumed_from)
     out = {
@@ -452,7 +452,7 @@ def _run_guest(ctx: StepContext, params: SecureBoostParams, hosts: list[str]) ->
 def run_secureboost(ctx: StepContext, params: SecureBoostParams) -> dict[str, Any]:
     """Run this party's role of SecureBoost training (guest: labels; host: features)."""
     if ctx.role not in ("guest", "host"):
-        ctx.state["model"] = Bystander()  # e.g. an arbiter: it takes no part in evaluate / predict
+        ctx.model = Bystander()  # e.g. an arbiter: it takes no part in evaluate / predict
         return {}
     guest = guest_party(ctx)
     hosts = [p for p in ctx.data_parties if ctx.roles[p] == "host"]
@@ -469,7 +469,7 @@ def baseline_secureboost(params: SecureBoostParams, datasets: Mapping[str, Basel
     """XGBoost (hist) with the same parameters on the pooled data; the metric `evaluate` reports."""
     import xgboost as xgb
 
-    from sharelearn.algorithms.evaluation import metrics_for
+    from sharelearn.algorithms.metrics import metrics_for
 
     x, y = pool_vertical(datasets)
     y = np.asarray(y, dtype=np.float64)

@@ -273,7 +273,7 @@ def run_host(ctx: StepContext, params: SecureBoostParams, guest: str) -> dict[st
     model = SecureBoostHostModel(
         np.asarray(st.feature, dtype=np.int64), np.asarray(st.threshold, dtype=np.float64), str(task)
     )
-    ctx.state["model"] = model
+    ctx.model = model
     path = model.save(ctx.workdir / MODEL_FILE)
     elapsed = time.perf_counter() - started
     return {

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sharelearn.interfaces.api import demo_job_path, run_job
+from sharelearn.runtime.control import ControlEvent, PartyDone, Progress, StepDone
 
 __all__ = ["demo_command", "print_summary", "run_command"]
 
@@ -19,21 +20,20 @@ __all__ = ["demo_command", "print_summary", "run_command"]
 def _progress_printer(console: Console) -> Any:
     seen: set[tuple[Any, ...]] = set()
 
-    def on_event(event: dict[str, Any]) -> None:
-        kind = event.get("event")
-        party = event.get("party", "?")
-        if kind == "progress":
-            epoch = event.get("metrics", {}).get("epoch")
+    def on_event(event: ControlEvent) -> None:
+        party = event.party
+        if isinstance(event, Progress):
+            epoch = event.metrics.get("epoch")
             if epoch is not None:  # every party reports each epoch; show it once
-                key = (event.get("step"), epoch)
+                key = (event.step, epoch)
                 if key in seen:
                     return
                 seen.add(key)
-            console.print(f"[cyan]{party:>10}[/] {event.get('step')}: {event.get('message')}")
-        elif kind == "step_done":
-            took = event["outputs"].get("elapsed_s", 0)
-            console.print(f"[cyan]{party:>10}[/] {event.get('step')}: done in {took:.2f} s")
-        elif kind == "done":
+            console.print(f"[cyan]{party:>10}[/] {event.step}: {event.message}")
+        elif isinstance(event, StepDone):
+            took = event.outputs.get("elapsed_s", 0)
+            console.print(f"[cyan]{party:>10}[/] {event.step}: done in {took:.2f} s")
+        elif isinstance(event, PartyDone):
             console.print(f"[cyan]{party:>10}[/] finished")
 
     return on_event
