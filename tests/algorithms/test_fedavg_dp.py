@@ -12,6 +12,7 @@ from sharelearn.algorithms.horizontal.fedavg import FedAvgParams, load_fedavg_mo
 from sharelearn.algorithms.horizontal.simulation import simulate
 from sharelearn.core.errors import ConfigError
 from sharelearn.crypto.dp import GaussianAccountant
+from sharelearn.crypto.rng import SeededRng
 from sharelearn.testing.steps import load_csv, run_steps
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "fate"
@@ -65,7 +66,7 @@ def test_clipping_and_noise_follow_the_config() -> None:
     cfg = DpConfig(clip_norm=1.0, noise_multiplier=0.5)
     clipped = clip_update(np.full(100, 1.0), cfg)
     assert np.isclose(np.linalg.norm(clipped), 1.0)
-    avg = noisy_average(np.zeros(50_000), 4, cfg, np.random.default_rng(0))
+    avg = noisy_average(np.zeros(50_000), 4, cfg, SeededRng(0))
     assert abs(float(avg.std()) - 0.5 / 4) < 0.005
     with pytest.raises(ConfigError, match="dp_noise_multiplier"):
         DpConfig(clip_norm=1.0, noise_multiplier=0.0)

@@ -2,9 +2,10 @@
 
 Wiring around `fedavg`: with `dp_noise_multiplier` > 0 each client clips its model delta to L2 norm
 `dp_clip_norm` (`clip_update`) and counts with weight 1 (weighting by sample count would let one
-client's influence exceed the clip); the server adds N(0, (z C)^2) to each coordinate of the sum of
-clipped deltas before dividing by the number of contributors (`noisy_average`), and charges the
-round to a `GaussianAccountant` (dp_accounting's RDP accountant, sampling rate = the fraction of
+client's influence exceed the clip); the server adds discrete Gaussian noise of std z C to each
+coordinate of the sum of clipped deltas, on a fixed grid (`crypto.dp.add_gaussian_noise`, safe in
+floating point), before dividing by the number of contributors (`noisy_average`), and charges the
+round to a `GaussianAccountant` (RDP of the discrete Gaussian, sampling rate = the fraction of
 clients invited per round). With secure aggregation the server adds the noise to the unmasked sum:
 central DP, trusting the server with the sum only, as McMahan et al. do.
 """
@@ -17,7 +18,8 @@ import numpy as np
 
 from sharelearn.core.errors import ConfigError
 from sharelearn.core.types import F64Array
-from sharelearn.crypto.dp import GaussianAccountant, clip_l2, gaussian_noise
+from sharelearn.crypto.dp import GaussianAccountant, add_gaussian_noise, clip_l2
+from sharelearn.crypto.rng import Rng
 
 __all__ = ["DpConfig", "DpTracker", "clip_update", "noisy_average"]
 
@@ -51,14 +53,16 @@ def clip_update(delta: F64Array, cfg: DpConfig) -> F64Array:
     return clipped
 
 
-def noisy_average(
-    total: F64Array, contributors: float, cfg: DpConfig, rng: np.random.Generator | None = None
-) -> F64Array:
-    """(sum of clipped deltas + N(0, (z C)^2 I)) / contributors."""
+def noisy_average(total: F64Array, contributors: float, cfg: DpConfig, rng: Rng | None = None) -> F64Array:
+    """(sum of clipped deltas + discrete Gaussian noise of std z C on a fixed grid) / contributors.
+
+    The noise comes from `crypto.dp.add_gaussian_noise` (exact discrete Gaussian, OS CSPRNG unless
+    a test passes a seeded `Rng`), never from the job's seeded numpy generator.
+    """
     if contributors <= 0:
         raise ConfigError("DP-FedAvg round had no contributing client")
-    noise = gaussian_noise(total.shape, cfg.noise_multiplier * cfg.clip_norm, rng)
-    return np.asarray((total + noise) / contributors, dtype=np.float64)
+    noisy = add_gaussian_noise(total, cfg.noise_multiplier, cfg.clip_norm, rng)
+    return np.asarray(noisy / contributors, dtype=np.float64)
 
 
 @dataclass

@@ -329,7 +329,6 @@ class ServerLoop:
         dp = params.dp_config()
         per_round = self.per_round()
         self.dp = None if dp is None else DpTracker(dp, per_round / n_clients)
-        self.rng = np.random.default_rng([params.seed, 7])
 
     def per_round(self) -> int:
         return max(1, round(self.params.fraction * self.n_clients))
@@ -349,7 +348,7 @@ class ServerLoop:
             raise ConfigError("fedavg: no client contributed to the round")
         dp_cfg = self.params.dp_config()
         if dp_cfg is not None:
-            step = noisy_average(total[:size], round(weight), dp_cfg, self.rng)
+            step = noisy_average(total[:size], round(weight), dp_cfg)
         else:
             step = total[:size] / weight
         self.weights = self.weights + step
