@@ -8,7 +8,7 @@ import pytest
 
 from sharelearn.core.audit import WireAudit
 from sharelearn.core.codec import Limits
-from sharelearn.core.errors import ConfigError, ProtocolError
+from sharelearn.core.errors import ConfigError, DecodeError, ProtocolError
 from sharelearn.core.link import Inbox, InboxQuotaExceeded
 from sharelearn.core.memlink import MemNetwork
 
@@ -143,3 +143,13 @@ def test_flood_at_default_limits_is_stopped_near_the_quota() -> None:
     assert peak < limits.max_queued_bytes + (64 << 20)
     # Once refused, only the audit's bounded sample of the flood stays in memory.
     assert retained < net.audit.payload_cap + (16 << 20)
+
+
+def test_an_expanding_message_fails_the_receive_naming_peer_and_tag() -> None:
+    net = MemNetwork(["bank", "shop"], timeout=5, limits=Limits(max_expansion=2.0, expansion_allowance=1024))
+
+    net.link("shop").scope("round", 3).send("bank", "update", [[] for _ in range(20_000)])
+
+    with pytest.raises(DecodeError, match=r"'round/3/update' from 'shop'.*decodes to more than") as info:
+        net.link("bank").scope("round", 3).recv("shop", "update")
+    assert (info.value.peer, info.value.tag) == ("shop", "round/3/update")
