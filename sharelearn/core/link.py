@@ -5,6 +5,10 @@ A role function only ever calls `link.send(peer, tag, value)` and `link.recv(pee
 encode through the same codec, deliver into the same `Inbox`, count the same `LinkStats` and
 feed the same `WireAudit`. Tags are made unique by `scope("epoch", 3, "batch", 7)`, which
 prefixes every tag with "epoch/3/batch/7/".
+
+Every peer is bounded (`codec.Limits`): its unread messages by the inbox quota (bytes, messages,
+distinct tags; past it the peer is failed by name and refused), and each message by the codec's
+size caps, including the memory its decoded objects may take.
 """
 
 from __future__ import annotations

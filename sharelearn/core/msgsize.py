@@ -211,6 +211,7 @@ def check_decoded_size(data: bytes, budget: int) -> int:
         DecodedSizeExceeded: as soon as the estimate passes `budget` (nothing is allocated).
         ValueError: the structure is truncated or holds a byte that starts no object.
     """
+    # One loop with the common cases inline: this runs once per object of every large message.
     pos = used = cooldown = 0
     end = len(data)
     pending = [1]  # elements still to read in each open container, innermost last
