@@ -40,14 +40,13 @@ import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
 from sharelearn.algorithms.context import BaselineData, Dataset, StepContext, StepDef
 from sharelearn.algorithms.metrics import binary_metrics, pool_vertical
-from sharelearn.algorithms.modelstore import load_model, save_model
+from sharelearn.algorithms.package import ModelPackage, publish_model
 from sharelearn.core.codec import expect_array, expect_type
 from sharelearn.core.errors import ConfigError, DataError, ProtocolError
 from sharelearn.core.link import Link
@@ -550,17 +549,21 @@ class HeteroLrModel:
         scores: np.ndarray = 1.0 / (1.0 + np.exp(-z))
         return scores
 
-    def save(self, path: Path) -> Path:
+    @property
+    def aligned_rows(self) -> bool:
+        return True
+
+    def export(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta = {"role": self.role, "intercept": self.intercept, "losses": list(self.losses)}
-        return save_model(path, STEP, meta, {"weights": np.asarray(self.weights, dtype=np.float64)})
+        return meta, {"weights": np.asarray(self.weights, dtype=np.float64)}
 
 
-def load(path: Path) -> HeteroLrModel:
-    meta, arrays = load_model(path, STEP)
+def load(package: ModelPackage) -> HeteroLrModel:
+    meta, arrays = package.meta, package.arrays
     role = meta.get("role")
     weights = arrays.get("weights")
     if role not in ("guest", "host", "arbiter") or weights is None or weights.ndim != 1:
-        raise DataError(f"model file {str(path)!r}: not a hetero_lr model part")
+        raise DataError(f"model {package.identity.model_id}: not a hetero_lr model part")
     return HeteroLrModel(
         str(role), weights.astype(np.float64), float(meta.get("intercept", 0.0)), list(meta.get("losses", []))
     )
@@ -599,8 +602,7 @@ def run_hetero_lr(ctx: StepContext, params: HeteroLrParams) -> dict[str, Any]:
         model = _host(ctx, params, setup)
     else:
         return {}
-    ctx.model = model
-    path = model.save(ctx.workdir / "models" / f"{STEP}.model")
+    path = publish_model(ctx, model)
     out: dict[str, Any] = {
         "epochs_run": len(model.losses),
         "final_loss": round(model.losses[-1], 6) if model.losses else None,

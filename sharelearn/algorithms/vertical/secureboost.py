@@ -43,6 +43,7 @@ import numpy.typing as npt
 from sharelearn.algorithms.context import BaselineData, StepContext, StepDef
 from sharelearn.algorithms.metrics import pool_vertical
 from sharelearn.algorithms.modelstore import save_model
+from sharelearn.algorithms.package import publish_model
 from sharelearn.algorithms.vertical import tree_kernels as tk
 from sharelearn.algorithms.vertical.secureboost_host import run_host
 from sharelearn.algorithms.vertical.secureboost_model import (
@@ -430,8 +431,7 @@ def _run_guest(ctx: StepContext, params: SecureBoostParams, hosts: list[str]) ->
         ctx.link.scope("tree", t).send(host, "tree", {"finish": len(state.trees)})
     elapsed = time.perf_counter() - started
     model = SecureBoostGuestModel(state.trees, hosts, base, task, state.history)
-    ctx.model = model
-    path = model.save(ctx.workdir / MODEL_FILE)
+    path = publish_model(ctx, model)
     grown = max(1, t - resumed_from)
     out = {
         "trees": len(state.trees),
@@ -452,7 +452,7 @@ def _run_guest(ctx: StepContext, params: SecureBoostParams, hosts: list[str]) ->
 def run_secureboost(ctx: StepContext, params: SecureBoostParams) -> dict[str, Any]:
     """Run this party's role of SecureBoost training (guest: labels; host: features)."""
     if ctx.role not in ("guest", "host"):
-        ctx.model = Bystander()  # e.g. an arbiter: it takes no part in evaluate / predict
+        publish_model(ctx, Bystander())  # e.g. an arbiter: it takes no part in evaluate / predict
         return {}
     guest = guest_party(ctx)
     hosts = [p for p in ctx.data_parties if ctx.roles[p] == "host"]

@@ -18,8 +18,9 @@ import numpy.typing as npt
 
 from sharelearn.algorithms.context import StepContext
 from sharelearn.algorithms.modelstore import save_model
+from sharelearn.algorithms.package import publish_model
 from sharelearn.algorithms.vertical import tree_kernels as tk
-from sharelearn.algorithms.vertical.secureboost_model import MODEL_FILE, SecureBoostHostModel
+from sharelearn.algorithms.vertical.secureboost_model import SecureBoostHostModel
 from sharelearn.algorithms.vertical.secureboost_params import (
     CHECKPOINT_FILE,
     CHECKPOINT_STEP,
@@ -273,8 +274,7 @@ def run_host(ctx: StepContext, params: SecureBoostParams, guest: str) -> dict[st
     model = SecureBoostHostModel(
         np.asarray(st.feature, dtype=np.int64), np.asarray(st.threshold, dtype=np.float64), str(task)
     )
-    ctx.model = model
-    path = model.save(ctx.workdir / MODEL_FILE)
+    path = publish_model(ctx, model)
     elapsed = time.perf_counter() - started
     return {
         "splits": len(st.feature),
