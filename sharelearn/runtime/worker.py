@@ -28,6 +28,7 @@ from sharelearn.core.errors import ConfigError, SharelearnError
 from sharelearn.core.fileio import atomic_write_json
 from sharelearn.runtime.certs import load_credentials
 from sharelearn.runtime.data import read_party_data
+from sharelearn.runtime.executors import make_executor
 from sharelearn.runtime.grpc_link import GrpcLink
 from sharelearn.runtime.jobspec import JobSpec, load_job
 
@@ -121,6 +122,7 @@ def run_node(options: NodeOptions, control: StdioControl) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     audit = WireAudit() if options.audit else None
     link: GrpcLink | None = None
+    executor = None
     try:
         job = load_job(options.job_path, step_params=step_params())
         if party not in job.parties:
@@ -132,6 +134,9 @@ def run_node(options: NodeOptions, control: StdioControl) -> int:
         control.emit("listening", party=party, port=link.port, pid=os.getpid())
         link.connect(control.peers(job, party))
         ctx = _context(job, party, link, workdir, control)
+        # The party's heavy kernels run on its `compute:` executor (default: threads, every core).
+        executor = make_executor(job.parties[party].compute)
+        ctx.executor = executor  # type: ignore[attr-defined]  # TODO(#15): a StepContext field
         outputs = _run_steps(job, ctx, link, control)
         stats = link.stats.as_dict()
         if audit is not None:
@@ -151,5 +156,7 @@ def run_node(options: NodeOptions, control: StdioControl) -> int:
         control.emit("error", party=party, error=f"{type(exc).__name__}: {exc}")
         return 2
     finally:
+        if executor is not None:
+            executor.close()
         if link is not None:
             link.close()
