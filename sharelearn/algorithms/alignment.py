@@ -40,12 +40,20 @@ def run_psi(ctx: StepContext, params: PsiParams) -> dict[str, Any]:
         return {}
     ctx.progress(f"hashing and blinding {len(ctx.data)} ids", {})
     result: PsiResult | None
+    executor = ctx.executor
     if ctx.party == leader:
         followers = [p for p in ctx.data_parties if p != leader]
-        result = psi_leader(ctx.link, ctx.data.ids, followers=followers, receivers=receivers, params=params)
+        result = psi_leader(
+            ctx.link, ctx.data.ids, followers=followers, receivers=receivers, params=params, executor=executor
+        )
     else:
         result = psi_follower(
-            ctx.link, ctx.data.ids, leader=leader, receiver=ctx.party in receivers, params=params
+            ctx.link,
+            ctx.data.ids,
+            leader=leader,
+            receiver=ctx.party in receivers,
+            params=params,
+            executor=executor,
         )
     if result is None:
         ctx.aligned = False

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
 import numpy as np
 
+from sharelearn.core.executor import Executor
 from sharelearn.core.link import Link
 from sharelearn.core.types import PartyId
 
@@ -117,6 +118,7 @@ class StepContext:
         package: that model's package (identity, feature schema), once published or loaded.
         tee: the TEE steps' shared session (cluster client, keys, embedded services), or None.
         catalog: the steps of this run by name, so `predict` can find the loader of a saved model.
+        executor: where this party's heavy kernels run (its `compute:` block); None: in the caller.
     """
 
     link: Link
@@ -137,6 +139,7 @@ class StepContext:
     package: ModelPackage | None = None
     tee: TeeSession | None = None
     catalog: Mapping[str, StepDef] = field(default_factory=dict)
+    executor: Executor | None = None
 
     @property
     def role(self) -> str:

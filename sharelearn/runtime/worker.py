@@ -40,6 +40,7 @@ from sharelearn.runtime.control import (
     event_to_json,
 )
 from sharelearn.runtime.data import read_party_data
+from sharelearn.runtime.executors import make_executor
 from sharelearn.runtime.grpc_link import GrpcLink
 from sharelearn.runtime.jobspec import JobSpec, load_job
 
@@ -141,6 +142,7 @@ def run_node(options: NodeOptions, control: StdioControl) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     audit = WireAudit() if options.audit else None
     link: GrpcLink | None = None
+    executor = None
     try:
         job = load_job(options.job_path, step_params=step_params())
         if party not in job.parties:
@@ -153,6 +155,8 @@ def run_node(options: NodeOptions, control: StdioControl) -> int:
         link.connect(control.peers(job, party))
         run_id = options.run_id or default_run_id(options.job_path)
         ctx = party_context(job, party, link, workdir, run_id)
+        # The party's heavy kernels run on its `compute:` executor (default: threads, every core).
+        executor = ctx.executor = make_executor(job.parties[party].compute)
         results = run_party_steps(ctx, link, [(s.name, s.params) for s in job.steps], control)
         outputs = {name: r.as_dict() for name, r in results.items()}
         stats = link.stats.as_dict()
@@ -171,5 +175,7 @@ def run_node(options: NodeOptions, control: StdioControl) -> int:
         control.emit(PartyError(party, f"{type(exc).__name__}: {exc}", 2))
         return 2
     finally:
+        if executor is not None:
+            executor.close()
         if link is not None:
             link.close()

@@ -176,7 +176,12 @@ def _engine(ctx: StepContext, parties: Parties, params: SSLRParams) -> SSOps:
     else:
         ctx.progress(f"generating {params.he_scheme} keys for dealer-free triples", {})
         triples = he_triple_setup(
-            link, peer=peer, index=index, scheme=params.he_scheme, key_bits=params.key_bits
+            link,
+            peer=peer,
+            index=index,
+            scheme=params.he_scheme,
+            key_bits=params.key_bits,
+            executor=ctx.executor,
         )
     # garbled sign tests read frac_bits + 13 share bits: exact while |value| < 2^12 (logits, clip)
     fixed = FixedPoint(params.frac_bits)

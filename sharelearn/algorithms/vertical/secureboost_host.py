@@ -33,6 +33,7 @@ from sharelearn.algorithms.vertical.secureboost_params import (
 )
 from sharelearn.core import codec
 from sharelearn.core.errors import DecodeError, ProtocolError
+from sharelearn.core.executor import Executor
 from sharelearn.core.link import Link
 from sharelearn.core.types import Wire
 from sharelearn.crypto import he
@@ -93,6 +94,7 @@ class _HostRun:
     edges: list[F64]
     state: _HostState
     timing: Timing
+    executor: Executor | None = None  # the party's executor for HE batches (None: this thread)
 
 
 def _host_histograms(
@@ -170,7 +172,7 @@ def _host_level(
 ) -> None:
     started = time.perf_counter()
     hists = _host_histograms(run, ct, level, rows_of, parent_of, cache, t)
-    enc = hh.compress(hists, run.spec, run.pk, workers=run.params.workers or None)
+    enc = hh.compress(hists, run.spec, run.pk, executor=run.executor)
     run.timing.histogram_s += time.perf_counter() - started
     link.send(run.guest, "hist", {"features": run.bins.shape[1], "enc": enc.to_wire()})
     wins = codec.expect_type(link.recv(run.guest, "split"), list, peer=run.guest, tag="split")
@@ -243,7 +245,7 @@ def run_host(ctx: StepContext, params: SecureBoostParams, guest: str) -> dict[st
         [st.tree[i] for i in keep], [st.feature[i] for i in keep], [st.threshold[i] for i in keep], st.key
     )
     bins, edges = tk.bin_features(ctx.data.x, params.max_bins, name=f"party {ctx.party!r}")
-    run = _HostRun(link, guest, params, pk, spec, bins, edges, st, Timing())
+    run = _HostRun(link, guest, params, pk, spec, bins, edges, st, Timing(), ctx.executor)
     t = start
     started = time.perf_counter()
     while True:
