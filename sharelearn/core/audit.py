@@ -5,33 +5,60 @@ kept, its bytes. `count_leaks` looks for byte patterns of secret values (ids, fe
 what one party received. A value is searched in each of its plain encodings: UTF-8 text, the
 msgpack string, and 8-byte little-endian int64 / float64. Patterns shorter than `MIN_PATTERN_LEN`
 bytes are skipped: a 3-byte pattern turns up by chance in a few megabytes of ciphertext.
+
+The record is bounded: past `payload_cap` bytes from one sender to one receiver only a digest and
+a short sample of each message are kept, and `save` writes the file atomically with mode 0600 (it
+holds what the party received).
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import struct
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import msgpack
 import numpy as np
 
-__all__ = ["MIN_PATTERN_LEN", "Message", "WireAudit", "byte_patterns", "scan"]
+from sharelearn.core.fileio import atomic_write
+
+__all__ = [
+    "DEFAULT_PAYLOAD_CAP",
+    "MIN_PATTERN_LEN",
+    "SAMPLE_BYTES",
+    "SAMPLE_CAP",
+    "Message",
+    "WireAudit",
+    "byte_patterns",
+    "scan",
+]
 
 MIN_PATTERN_LEN = 6
+# Per (sender, receiver): far above what a test moves, and what a leak scan can search quickly.
+DEFAULT_PAYLOAD_CAP = 64 << 20
+SAMPLE_BYTES = 256
+SAMPLE_CAP = 1 << 20
 _CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One delivered message."""
+    """One delivered message; `digest` (BLAKE2b-128) is set when only a sample of it was kept."""
 
     src: str
     dst: str
     tag: str
     nbytes: int
+    digest: bytes = b""
+
+    @property
+    def complete(self) -> bool:
+        return not self.digest
 
 
 def byte_patterns(value: object) -> set[bytes]:
@@ -84,19 +111,51 @@ def scan(payloads: Iterable[bytes], patterns: Iterable[bytes]) -> set[bytes]:
 
 
 class WireAudit:
-    """Thread-safe record of delivered messages; keeps payloads when `keep_payloads` is set."""
+    """Thread-safe record of delivered messages; keeps payloads when `keep_payloads` is set.
 
-    def __init__(self, keep_payloads: bool = True) -> None:
+    Payloads are kept up to `payload_cap` bytes per (sender, receiver) pair (None: no cap). Past
+    it a message is recorded by its size, a BLAKE2b digest and its first `SAMPLE_BYTES` bytes (up
+    to `SAMPLE_CAP` sampled bytes per pair, then the digest alone), so a peer that floods cannot
+    fill the memory or the disk through the audit. A leak scan only sees what was kept:
+    `truncated_bytes` says how much it missed, and `testing.leaks.assert_no_leak` refuses to
+    certify an audit that missed anything.
+    """
+
+    def __init__(self, keep_payloads: bool = True, payload_cap: int | None = DEFAULT_PAYLOAD_CAP) -> None:
+        if payload_cap is not None and payload_cap < 0:
+            raise ValueError(f"payload_cap must be >= 0 or None, got {payload_cap}")
         self.keep_payloads = keep_payloads
+        self.payload_cap = payload_cap
         self._messages: list[Message] = []
         self._payloads: list[bytes] = []
+        self._kept: dict[tuple[str, str], int] = {}
+        self._sampled: dict[tuple[str, str], int] = {}
+        self._missed: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
 
-    def record(self, src: str, dst: str, tag: str, payload: bytes) -> None:
+    def record(
+        self, src: str, dst: str, tag: str, payload: bytes, *, nbytes: int | None = None, digest: bytes = b""
+    ) -> None:
+        """Record one message; `nbytes` and `digest` are given when `payload` is already a sample."""
+        size = len(payload) if nbytes is None else nbytes
         with self._lock:
-            self._messages.append(Message(src, dst, tag, len(payload)))
-            if self.keep_payloads:
+            if not self.keep_payloads:
+                self._messages.append(Message(src, dst, tag, size))
+                return
+            pair = (src, dst)
+            kept = self._kept.get(pair, 0)
+            if nbytes is None and (self.payload_cap is None or kept + size <= self.payload_cap):
+                self._kept[pair] = kept + size
+                self._messages.append(Message(src, dst, tag, size))
                 self._payloads.append(payload)
+                return
+            sample = payload[:SAMPLE_BYTES] if self._sampled.get(pair, 0) < SAMPLE_CAP else b""
+            self._sampled[pair] = self._sampled.get(pair, 0) + len(sample)
+            self._missed[pair] = self._missed.get(pair, 0) + size - len(sample)
+            if nbytes is None:
+                digest = hashlib.blake2b(payload, digest_size=16).digest()
+            self._messages.append(Message(src, dst, tag, size, digest))
+            self._payloads.append(sample)
 
     @property
     def messages(self) -> list[Message]:
@@ -104,15 +163,23 @@ class WireAudit:
             return list(self._messages)
 
     def received(self, party: str) -> list[bytes]:
-        """Payloads delivered to `party` (empty when payloads are not kept)."""
+        """Payloads delivered to `party` (samples past the cap; empty when payloads are not kept)."""
         with self._lock:
             return [p for m, p in zip(self._messages, self._payloads, strict=False) if m.dst == party]
 
     def bytes_received(self, party: str) -> int:
         return sum(m.nbytes for m in self.messages if m.dst == party)
 
+    def truncated_bytes(self, party: str | None = None) -> int:
+        """Bytes delivered to `party` (or anyone) that the record holds no copy of."""
+        with self._lock:
+            return sum(n for (_, dst), n in self._missed.items() if party is None or dst == party)
+
     def count_leaks(self, party: str, secrets: Iterable[object]) -> int:
-        """Count the secret values with at least one plain encoding in what `party` received."""
+        """Count the secret values with at least one plain encoding in what `party` received.
+
+        Only the kept payloads are searched; see `truncated_bytes` for what was not kept.
+        """
         owners: dict[bytes, int] = {}
         values = list(secrets)
         for i, v in enumerate(values):
@@ -121,22 +188,41 @@ class WireAudit:
         found = scan(self.received(party), owners)
         return len({owners[p] for p in found})
 
-    def save(self, path: Path) -> None:
-        """Write the record (with payloads) as msgpack; the launcher merges the parties' files."""
+    def _rows(self) -> list[list[object]]:
         with self._lock:
-            rows = [[m.src, m.dst, m.tag, p] for m, p in zip(self._messages, self._payloads, strict=False)]
-        path.write_bytes(msgpack.packb(rows, use_bin_type=True))
+            return [
+                [m.src, m.dst, m.tag, p, m.nbytes, m.digest]
+                for m, p in zip(self._messages, self._payloads, strict=False)
+            ]
+
+    def save(self, path: Path) -> None:
+        """Write the record as msgpack, atomically and readable by its owner only (mode 0600)."""
+        data = msgpack.packb(self._rows(), use_bin_type=True)
+
+        def write(fh: BinaryIO) -> None:
+            os.fchmod(fh.fileno(), 0o600)
+            fh.write(data)
+
+        atomic_write(path, write)
 
     @classmethod
     def load(cls, path: Path) -> WireAudit:
-        audit = cls()
+        """Read a file written by `save` (rows of 4 fields from older files are accepted)."""
+        audit = cls(payload_cap=None)
         rows = msgpack.unpackb(path.read_bytes(), raw=False)
-        for src, dst, tag, payload in rows:
-            audit.record(str(src), str(dst), str(tag), bytes(payload))
+        for row in rows:
+            src, dst, tag, payload = (str(row[0]), str(row[1]), str(row[2]), bytes(row[3]))
+            if len(row) >= 6 and row[5]:
+                audit.record(src, dst, tag, payload, nbytes=int(row[4]), digest=bytes(row[5]))
+            else:
+                audit.record(src, dst, tag, payload)
         return audit
 
     def merge(self, other: WireAudit) -> None:
         with other._lock:
             pairs = list(zip(other._messages, other._payloads, strict=False))
         for m, p in pairs:
-            self.record(m.src, m.dst, m.tag, p)
+            if m.complete:
+                self.record(m.src, m.dst, m.tag, p)
+            else:
+                self.record(m.src, m.dst, m.tag, p, nbytes=m.nbytes, digest=m.digest)

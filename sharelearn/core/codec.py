@@ -9,17 +9,27 @@ failure raises `DecodeError` naming the peer and the message tag.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import msgpack
 import numpy as np
 import numpy.typing as npt
 
-from sharelearn.core.errors import DecodeError
+from sharelearn.core.errors import ConfigError, DecodeError
+from sharelearn.core.msgsize import MAX_COST_PER_BYTE, DecodedSizeExceeded, check_decoded_size
 from sharelearn.core.types import Wire
 
-__all__ = ["ALLOWED_DTYPES", "DEFAULT_LIMITS", "Limits", "decode", "encode", "expect_array", "expect_type"]
+__all__ = [
+    "ALLOWED_DTYPES",
+    "DEFAULT_LIMITS",
+    "Limits",
+    "decode",
+    "decoded_budget",
+    "encode",
+    "expect_array",
+    "expect_type",
+]
 
 _EXT_NDARRAY = 1
 _EXT_BIGINT = 2
@@ -32,7 +42,7 @@ ALLOWED_DTYPES: frozenset[str] = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Upper bounds a decoder enforces before allocating.
+    """Upper bounds a receiver enforces on what one peer sends, checked before allocating.
 
     Attributes:
         max_message_bytes: size of one encoded message.
@@ -40,6 +50,14 @@ class Limits:
         max_ndim: dimensions of one numpy array.
         max_items: length of one list or map, and of one str / bytes value.
         max_bigint_bytes: magnitude of one big integer (64 KiB = 524,288 bits).
+        max_expansion: the decoded objects of a message may take at most this many times its size
+            in memory (plus `expansion_allowance`); counted over the whole object graph.
+        expansion_allowance: bytes of decoded objects allowed on top, so small structured messages
+            (a config dict, a list of ids) are never refused.
+        max_queued_bytes: per peer, bytes received and not yet read (a message into an empty queue
+            is always accepted, so one message may be up to `max_message_bytes`).
+        max_queued_messages: per peer, messages received and not yet read.
+        max_unread_tags: per peer, distinct tags with a message waiting to be read.
     """
 
     max_message_bytes: int = 1 << 30
@@ -47,6 +65,21 @@ class Limits:
     max_ndim: int = 8
     max_items: int = 1 << 26
     max_bigint_bytes: int = 1 << 16
+    # 8x: a list of floats decodes to ~3.6x its msgpack size, a list of 6-byte strings to ~7x;
+    # bulk numbers travel as arrays (1x). Empty lists (72x) are what an attacker would send.
+    max_expansion: float = 8.0
+    expansion_allowance: int = 16 << 20
+    # A few hundred MiB: room for a party that streams many batches before its peer reads them,
+    # small enough that one peer cannot exhaust a worker's memory.
+    max_queued_bytes: int = 512 << 20
+    max_queued_messages: int = 1 << 16
+    max_unread_tags: int = 4096
+
+    def __post_init__(self) -> None:
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if not value > 0:
+                raise ConfigError(f"link limit {spec.name} must be positive, got {value!r}")
 
 
 DEFAULT_LIMITS = Limits()
@@ -123,8 +156,34 @@ def _decode_bigint(data: bytes, limits: Limits) -> int:
     return -mag if data[0] == 1 else mag
 
 
+def decoded_budget(nbytes: int, limits: Limits = DEFAULT_LIMITS) -> int:
+    """Bytes of decoded objects a message of `nbytes` may take (`max_expansion`x plus allowance)."""
+    return int(limits.max_expansion * nbytes) + limits.expansion_allowance
+
+
+def _check_expansion(data: bytes, peer: str, tag: str, limits: Limits) -> None:
+    budget = decoded_budget(len(data), limits)
+    if len(data) * MAX_COST_PER_BYTE <= budget:
+        return  # too small to exceed the budget whatever it holds
+    try:
+        check_decoded_size(data, budget)
+    except DecodedSizeExceeded as exc:
+        raise DecodeError(
+            f"message {tag!r} from {peer!r} ({len(data):,} bytes) {exc}: more than "
+            f"{limits.max_expansion:g}x its size plus {limits.expansion_allowance:,} "
+            "(Limits.max_expansion); bulk numbers must travel as numpy arrays",
+            peer=peer,
+            tag=tag,
+        ) from exc
+    except (ValueError, IndexError) as exc:
+        raise DecodeError(f"message {tag!r} from {peer!r} is malformed: {exc}", peer=peer, tag=tag) from exc
+
+
 def decode(data: bytes, *, peer: str = "?", tag: str = "?", limits: Limits = DEFAULT_LIMITS) -> Wire:
     """Decode bytes produced by `encode`, enforcing `limits` before allocating.
+
+    The whole decoded object graph is bounded: `msgsize.check_decoded_size` walks the message and
+    refuses it when its objects would take more than `decoded_budget(len(data))` bytes.
 
     Raises:
         DecodeError: the message is malformed, oversized, or holds a type outside the schema.
@@ -136,6 +195,12 @@ def decode(data: bytes, *, peer: str = "?", tag: str = "?", limits: Limits = DEF
             peer=peer,
             tag=tag,
         )
+    _check_expansion(data, peer, tag, limits)
+    return _unpack(data, peer, tag, limits)
+
+
+def _unpack(data: bytes, peer: str, tag: str, limits: Limits) -> Wire:
+    """msgpack's C unpacker with the schema's extension types and per-container limits."""
 
     def ext_hook(code: int, payload: bytes) -> Any:
         if code == _EXT_NDARRAY:
@@ -144,6 +209,8 @@ def decode(data: bytes, *, peer: str = "?", tag: str = "?", limits: Limits = DEF
             return _decode_bigint(payload, limits)
         raise ValueError(f"unknown extension type {code}")
 
+    # Every element takes at least one byte, so no container can be longer than the message.
+    items = min(limits.max_items, len(data))
     try:
         return msgpack.unpackb(  # type: ignore[no-any-return]
             data,
@@ -151,10 +218,10 @@ def decode(data: bytes, *, peer: str = "?", tag: str = "?", limits: Limits = DEF
             raw=False,
             strict_map_key=True,
             use_list=True,
-            max_str_len=limits.max_items,
+            max_str_len=items,
             max_bin_len=limits.max_message_bytes,
-            max_array_len=limits.max_items,
-            max_map_len=limits.max_items,
+            max_array_len=items,
+            max_map_len=items,
             max_ext_len=limits.max_message_bytes,
         )
     except Exception as exc:  # msgpack raises several unrelated exception types

@@ -22,7 +22,16 @@ from sharelearn.core.codec import DEFAULT_LIMITS, Limits, decode, encode
 from sharelearn.core.errors import ConfigError, PeerTimeout, ProtocolError
 from sharelearn.core.types import PartyId, Wire
 
-__all__ = ["DEFAULT_TIMEOUT_S", "BaseLink", "Inbox", "Link", "LinkStats", "PeerStats", "ScopedLink"]
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "BaseLink",
+    "Inbox",
+    "InboxQuotaExceeded",
+    "Link",
+    "LinkStats",
+    "PeerStats",
+    "ScopedLink",
+]
 
 # Long enough for a 2048-bit Paillier batch on a slow peer, short enough to notice a dead one.
 DEFAULT_TIMEOUT_S = 600.0
@@ -99,26 +108,105 @@ class Link(Protocol):
     def stats(self) -> LinkStats: ...
 
 
+class InboxQuotaExceeded(ProtocolError):
+    """A peer sent more unread data than the receiver's `Limits` allow; the peer is now refused."""
+
+
+# Charged per queued message on top of its payload: the bytes object, deque slot and dict entry,
+# so a flood of tiny messages is counted at about what it really costs.
+_MESSAGE_OVERHEAD = 160
+
+
+@dataclass(slots=True)
+class _PeerQueue:
+    """What one peer has sent that is not read yet: messages by tag, and their total cost."""
+
+    by_tag: dict[str, deque[bytes]] = field(default_factory=dict)
+    nbytes: int = 0
+    messages: int = 0
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):,.0f} MiB" if n >= 1 << 20 else f"{n:,} bytes"
+
+
 class Inbox:
     """Messages delivered to one party, keyed by (sender, tag), in arrival order per key.
 
     Transports deliver with `put` from their own threads; `get` blocks the role function until
     the message is there, the sender is marked failed, or the deadline passes.
+
+    Every sender is bounded by `limits` (`max_queued_bytes`, `max_queued_messages`,
+    `max_unread_tags`): a protocol may send ahead as far as those allow. The message that would
+    go past them fails the sender instead: its queued messages are dropped (the memory is
+    released), every later message from it is refused (`refusal`), and a receive waiting on it
+    raises a ProtocolError naming it. The audit records only the messages accepted.
     """
 
-    def __init__(self, owner: PartyId, audit: WireAudit | None = None) -> None:
+    def __init__(
+        self, owner: PartyId, audit: WireAudit | None = None, limits: Limits = DEFAULT_LIMITS
+    ) -> None:
         self.owner = owner
         self.audit = audit
-        self._queues: dict[tuple[PartyId, str], deque[bytes]] = {}
+        self.limits = limits
+        self._peers: dict[PartyId, _PeerQueue] = {}
         self._failed: dict[PartyId, str] = {}
+        self._refused: dict[PartyId, str] = {}
         self._cond = threading.Condition()
 
     def put(self, src: PartyId, tag: str, payload: bytes) -> None:
+        """Queue `payload` from `src` under `tag`.
+
+        Raises:
+            InboxQuotaExceeded: `src` is over its quota (now or before); nothing was queued.
+        """
+        cost = len(payload) + len(tag) + _MESSAGE_OVERHEAD
+        with self._cond:
+            if src in self._refused:
+                raise InboxQuotaExceeded(self._refused[src], peer=src, tag=tag)
+            peer = self._peers.setdefault(src, _PeerQueue())
+            queue = peer.by_tag.get(tag)
+            if peer.messages and self._over_quota(peer, cost, new_tag=queue is None):
+                tags = len(peer.by_tag) + (queue is None)
+                self._refuse(src, peer.nbytes + cost, peer.messages + 1, tags)
+                raise InboxQuotaExceeded(self._refused[src], peer=src, tag=tag)
+            if queue is None:
+                queue = peer.by_tag[tag] = deque()
+            queue.append(payload)
+            peer.nbytes += cost
+            peer.messages += 1
+            self._cond.notify_all()
         if self.audit is not None:
             self.audit.record(src, self.owner, tag, payload)
+
+    def _over_quota(self, peer: _PeerQueue, cost: int, *, new_tag: bool) -> bool:
+        lim = self.limits
+        return (
+            peer.nbytes + cost > lim.max_queued_bytes
+            or peer.messages + 1 > lim.max_queued_messages
+            or (new_tag and len(peer.by_tag) + 1 > lim.max_unread_tags)
+        )
+
+    def _refuse(self, src: PartyId, nbytes: int, messages: int, tags: int) -> None:
+        """Mark `src` failed and refused, and drop what it queued (called under the lock)."""
+        lim = self.limits
+        reason = (
+            f"peer {src!r} exceeded its inbox quota at {self.owner!r}: {_mib(nbytes)} queued in "
+            f"{messages:,} messages under {tags:,} unread tags (limits per peer: "
+            f"{_mib(lim.max_queued_bytes)}, {lim.max_queued_messages:,} messages, "
+            f"{lim.max_unread_tags:,} tags)"
+        )
+        self._refused[src] = reason
+        self._failed.setdefault(src, reason)
+        dropped = self._peers.pop(src, None)
+        if dropped is not None:  # clear it too: the error's traceback still holds the put() frame
+            dropped.by_tag.clear()
+        self._cond.notify_all()
+
+    def refusal(self, src: PartyId) -> str | None:
+        """Why messages from `src` are refused, or None while it is within its quota."""
         with self._cond:
-            self._queues.setdefault((src, tag), deque()).append(payload)
-            self._cond.notify_all()
+            return self._refused.get(src)
 
     def fail(self, src: PartyId, reason: str) -> None:
         """Wake every receive waiting on `src` with a ProtocolError naming `reason`."""
@@ -130,11 +218,8 @@ class Inbox:
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                queue = self._queues.get((src, tag))
-                if queue:
-                    payload = queue.popleft()
-                    if not queue:
-                        del self._queues[(src, tag)]
+                payload = self._pop(src, tag)
+                if payload is not None:
                     return payload
                 if src in self._failed:
                     raise ProtocolError(
@@ -151,9 +236,28 @@ class Inbox:
                     )
                 self._cond.wait(remaining)
 
+    def _pop(self, src: PartyId, tag: str) -> bytes | None:
+        peer = self._peers.get(src)
+        queue = peer.by_tag.get(tag) if peer is not None else None
+        if peer is None or not queue:
+            return None
+        payload = queue.popleft()
+        if not queue:
+            del peer.by_tag[tag]
+        peer.nbytes -= len(payload) + len(tag) + _MESSAGE_OVERHEAD
+        peer.messages -= 1
+        return payload
+
     def pending(self) -> int:
+        """Messages queued and not read yet, from every peer."""
         with self._cond:
-            return sum(len(q) for q in self._queues.values())
+            return sum(p.messages for p in self._peers.values())
+
+    def queued_bytes(self, src: PartyId | None = None) -> int:
+        """Bytes charged to `src` (or every peer) for messages not read yet."""
+        with self._cond:
+            peers = self._peers.values() if src is None else [self._peers.get(src, _PeerQueue())]
+            return sum(p.nbytes for p in peers)
 
 
 def _check_tag(tag: str) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from sharelearn.core.audit import WireAudit
 from sharelearn.core.codec import DEFAULT_LIMITS, Limits
 from sharelearn.core.errors import ProtocolError
-from sharelearn.core.link import DEFAULT_TIMEOUT_S, BaseLink, Inbox
+from sharelearn.core.link import DEFAULT_TIMEOUT_S, BaseLink, Inbox, InboxQuotaExceeded
 from sharelearn.core.types import PartyId
 
 __all__ = ["MemLink", "MemNetwork"]
@@ -32,7 +32,7 @@ class MemNetwork:
         if len(set(self.parties)) != len(self.parties):
             raise ValueError(f"party names must be unique: {self.parties}")
         self.audit = audit if audit is not None else WireAudit()
-        self._inboxes = {p: Inbox(p, self.audit) for p in self.parties}
+        self._inboxes = {p: Inbox(p, self.audit, limits) for p in self.parties}
         self._links = {p: MemLink(self, p, timeout=timeout, limits=limits) for p in self.parties}
 
     def link(self, party: PartyId) -> MemLink:
@@ -62,4 +62,9 @@ class MemLink(BaseLink):
                 peer=peer,
                 tag=tag,
             )
-        self._net.inbox(peer).put(self.me, tag, payload)
+        try:
+            self._net.inbox(peer).put(self.me, tag, payload)
+        except InboxQuotaExceeded as exc:
+            raise ProtocolError(
+                f"{self.me}: sending {tag!r} to {peer!r} was refused: {exc}", peer=peer, tag=tag
+            ) from exc

@@ -11,6 +11,11 @@ pickle) and whose metadata carries the sender and the tag. Both directions are a
 
 Sends are synchronous (they return once the bytes sit in the peer's inbox), which keeps messages
 of one tag in order and gives natural back-pressure.
+
+Each peer is bounded by the receiver's `Limits` (see `Inbox`): the message that takes a peer past
+its inbox quota is answered RESOURCE_EXHAUSTED, its queued messages are dropped, and every later
+call from it is refused with RESOURCE_EXHAUSTED before its body is read, so a flooding peer cannot
+grow the receiver's memory past the quota.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import grpc
 from sharelearn.core.audit import WireAudit
 from sharelearn.core.codec import DEFAULT_LIMITS, Limits
 from sharelearn.core.errors import ConfigError, ProtocolError
-from sharelearn.core.link import DEFAULT_TIMEOUT_S, BaseLink, Inbox
+from sharelearn.core.link import DEFAULT_TIMEOUT_S, BaseLink, Inbox, InboxQuotaExceeded
 from sharelearn.core.types import PartyId
 from sharelearn.runtime.certs import PartyCredentials
 
@@ -44,6 +49,29 @@ def _options(limits: Limits) -> list[tuple[str, Any]]:
     return [("grpc.max_send_message_length", cap), ("grpc.max_receive_message_length", cap)]
 
 
+class _RefuseOverQuota(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Refuse a peer that went over its inbox quota before its message body is read.
+
+    The check runs on the call's metadata; the handler returned for a refused peer aborts without
+    reading the request, so a flooding peer's bytes stop at gRPC's flow-control window.
+    """
+
+    def __init__(self, inbox: Inbox) -> None:
+        self._inbox = inbox
+
+    def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        src = dict(details.invocation_metadata or ()).get(_SRC)
+        reason = self._inbox.refusal(src) if isinstance(src, str) else None
+        if reason is None:
+            return continuation(details)
+
+        def refuse(_requests: Any, context: grpc.ServicerContext) -> bytes:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, reason)
+            return b""  # not reached: abort() raises
+
+        return grpc.stream_unary_rpc_method_handler(refuse)
+
+
 class GrpcLink(BaseLink):
     """One party's end of a job's mesh of mutually authenticated gRPC connections."""
 
@@ -58,7 +86,9 @@ class GrpcLink(BaseLink):
         audit: WireAudit | None = None,
     ) -> None:
         peer_list = [p for p in peers if p != creds.party]
-        super().__init__(creds.party, peer_list, Inbox(creds.party, audit), timeout=timeout, limits=limits)
+        super().__init__(
+            creds.party, peer_list, Inbox(creds.party, audit, limits), timeout=timeout, limits=limits
+        )
         self._creds = creds
         self._addresses: dict[PartyId, str] = {}
         self._calls: dict[PartyId, Any] = {}
@@ -69,6 +99,7 @@ class GrpcLink(BaseLink):
                 max_workers=max(4, 2 * len(peer_list)), thread_name_prefix=f"grpc-{creds.party}"
             ),
             options=_options(limits),
+            interceptors=[_RefuseOverQuota(self.inbox)],
         )
         handler = grpc.unary_unary_rpc_method_handler(self._deliver)
         self._server.add_generic_rpc_handlers(
@@ -137,7 +168,11 @@ class GrpcLink(BaseLink):
         if not isinstance(tag, bytes):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "missing message tag")
         assert isinstance(src, str) and isinstance(tag, bytes)  # invariant: abort() raised otherwise
-        self.inbox.put(src, tag.decode(errors="replace"), request)
+        try:
+            self.inbox.put(src, tag.decode(errors="replace"), request)
+        except InboxQuotaExceeded as exc:
+            log.warning("%s: %s", self.me, exc)
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         return b""
 
     def close(self, grace: float = 1.0) -> None:

@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import hashlib
+import stat
+from pathlib import Path
+
+import msgpack
 import numpy as np
 
-from sharelearn.core.audit import WireAudit, byte_patterns, scan
+from sharelearn.core.audit import SAMPLE_BYTES, SAMPLE_CAP, WireAudit, byte_patterns, scan
 from sharelearn.core.codec import encode
 
 
@@ -44,3 +49,72 @@ def test_assert_no_leak_names_the_receiver() -> None:
     assert_no_leak(audit, "shop", ["customer-0043"], what="id")
     with pytest.raises(AssertionError, match="1 of 1 raw ids.*'shop'"):
         assert_no_leak(audit, "shop", ["customer-0042"], what="id")
+
+
+def test_audit_file_is_written_atomically_and_readable_by_its_owner_only(tmp_path: Path) -> None:
+    audit = WireAudit()
+    audit.record("bank", "shop", "t", encode(["customer-0042"]))
+    path = tmp_path / "parties" / "shop" / "audit.msgpack"
+
+    audit.save(path)
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in path.parent.iterdir()] == ["audit.msgpack"]
+    assert WireAudit.load(path).count_leaks("shop", ["customer-0042"]) == 1
+
+
+def test_audit_keeps_payloads_up_to_its_cap_then_a_digest_and_a_sample() -> None:
+    audit = WireAudit(payload_cap=1000)
+    first, second = b"a" * 600, b"SECRET-ID-" + b"b" * 590
+
+    audit.record("bank", "shop", "t1", first)
+    audit.record("bank", "shop", "t2", second)
+    audit.record("other", "shop", "t3", first)  # its own cap: another sender
+
+    kept = audit.messages
+    assert [m.nbytes for m in kept] == [600, 600, 600] and [m.complete for m in kept] == [True, False, True]
+    assert kept[1].digest == hashlib.blake2b(second, digest_size=16).digest()
+    assert audit.received("shop")[1] == second[:SAMPLE_BYTES]
+    assert audit.truncated_bytes("shop") == 600 - SAMPLE_BYTES and audit.truncated_bytes("bank") == 0
+    assert audit.bytes_received("shop") == 1800
+    assert audit.count_leaks("shop", ["SECRET-ID-"]) == 1  # the sample is still searched
+
+
+def test_a_flood_cannot_grow_the_audit_file_past_its_cap(tmp_path: Path) -> None:
+    audit = WireAudit(payload_cap=1 << 20)
+    junk = bytes(range(256)) * 64  # 16 KiB
+
+    for i in range(2000):  # 32 MiB offered
+        audit.record("shop", "bank", f"junk/{i}", junk)
+    audit.save(tmp_path / "audit.msgpack")
+
+    size = (tmp_path / "audit.msgpack").stat().st_size
+    assert size < (1 << 20) + SAMPLE_CAP + 2000 * 64
+    loaded = WireAudit.load(tmp_path / "audit.msgpack")
+    assert loaded.bytes_received("bank") == 2000 * len(junk)
+    assert loaded.truncated_bytes("bank") == audit.truncated_bytes("bank") > 29 << 20
+
+
+def test_assert_no_leak_refuses_to_certify_a_truncated_audit() -> None:
+    import pytest
+
+    from sharelearn.testing.leaks import assert_no_leak
+
+    audit = WireAudit(payload_cap=100)
+    audit.record("bank", "shop", "t", b"\x00" * 50)
+    assert_no_leak(audit, "shop", ["customer-0043"], what="id")
+    audit.record("bank", "shop", "t", b"\x00" * 1000 + b"customer-0043")
+
+    with pytest.raises(AssertionError, match="no copy of .* bytes 'shop' received.*payload_cap=None"):
+        assert_no_leak(audit, "shop", ["customer-0043"], what="id")
+    unbounded = WireAudit(payload_cap=None)
+    unbounded.record("bank", "shop", "t", b"\x00" * 1000 + b"customer-0043")
+    with pytest.raises(AssertionError, match="1 of 1 raw ids"):
+        assert_no_leak(unbounded, "shop", ["customer-0043"], what="id")
+
+
+def test_audit_files_of_the_older_four_field_format_still_load(tmp_path: Path) -> None:
+    path = tmp_path / "audit.msgpack"
+    path.write_bytes(msgpack.packb([["bank", "shop", "t", encode("customer-0042")]], use_bin_type=True))
+
+    assert WireAudit.load(path).count_leaks("shop", ["customer-0042"]) == 1

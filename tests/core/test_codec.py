@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import tracemalloc
+
 import msgpack
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ from hypothesis.extra import numpy as hnp
 
 from sharelearn.core.codec import Limits, decode, encode, expect_array, expect_type
 from sharelearn.core.errors import DecodeError
+from sharelearn.core.msgsize import check_decoded_size
 
 scalars = (
     st.none()
@@ -128,3 +131,134 @@ def test_expect_helpers_name_peer_and_tag() -> None:
     with pytest.raises(DecodeError, match="expected int"):
         expect_type(True, int, peer="bank", tag="n")
     assert expect_type(5, int, peer="bank", tag="n") == 5
+
+
+def _array_of(unit: bytes, elements_per_unit: int, total_bytes: int) -> bytes:
+    units = total_bytes // len(unit)
+    return b"\xdd" + (units * elements_per_unit).to_bytes(4, "big") + unit * units
+
+
+def test_sixteen_mib_of_empty_lists_is_refused_before_it_expands() -> None:
+    # One byte each on the wire, ~64 bytes each decoded: the issue measured +1,155 MiB (72x).
+    data = _array_of(b"\x90", 1, 16 << 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DecodeError, match=r"'flood' from 'shop'.*decodes to more than") as info:
+            decode(data, peer="shop", tag="flood")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert info.value.peer == "shop" and info.value.tag == "flood"
+    assert peak < 32 << 20, f"refusing the message allocated {peak / 2**20:.0f} MiB"
+
+
+@pytest.mark.parametrize(
+    ("unit", "elements"),
+    [
+        (b"\x90", 1),  # empty lists
+        (b"\x80", 1),  # empty maps
+        (b"\x91\x90", 1),  # nested singletons: no run to measure in bulk
+        (b"\x92\x90\x80", 1),
+        (b"\x81\xa1k\x80", 1),  # maps of maps
+        (b"\xe0", 1),  # -32: an int outside the small-int cache
+        (b"\x90\xcc\x01", 2),  # mixed kinds, so runs keep breaking
+        (b"\xa2ab", 1),  # short strings
+        (b"\xa2\xc3\xa9", 1),  # short non-ascii strings
+        (b"\xd1\x01\x00", 1),  # int16
+        (b"\xcb" + b"\x00" * 8, 1),  # float64
+    ],
+)
+def test_every_kind_of_object_counts_against_the_decoded_budget(unit: bytes, elements: int) -> None:
+    data = _array_of(unit, elements, 100_000)
+    tight = Limits(max_expansion=2.0, expansion_allowance=1024)
+
+    with pytest.raises(DecodeError, match="decodes to more than"):
+        decode(data, peer="p", tag="t", limits=tight)
+    assert isinstance(decode(data, limits=Limits(max_expansion=300.0)), list)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [0.5] * 20_000,
+        list(range(1000, 21_000)),
+        [-20] * 20_000,
+        [f"id{i}" for i in range(20_000)],
+        [f"é€{i}😀" for i in range(10_000)],
+        [f"customer-{i:07d}" for i in range(20_000)],
+        [f"é{i:05d}" for i in range(20_000)],
+        [[i, -i] for i in range(1000, 11_000)],
+        [{"a": i, "b": [i]} for i in range(5000)],
+        [[] for _ in range(10_000)] + [{} for _ in range(10_000)],
+        [2**200 + i for i in range(2000)],
+        {"w": np.zeros(1000), "xs": [np.arange(5) for _ in range(2000)], "blob": b"x" * 100_000},
+        [bytes([i % 256]) * 3 for i in range(20_000)],
+    ],
+    ids=[
+        "floats",
+        "ints",
+        "negative",
+        "ids",
+        "unicode",
+        "same-length-ids",
+        "same-length-unicode",
+        "pairs",
+        "dicts",
+        "empty",
+        "bigint",
+        "arrays",
+        "bin",
+    ],
+)
+def test_decoded_size_estimate_covers_what_decoding_keeps(value: object) -> None:
+    data = encode(value)  # type: ignore[arg-type]
+    estimate = check_decoded_size(data, 1 << 40)
+
+    tracemalloc.start()
+    try:
+        decoded = decode(data, limits=Limits(max_expansion=1000.0))
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert decoded is not None
+    assert held <= estimate + 8192, f"decoding kept {held:,} bytes, estimated {estimate:,}"
+
+
+def test_ordinary_large_messages_fit_the_default_budget() -> None:
+    values = [
+        [0.25] * 500_000,  # 4.5 MB of floats
+        [f"customer-{i:07d}" for i in range(200_000)],  # 3.4 MB of ids
+        {"ct": b"\x01" * (16 << 20), "shape": [4096, 8], "frac_bits": 16},
+        np.zeros(2 << 20),
+    ]
+    for value in values:
+        assert decode(encode(value)) is not None  # type: ignore[arg-type]
+
+
+@settings(max_examples=200, deadline=None)
+@given(values)
+def test_size_walk_accepts_every_wire_value(value: object) -> None:
+    # A zero allowance makes every message go through the walk.
+    walked = Limits(max_expansion=1000.0, expansion_allowance=1)
+
+    assert _equal(decode(encode(value), limits=walked), value)  # type: ignore[arg-type]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_size_walk_rejects_garbage_with_decode_error_only(data: bytes) -> None:
+    try:
+        decode(data, peer="host", tag="t", limits=Limits(max_expansion=1000.0, expansion_allowance=1))
+    except DecodeError as exc:
+        assert "host" in str(exc)
+
+
+def test_size_walk_refuses_deep_nesting_and_truncation() -> None:
+    with pytest.raises(ValueError, match="nested deeper"):
+        check_decoded_size(b"\x91" * 5000 + b"\xc0", 1 << 40)
+    with pytest.raises(ValueError, match="truncated"):
+        check_decoded_size(b"\xdc\x00\x05\x01\x02", 1 << 40)
+    with pytest.raises(DecodeError, match="'t' from 'p' is malformed"):
+        decode(b"\x91" * 5000 + b"\xc0", peer="p", tag="t")
