@@ -296,7 +296,7 @@ class _Trainer:
     @property
     def executor(self) -> Executor | None:
         """The party's executor for HE batches (None: the calling thread)."""
-        return getattr(self.ctx, "executor", None)
+        return self.ctx.executor
 
     def he(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Run one HE computation (encrypt, X^T [[d]], decrypt, ...) and count its time."""

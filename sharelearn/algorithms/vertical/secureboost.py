@@ -374,9 +374,7 @@ def _guest_setup(
         state = _GuestState([], [], {})
     state.trees, state.deltas = state.trees[:start], state.deltas[:start]
     bins, edges = tk.bin_features(ctx.data.x, params.max_bins, name=f"party {ctx.party!r}")
-    run = _GuestRun(
-        ctx.link, hosts, params, pk, sk, spec, bins, edges, Timing(), executor=ctx.executor
-    )
+    run = _GuestRun(ctx.link, hosts, params, pk, sk, spec, bins, edges, Timing(), executor=ctx.executor)
     return run, state
 
 
