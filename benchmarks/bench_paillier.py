@@ -1,6 +1,7 @@
 """`python -m benchmarks.bench_paillier --bits 2048 --n 512`: per-op cost of the HE engines.
 
-For Paillier and Okamoto–Uchiyama it times the batch API on one core (workers=1) and on all cores:
+For Paillier and Okamoto–Uchiyama it times the batch API on one core (no executor) and on all cores
+(a `ThreadExecutor`, the jobs' default compute, or `--executor processes`):
 encrypt, decrypt, ciphertext + ciphertext, ciphertext x 63-bit scalar. Baselines measured in the same
 run: one bare gmpy2 multiply-mod of the ciphertext size (what an addition must cost at least), and
 python-paillier (`phe`, the optional `bench` extra) when it is importable.
@@ -26,7 +27,9 @@ from typing import Any
 import gmpy2
 import numpy as np
 
+from sharelearn.core.executor import Executor
 from sharelearn.crypto import he, mbx, mbxmont
+from sharelearn.runtime.executors import ComputeSpec, make_executor
 
 _SCALAR = (1 << 63) - 25  # a 63-bit multiplier
 
@@ -47,20 +50,21 @@ def _bare_mulmod(mod: Any, count: int) -> float:
     return _time(lambda: [a * b % mod for a, b in zip(xs, ys, strict=True)], count)
 
 
-def bench_scheme(scheme: str, bits: int, count: int, cores: int) -> dict[str, Any]:
+def bench_scheme(scheme: str, bits: int, count: int, cores: int, executor: Executor) -> dict[str, Any]:
     pk, sk = he.keygen(scheme, bits)
     x = np.array([secrets.randbits(40) - (1 << 39) for _ in range(count)], dtype=np.int64)
     t = time.perf_counter()
-    he.encrypt(pk, x[:8], workers=1)  # builds the fixed-base tables once
+    he.encrypt(pk, x[:8])  # builds the fixed-base tables once
     table_s = time.perf_counter() - t
-    c = he.encrypt(pk, x, workers=1)
+    c = he.encrypt(pk, x)
+    he.encrypt(pk, x, executor=executor)  # starts the executor's workers and their tables
     out: dict[str, Any] = {"scheme": scheme, "bits": bits, "n": count, "table_build_s": round(table_s, 3)}
-    for label, workers in (("1core", 1), (f"{cores}core", cores)):
+    for label, ex in (("1core", None), (f"{cores}core", executor)):
         ops: dict[str, Callable[[], Any]] = {
-            "encrypt": functools.partial(he.encrypt, pk, x, workers=workers),
-            "decrypt": functools.partial(he.decrypt, sk, c, workers=workers),
+            "encrypt": functools.partial(he.encrypt, pk, x, executor=ex),
+            "decrypt": functools.partial(he.decrypt, sk, c, executor=ex),
             "add": lambda: c + c,
-            "mul_scalar63": functools.partial(c.mul, _SCALAR, workers=workers),
+            "mul_scalar63": functools.partial(c.mul, _SCALAR, executor=ex),
         }
         out[label] = {name: round(_time(fn, count), 2) for name, fn in ops.items()}
     out["bare_mulmod_us"] = round(_bare_mulmod(pk.cipher_modulus, count), 2)
@@ -86,7 +90,10 @@ def bench_phe(bits: int, count: int) -> dict[str, Any] | None:
 
 def _print(results: dict[str, Any]) -> None:
     cores = results["cores"]
-    print(f"bits={results['bits']} n={results['n']} mbx={results['mbx']} cores={cores} (us/op; ops/s)")
+    print(
+        f"bits={results['bits']} n={results['n']} mbx={results['mbx']} cores={cores} "
+        f"executor={results['executor']} (us/op; ops/s)"
+    )
     for r in results["schemes"]:
         print(
             f"{r['scheme']}: table build {r['table_build_s']} s, bare gmpy2 mulmod {r['bare_mulmod_us']} us"
@@ -161,13 +168,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--n", type=int, default=512, help="batch size")
     parser.add_argument("--schemes", default="paillier,ou")
     parser.add_argument("--portable", action="store_true", help="disable the mbx kernels")
+    parser.add_argument("--executor", choices=("threads", "processes"), default="threads")
     parser.add_argument("--probe-seconds", type=float, default=1.5, help="per loop of the hardware probe")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     mbx.force_portable(args.portable)
     cores = os.cpu_count() or 1
     results: dict[str, Any] = {"bits": args.bits, "n": args.n, "cores": cores, "mbx": mbx.is_available()}
-    results["schemes"] = [bench_scheme(s, args.bits, args.n, cores) for s in args.schemes.split(",")]
+    results["executor"] = args.executor
+    with make_executor(ComputeSpec(backend=args.executor)) as executor:
+        results["schemes"] = [
+            bench_scheme(s, args.bits, args.n, cores, executor) for s in args.schemes.split(",")
+        ]
     results["phe"] = bench_phe(args.bits, min(args.n, 64))
     if cores > 1:
         results["core_scaling"] = core_scaling(cores, args.probe_seconds)

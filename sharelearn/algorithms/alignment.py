@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from sharelearn.algorithms.context import StepContext, StepDef
-from sharelearn.core.errors import ConfigError
+from sharelearn.core.errors import ConfigError, DataError
 from sharelearn.core.fileio import atomic_write_text
 from sharelearn.operators.psi import PsiParams, PsiResult, psi_follower, psi_leader
 
@@ -40,16 +40,29 @@ def run_psi(ctx: StepContext, params: PsiParams) -> dict[str, Any]:
         return {}
     ctx.progress(f"hashing and blinding {len(ctx.data)} ids", {})
     result: PsiResult | None
+    executor = ctx.executor
     if ctx.party == leader:
         followers = [p for p in ctx.data_parties if p != leader]
-        result = psi_leader(ctx.link, ctx.data.ids, followers=followers, receivers=receivers, params=params)
+        result = psi_leader(
+            ctx.link, ctx.data.ids, followers=followers, receivers=receivers, params=params, executor=executor
+        )
     else:
         result = psi_follower(
-            ctx.link, ctx.data.ids, leader=leader, receiver=ctx.party in receivers, params=params
+            ctx.link,
+            ctx.data.ids,
+            leader=leader,
+            receiver=ctx.party in receivers,
+            params=params,
+            executor=executor,
         )
     if result is None:
         ctx.aligned = False
         return {}
+    if result.size == 0:
+        raise DataError(
+            f"psi: party {ctx.party!r} and the other data parties have no id in common; "
+            "nothing to train or score"
+        )
     ctx.data = ctx.data.take(result.rows)
     ctx.aligned = True
     atomic_write_text(ctx.workdir / "intersection_ids.csv", "id\n" + "".join(f"{i}\n" for i in ctx.data.ids))

@@ -9,12 +9,14 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
 import numpy as np
 
+from sharelearn.core.executor import Executor
 from sharelearn.core.link import Link
 from sharelearn.core.types import PartyId
 
 if TYPE_CHECKING:  # only annotations name the TEE actors; importing this module starts nothing
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    from sharelearn.algorithms.package import ModelPackage
     from sharelearn.tee.backend import EnclaveImage
     from sharelearn.tee.cluster import ClusterManager, EnclaveHost, TeeClient
 
@@ -106,13 +108,17 @@ class StepContext:
         workdir: this party's own output folder.
         job_dir: the job file's folder; relative paths in step parameters are resolved against it.
         job: the job's name (model packages record it).
+        run_id: this run's id, the same at every party (random per run; model ids derive from it).
+        step_index: the place of the running step in the job (set by the runner).
         progress: report a line of progress (and optional metrics) to whoever runs the job.
         engine: the job's route: "federated" (HE / MPC protocols between the parties) or "tee".
         tee_config: the job's `tee:` block (an external enclave cluster), or None.
         aligned: True once `psi` ran and `data` holds this party's common rows in the common order.
         model: this party's part of the model the latest training (or `predict` loading) step left.
+        package: that model's package (identity, feature schema), once published or loaded.
         tee: the TEE steps' shared session (cluster client, keys, embedded services), or None.
         catalog: the steps of this run by name, so `predict` can find the loader of a saved model.
+        executor: where this party's heavy kernels run (its `compute:` block); None: in the caller.
     """
 
     link: Link
@@ -123,13 +129,17 @@ class StepContext:
     workdir: Path
     job_dir: Path = Path(".")
     job: str = ""
+    run_id: str = ""
+    step_index: int = 0
     progress: Progress = _no_progress
     engine: Engine = "federated"
     tee_config: Mapping[str, Any] | None = None
     aligned: bool = False
     model: TrainedModel | None = None
+    package: ModelPackage | None = None
     tee: TeeSession | None = None
     catalog: Mapping[str, StepDef] = field(default_factory=dict)
+    executor: Executor | None = None
 
     @property
     def role(self) -> str:
@@ -165,8 +175,21 @@ class TrainedModel(Protocol):
         """
         ...
 
-    def save(self, path: Path) -> Path:
-        """Write this party's part only (never another party's secrets) atomically; return the path."""
+    @property
+    def aligned_rows(self) -> bool:
+        """Whether prediction pairs this party's rows with other parties' rows (vertical models).
+
+        Such a model predicts only on rows that `psi` aligned; a horizontal model predicts on each
+        party's own rows, and a TEE model joins rows on ids inside the enclave.
+        """
+        ...
+
+    def export(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """This party's part only (never another party's secrets): plain values and arrays.
+
+        `publish_model` wraps them in the party's model package; the step's `StepDef.load` reads
+        them back from a `ModelPackage`.
+        """
         ...
 
 
@@ -179,7 +202,8 @@ class StepDef:
     """A step of the job format: its parameters type and the function every party runs for it.
 
     Attributes:
-        load: for training steps, read one party's saved model part (`TrainedModel.save`) back.
+        load: for training steps, rebuild one party's model part from its checked package
+            (`algorithms.package.load_package`; the model's `export` made its meta and arrays).
         baseline: for training steps, train the same model on the pooled data of every party
             (party -> (role, table), the launcher's view when all data is local) and return the
             metrics `evaluate` reports (e.g. {"auc": ...}); the report adds `<metric>_centralized`
@@ -190,5 +214,5 @@ class StepDef:
     params: type
     run: Callable[[StepContext, Any], dict[str, Any]]
     summary: str = ""
-    load: Callable[[Path], TrainedModel] | None = None
+    load: Callable[[ModelPackage], TrainedModel] | None = None
     baseline: Callable[[Any, Mapping[PartyId, BaselineData]], dict[str, float]] | None = None

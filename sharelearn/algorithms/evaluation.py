@@ -15,17 +15,22 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as skm
 
+from sharelearn.algorithms.alignment import run_psi
 from sharelearn.algorithms.context import Dataset, StepContext, StepDef, TrainedModel
 from sharelearn.algorithms.metrics import binary_metrics, metrics_for
 from sharelearn.algorithms.modelstore import resolve_model_path
+from sharelearn.algorithms.package import ModelPackage, check_same_model, load_package
 from sharelearn.core.errors import ConfigError, DataError
 from sharelearn.core.fileio import atomic_write, atomic_write_text
+from sharelearn.operators.psi import PsiParams
 
 __all__ = [
     "EVALUATE_STEP",
     "PREDICT_STEP",
     "EvaluateParams",
     "PredictParams",
+    "ensure_aligned",
+    "load_party_model",
     "run_evaluate",
     "run_predict",
 ]
@@ -91,6 +96,7 @@ class EvaluateParams:
 def run_evaluate(ctx: StepContext, params: EvaluateParams) -> dict[str, Any]:
     """Predict on this party's rows collaboratively; the label holder returns the metrics."""
     model = _model(ctx, "evaluate")
+    ensure_aligned(ctx, model, "evaluate")
     ctx.progress(f"predicting with the {model.step} model", {})
     scores = model.predict(ctx, ctx.data)
     if scores is None:
@@ -126,31 +132,64 @@ class PredictParams:
     """Parameters of `predict`.
 
     Attributes:
-        model: path of this party's model file, `{party}` replaced by the party's name; relative to
-            the job file's folder. Empty: use the model trained earlier in the same job.
-        step: the training step that wrote the model files (e.g. hetero_lr, secureboost).
+        model: path of this party's model package, `{party}` replaced by the party's name; relative
+            to the job file's folder. Empty: use the model trained earlier in the same job.
+        step: optionally, the training step the package must come from (e.g. hetero_lr); the package
+            itself records its step.
     """
 
     model: str = ""
     step: str = ""
 
-    def __post_init__(self) -> None:
-        if self.model and not self.step:
-            raise ConfigError("predict.step must name the training step that wrote predict.model")
+
+def load_party_model(ctx: StepContext, template: str, step: str = "") -> ModelPackage:
+    """Load this party's part of a saved model and make it the context's model.
+
+    Checks, before any row is scored: the package is intact and is this party's part (of `step`,
+    when given); every party loaded a part of the same model and version; this party's columns
+    match the model's feature schema by name (reordered when they come in another order).
+    """
+    path = resolve_model_path(template, party=ctx.party, job_dir=ctx.job_dir)
+    package = load_package(path, party=ctx.party, step=step or None)
+    definition = ctx.catalog.get(package.identity.step)
+    if definition is None or definition.load is None:
+        raise ConfigError(f"{path}: step {package.identity.step!r} has no model loader in this run")
+    check_same_model(ctx, package)
+    if ctx.data is not None and package.schema is not None:
+        ctx.data = package.schema.align(ctx.data, party=ctx.party)
+    ctx.model, ctx.package = definition.load(package), package
+    ctx.progress(f"loaded {path} (model {package.identity.model_id} v{package.identity.version})", {})
+    return package
+
+
+def ensure_aligned(ctx: StepContext, model: TrainedModel, step: str) -> None:
+    """Align this party's rows with the other data parties' before a vertical model scores them.
+
+    A vertical model pairs row i of every party; rows that `psi` did not align would pair one
+    person's features with another's. Without an earlier `psi` step this runs it (default
+    parameters) first; an empty intersection is a data error naming the step.
+    """
+    if not model.aligned_rows or ctx.aligned or len(ctx.data_parties) < 2 or ctx.data is None:
+        return
+    ctx.progress(f"{step}: rows are not aligned yet; running psi first", {})
+    link = ctx.link
+    ctx.link = link.scope("psi")
+    try:
+        run_psi(ctx, PsiParams())
+    finally:
+        ctx.link = link
 
 
 def run_predict(ctx: StepContext, params: PredictParams) -> dict[str, Any]:
     """Collaborative prediction; the label-holding side writes predictions.csv (id, score...)."""
     if params.model:
-        definition = ctx.catalog.get(params.step)
-        if definition is None:
-            raise ConfigError(f"predict.step: unknown step {params.step!r}; known: {', '.join(ctx.catalog)}")
-        if definition.load is None:
-            raise ConfigError(f"step {params.step!r} does not save models")
-        path = resolve_model_path(params.model, party=ctx.party, job_dir=ctx.job_dir)
-        ctx.model = definition.load(path)
-        ctx.progress(f"loaded {path}", {})
+        load_party_model(ctx, params.model, params.step)
+    elif params.step and ctx.model is not None and ctx.model.step != params.step:
+        raise ConfigError(
+            f"predict.step is {params.step!r} but the job's model comes from {ctx.model.step!r}"
+        )
     model = _model(ctx, "predict")
+    ensure_aligned(ctx, model, "predict")
     scores = model.predict(ctx, ctx.data)
     if scores is None or ctx.data is None:
         return {}

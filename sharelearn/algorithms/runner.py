@@ -66,6 +66,7 @@ def run_step(
     watch = observer or _Silent()
     definition: StepDef = get_step(name, ctx.catalog or STEPS)
     ctx.link = link.scope("step", index, name)
+    ctx.step_index = index
 
     def progress(message: str, metrics: Mapping[str, Any]) -> None:
         watch.progress(name, message, metrics)

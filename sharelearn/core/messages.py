@@ -192,6 +192,10 @@ def _from_wire(value: Wire, hint: Any, meta: Mapping[str, Any], where: str, deco
 def _scalar(value: Wire, hint: Any, where: str, decoders: Decoders) -> Any:
     if hint is Any:
         return value
+    if hint is np.ndarray:  # an array field without `array(...)` metadata: any dtype, any shape
+        if isinstance(value, np.ndarray):
+            return value
+        raise ValueError(f"{where}: expected an array, got {type(value).__name__}")
     if hint is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)

@@ -9,15 +9,16 @@ Two engines compute the products, with identical results:
   kernel (tables kept in Montgomery form; about 3x fewer cycles than gmpy2 at 2048 bits);
 * elsewhere (or with `mbx.force_portable(True)`), gmpy2 multiplications.
 
-Either way big batches are split between the calling thread and `procpool` worker processes, each
-of which builds its own copy of the tables once per key. (Threads do not scale: gmpy2 holds the
-GIL, and the kernel's calls are too short, ~5 us, for the GIL hand-off between threads to pay.)
+Either way a big batch is split into one chunk per unit of the executor's parallelism and handed
+to it as GIL-bound work (`releases_gil=False`): threads do not scale here (gmpy2 holds the GIL,
+and the kernel's calls are too short, ~5 us, for the GIL hand-off between threads to pay), so a
+local executor runs the chunks in worker processes, each of which builds its own copy of the
+tables once per key (`table`, a per-process cache).
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -27,8 +28,9 @@ import numpy as np
 import numpy.typing as npt
 
 from sharelearn.core.errors import CryptoError
+from sharelearn.core.executor import Executor, chunk_bounds, parts_for
 from sharelearn.core.types import Wire
-from sharelearn.crypto import mbxmont, procpool
+from sharelearn.crypto import mbx, mbxmont
 from sharelearn.crypto.modexp import Mpz, RandBytes, int_digits, random_bytes
 
 __all__ = [
@@ -36,15 +38,10 @@ __all__ = [
     "exponent_digits",
     "fixed_base_products",
     "random_exponents",
-    "serve_worker",
+    "table",
 ]
 
-log = logging.getLogger(__name__)
 _PROC_MIN = 96  # elements per worker process below which IPC and start-up cost more than they save
-
-
-def _chunks(count: int, size: int) -> list[tuple[int, int]]:
-    return [(i, min(i + size, count)) for i in range(0, count, size)]
 
 
 class FixedBaseTable:
@@ -179,8 +176,10 @@ def _products(
     digits: Sequence[npt.NDArray[np.int64]],
     affine: Any,
     negative: npt.NDArray[np.bool_] | None = None,
+    *,
+    use_mbx: bool = True,
 ) -> list[Mpz]:
-    fast = _mbx_products(tables, digits, negative)
+    fast = _mbx_products(tables, digits, negative) if use_mbx else None
     if fast is not None:
         if affine is None:
             return fast
@@ -203,26 +202,32 @@ def _products(
     return [gmpy2.mpz(1)] * digits[0].shape[0] if acc is None else list(acc)
 
 
-@functools.lru_cache(maxsize=16)
-def _worker_table(base: int, mod: int, window_bits: int) -> FixedBaseTable:
+@functools.lru_cache(maxsize=64)
+def table(base: Mpz | int, mod: Mpz | int, window_bits: int) -> FixedBaseTable:
+    """This process's table of `base` mod `mod`, shared by every key and executor chunk.
+
+    mpz and int keys of the same value hit the same entry (gmpy2 hashes them alike).
+    """
     return FixedBaseTable(gmpy2.mpz(base), gmpy2.mpz(mod), window_bits)
 
 
-def _handle_products(request: Wire) -> Wire:
-    """Worker side of `fixed_base_products`: one chunk's products as fixed-width little-endian bytes."""
-    req: Any = request  # shapes checked below; the parent built it
-    if (
-        not isinstance(req, dict)
-        or not isinstance(req.get("mod"), int)
-        or not isinstance(req.get("specs"), list)
-    ):
-        raise CryptoError("bad worker request")
-    mod = req["mod"]
-    tables = [_worker_table(int(base), mod, int(w)) for base, w in req["specs"]]
-    affine, negative = req.get("affine"), req.get("negative")
+def _products_chunk(request: dict[str, Any]) -> bytes:
+    """Executor kernel: one chunk of `fixed_base_products`, as fixed-width little-endian bytes.
+
+    The request names the tables by (base, window) and the modulus, so a worker process finds or
+    builds its own copy (`table`); the calling process finds the very tables its keys use.
+    """
+    mod = request["mod"]
+    if not isinstance(mod, int) or not isinstance(request.get("specs"), list):
+        raise CryptoError("bad fixed-base request")
+    tables = [table(int(base), mod, int(w)) for base, w in request["specs"]]
+    affine, negative = request.get("affine"), request.get("negative")
     pair = None if affine is None else (gmpy2.mpz(affine[0]), [int(m) for m in affine[1]])
+    digits = [np.asarray(d, dtype=np.int64) for d in request["digits"]]
+    neg = None if negative is None else np.asarray(negative, dtype=np.bool_)
     width = (mod.bit_length() + 7) // 8
-    return b"".join([v.to_bytes(width, "little") for v in _products(tables, req["digits"], pair, negative)])
+    products = _products(tables, digits, pair, neg, use_mbx=bool(request.get("mbx", True)))
+    return b"".join([v.to_bytes(width, "little") for v in products])
 
 
 def _int_wire(ms: Sequence[int]) -> Wire:
@@ -232,12 +237,22 @@ def _int_wire(ms: Sequence[int]) -> Wire:
     return list(vals)
 
 
-def serve_worker() -> None:
-    """Entry point of a `procpool` worker process."""
-    procpool.serve(_handle_products)
-
-
-_WORKER_ENTRY = "from sharelearn.crypto.fixedbase import serve_worker; serve_worker()"
+def _request(
+    tables: Sequence[FixedBaseTable],
+    digits: Sequence[npt.NDArray[np.int64]],
+    affine: tuple[Mpz, Sequence[int]] | None,
+    negative: npt.NDArray[np.bool_] | None,
+    rows: tuple[int, int],
+) -> dict[str, Any]:
+    a, b = rows
+    return {
+        "mod": int(tables[0].mod),
+        "specs": [[int(t.base), t.window_bits] for t in tables],
+        "digits": [d[a:b].astype(np.uint16) for d in digits],  # w <= 16: 1/4 of the bytes
+        "affine": None if affine is None else [int(affine[0]), _int_wire(affine[1][a:b])],
+        "negative": None if negative is None else negative[a:b],
+        "mbx": mbx.is_available(),  # the caller's choice (tests force the portable path) holds everywhere
+    }
 
 
 def fixed_base_products(
@@ -246,7 +261,7 @@ def fixed_base_products(
     *,
     affine: tuple[Mpz, Sequence[int]] | None = None,
     negative: npt.NDArray[np.bool_] | None = None,
-    workers: int = 1,
+    executor: Executor | None = None,
 ) -> list[Mpz]:
     """Return (1 + k m_i) * prod_t tables[t].base^(digits[t][i] as w-bit digits) mod the tables' modulus.
 
@@ -254,57 +269,23 @@ def fixed_base_products(
     `negative`, tables[0] and tables[1] are a table of g and of g^-1 that share digits[0] (OU's g^m
     for signed m: row i uses g^-1 where negative[i]); digits[1:] then belong to tables[2:].
 
-    gmpy2 multiplications hold the GIL (threads measured slower than one), so batches of at least
-    `_PROC_MIN` per worker are split between the calling thread and `workers - 1` worker processes
-    (`procpool`), each of which builds its own copy of the tables once per key.
+    With an executor, batches of at least `_PROC_MIN` rows per chunk run as GIL-bound chunks on it
+    (see the module docstring); `executor=None` computes in the calling thread.
     """
     count = digits[0].shape[0]
-    helpers = min(workers - 1, count // _PROC_MIN - 1)
-    if helpers <= 0:
+    parts = parts_for(executor, count, _PROC_MIN)
+    if parts <= 1 or executor is None:
         return _products(tables, digits, affine, negative)
-    mod = int(tables[0].mod)
-    specs: list[Wire] = [[int(t.base), t.window_bits] for t in tables]
-    try:
-        pool = procpool.acquire(helpers, _WORKER_ENTRY)
-    except OSError as exc:  # no subprocesses here (sandbox, fd limits): stay in-process
-        log.warning("cannot start HE worker processes (%s); computing in-process", exc)
-        pool = []
-    if not pool:
-        return _products(tables, digits, affine, negative)
-    parts = _chunks(count, -(-count // (len(pool) + 1)))
-    try:
-        for w, (a, b) in zip(pool, parts[1:], strict=True):
-            chunk: Wire = None if affine is None else [int(affine[0]), _int_wire(affine[1][a:b])]
-            neg: Wire = None if negative is None else negative[a:b]
-            w.send(
-                {
-                    "mod": mod,
-                    "specs": specs,
-                    "digits": [d[a:b].astype(np.uint16) for d in digits],  # w <= 16: 1/4 of the bytes
-                    "affine": chunk,
-                    "negative": neg,
-                }
-            )
-        a0, b0 = parts[0]
-        out = _products(
-            tables,
-            [d[a0:b0] for d in digits],
-            None if affine is None else (affine[0], affine[1][a0:b0]),
-            None if negative is None else negative[a0:b0],
-        )
-        width = (mod.bit_length() + 7) // 8
-        frm = gmpy2.mpz.from_bytes
-        for w in pool:
-            raw = w.recv()
-            if not isinstance(raw, bytes) or len(raw) % width:
-                raise CryptoError("worker returned a malformed reply")
-            out.extend([frm(raw[i : i + width], "little") for i in range(0, len(raw), width)])
-    except (CryptoError, OSError) as exc:
-        # A dead or failing worker costs time, never correctness: redo the batch here.
-        log.warning("HE worker process failed (%s); computing %d values in-process", exc, count)
-        procpool.release(pool, broken=True)
-        return _products(tables, digits, affine, negative)
-    procpool.release(pool)
+    requests = [_request(tables, digits, affine, negative, r) for r in chunk_bounds(count, parts)]
+    width = (int(tables[0].mod.bit_length()) + 7) // 8
+    frm = gmpy2.mpz.from_bytes
+    out: list[Mpz] = []
+    for raw in executor.map(_products_chunk, requests, releases_gil=False):
+        if not isinstance(raw, bytes) or len(raw) % width:
+            raise CryptoError("a fixed-base chunk came back malformed")
+        out.extend([frm(raw[i : i + width], "little") for i in range(0, len(raw), width)])
+    if len(out) != count:
+        raise CryptoError(f"fixed-base chunks returned {len(out)} values for {count} rows")
     return out
 
 

@@ -6,7 +6,8 @@ so a protocol written against this module runs unchanged on either:
 * `paillier`: plaintexts mod n (~|n| bits), ciphertexts mod n^2.
 * `ou`: Okamoto–Uchiyama, plaintexts mod a secret p (~|n|/3 bits), ciphertexts mod n; faster.
 
-Batches can also be encrypted on a Ray cluster (`backend="ray"`, the optional `ray` extra).
+Heavy batches (encryption, decryption, scalar products) take an optional `executor`
+(`core.executor.Executor`): local threads, processes or a Ray cluster, chosen by the runtime.
 """
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-import numpy as np
-
-from sharelearn.core.errors import ConfigError, CryptoError, DecodeError
+from sharelearn.core.errors import ConfigError, DecodeError
 from sharelearn.core.types import Wire
 from sharelearn.crypto import ou, paillier
 from sharelearn.crypto.encarray import (
@@ -26,11 +25,10 @@ from sharelearn.crypto.encarray import (
     add_all,
     concatenate,
     decrypt,
+    encrypt,
     matmul_plain,
 )
-from sharelearn.crypto.encarray import encrypt as _encrypt_threads
 from sharelearn.crypto.modexp import RandBytes
-from sharelearn.crypto.paillier_encoding import DEFAULT_FRAC_BITS, Encoded, encode
 
 __all__ = [
     "DEFAULT_KEY_BITS",
@@ -78,44 +76,3 @@ def public_key_from_wire(data: Wire) -> HEPublicKey:
     if data.get("scheme") == "ou":
         return ou.PublicKey.from_wire(data)
     raise DecodeError(f"unknown HE scheme {data.get('scheme')!r}; expected one of {SCHEMES}")
-
-
-def encrypt(
-    pk: HEPublicKey,
-    x: Any,
-    *,
-    frac_bits: int = DEFAULT_FRAC_BITS,
-    rng: RandBytes | None = None,
-    workers: int | None = None,
-    backend: str = "threads",
-    ray_chunk: int = 4096,
-) -> EncArray:
-    """Encrypt with local threads (`backend="threads"`) or as Ray tasks (`backend="ray"`).
-
-    With Ray each task encrypts `ray_chunk` values with the worker's OS CSPRNG (`rng` must be None).
-
-    Raises:
-        ConfigError: unknown backend, or `ray` without the `sharelearn[ray]` extra installed.
-    """
-    if backend == "threads":
-        return _encrypt_threads(pk, x, frac_bits=frac_bits, rng=rng, workers=workers)
-    if backend != "ray":
-        raise ConfigError(f"HE backend must be 'threads' or 'ray', got {backend!r}")
-    try:
-        import ray
-    except ImportError as exc:
-        raise ConfigError("backend='ray' needs the optional extra: pip install 'sharelearn[ray]'") from exc
-    if rng is not None:
-        raise CryptoError("backend='ray' draws randomness on the workers; pass rng=None")
-    enc = x if isinstance(x, Encoded) else encode(x, frac_bits=frac_bits, max_int=pk.max_int)
-    flat = enc.ints.ravel().tolist()
-    task = ray.remote(_encrypt_chunk)
-    refs = [task.remote(pk, flat[i : i + ray_chunk]) for i in range(0, len(flat), ray_chunk)]
-    cts = [c for part in ray.get(refs) for c in part]
-    out = np.empty(len(cts), dtype=object)
-    out[:] = cts
-    return EncArray(pk, out.reshape(enc.ints.shape), enc.frac_bits, enc.pack, enc.weight)
-
-
-def _encrypt_chunk(pk: HEPublicKey, ms: list[int]) -> list[Any]:
-    return pk.encrypt_ints(ms, workers=1)

@@ -3,7 +3,7 @@
 * `powmod` uses Intel's multi-buffer `mbx_exp{1024,2048,3072,4096}_mb8` (ipp-crypto, AVX512-IFMA)
   when available: 8 independent exponentiations per call. Numbers travel as little-endian 64-bit
   words; the pointer arrays for a whole chunk are built with numpy arithmetic. ctypes releases the
-  GIL during the call, so a thread pool uses every core. Each call pays ~50 us (4096-bit) for the
+  GIL during the call, so a thread executor uses every core. Each call pays ~50 us (4096-bit) for the
   Montgomery set-up, so tiny exponents stay on gmpy2, whose `powmod_base_list` also releases the
   GIL. gmpy2's `*`, `%` and `powmod` do not (measured: 2 threads run slower than 1).
 * `multi_exp`: Pippenger's bucket method for prod_i c_i^(x_i): one multiplication per non-zero
@@ -20,21 +20,20 @@ import math
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias
 
 import gmpy2
 import numpy as np
 import numpy.typing as npt
 
 from sharelearn.core.errors import CryptoError
+from sharelearn.core.executor import Executor, chunk_bounds, parts_for
 from sharelearn.crypto import mbx
 
 __all__ = [
     "Mpz",
     "RandBytes",
     "batch_invert",
-    "default_workers",
     "int_digits",
     "mbx_supported",
     "multi_exp",
@@ -46,17 +45,11 @@ __all__ = [
 
 Mpz: TypeAlias = Any  # gmpy2.mpz; gmpy2 ships no type stubs
 RandBytes: TypeAlias = Callable[[int], bytes]
-T = TypeVar("T")
 
 _LANES = 8
 _MBX_CLASSES = (1024, 2048, 3072, 4096)
 _MBX_MIN_EXP_BITS = 12  # below this gmpy2's few multiplications beat the kernel's set-up cost
 _kernel_lock = threading.Lock()
-
-
-def default_workers() -> int:
-    """The default thread count: every core the OS reports."""
-    return os.cpu_count() or 1
 
 
 def _digits52(bits: int) -> int:
@@ -142,17 +135,27 @@ def _mbx_chunk(
     return _from_words(out, count)
 
 
-def _chunks(count: int, size: int) -> list[tuple[int, int]]:
-    return [(i, min(i + size, count)) for i in range(0, count, size)]
+# (base rows, exponent rows (one shared or one per base), exponent bits, modulus, use mbx)
+_PowmodItem: TypeAlias = tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], int, int, bool]
 
 
-def _parallel(fn: Callable[[int, int], list[T]], count: int, workers: int, chunk: int) -> list[T]:
-    parts = _chunks(count, chunk)
-    if workers <= 1 or len(parts) <= 1:
-        return fn(0, count)
-    with ThreadPoolExecutor(max_workers=min(workers, len(parts))) as pool:
-        done = list(pool.map(lambda ab: fn(*ab), parts))
-    return [x for part in done for x in part]
+def _powmod_words(item: _PowmodItem) -> npt.NDArray[np.uint64]:
+    """Executor kernel: one chunk of `powmod`, numbers as little-endian uint64 rows (`_to_words`).
+
+    Items and results are wire values, so any executor can ship them (a worker process receives
+    the tuple as a list).
+    """
+    base_w, exp_w, exp_bits, mod, use_mbx = item
+    bases = _from_words(base_w, base_w.shape[0])
+    m = gmpy2.mpz(mod)
+    if use_mbx:
+        lib = mbx.load()
+        if lib is None:
+            raise CryptoError("the mbx kernel is not available in this worker")
+        out = _mbx_chunk(lib, bases, exp_w, int(exp_bits), m)
+    else:  # one shared exponent: gmpy2's powmod_base_list releases the GIL
+        out = list(gmpy2.powmod_base_list(bases, gmpy2.mpz(_from_words(exp_w, 1)[0]), m))
+    return _to_words(out, base_w.shape[1])
 
 
 def _chunk_size(count: int, workers: int) -> int:
@@ -160,13 +163,35 @@ def _chunk_size(count: int, workers: int) -> int:
     return max(_LANES, min(1024, -(-per // _LANES) * _LANES))
 
 
-def powmod(bases: Sequence[Mpz], exps: int | Sequence[int], mod: Mpz, *, workers: int = 1) -> list[Mpz]:
+def _on_executor(
+    executor: Executor,
+    bases: Sequence[Mpz],
+    ewords: npt.NDArray[np.uint64],
+    exp_bits: int,
+    mod: Mpz,
+    use_mbx: bool,
+) -> list[Mpz]:
+    nwords = -(-int(mod.bit_length()) // 64)
+    count, shared = len(bases), ewords.shape[0] == 1 and len(bases) > 1
+    bounds = chunk_bounds(count, -(-count // _chunk_size(count, executor.parallelism)), multiple=_LANES)
+    items: list[_PowmodItem] = [
+        (_to_words(bases[a:b], nwords), ewords if shared else ewords[a:b], exp_bits, int(mod), use_mbx)
+        for a, b in bounds
+    ]
+    parts = executor.map(_powmod_words, items, releases_gil=True)
+    return [x for part in parts for x in _from_words(part, part.shape[0])]
+
+
+def powmod(
+    bases: Sequence[Mpz], exps: int | Sequence[int], mod: Mpz, *, executor: Executor | None = None
+) -> list[Mpz]:
     """Return [b^e mod `mod`] for every base (reduced, < mod) and exponent (>= 0, one or one each).
 
-    Uses mbx when available for this modulus size and at least 8 bases, else gmpy2.
+    Uses mbx when available for this modulus size and at least 8 bases, else gmpy2. With an
+    executor, batches of more than 8 bases run as chunks on it (both kernels release the GIL);
+    `executor=None` computes in the calling thread.
     """
     count = len(bases)
-    shared = isinstance(exps, int)
     top = int(exps) if isinstance(exps, int) else max((int(e) for e in exps), default=0)
     low = int(exps) if isinstance(exps, int) else min((int(e) for e in exps), default=0)
     if low < 0:
@@ -179,26 +204,17 @@ def powmod(bases: Sequence[Mpz], exps: int | Sequence[int], mod: Mpz, *, workers
     lib = mbx.load()
     mod_bits = int(mod.bit_length())
     use_mbx = lib is not None and count >= _LANES and _MBX_MIN_EXP_BITS <= exp_bits <= mod_bits
-    if use_mbx and lib is not None and mbx_supported(mod_bits) is not None:
-        kernel = lib
-        exp_list = [exps] if isinstance(exps, int) else list(exps)
-        ewords = _to_words([gmpy2.mpz(e) for e in exp_list], -(-exp_bits // 64))
-        return _parallel(
-            lambda a, b: _mbx_chunk(kernel, bases[a:b], ewords if shared else ewords[a:b], exp_bits, mod),
-            count,
-            workers,
-            _chunk_size(count, workers),
-        )
-    if isinstance(exps, int):
-        e = gmpy2.mpz(exps)
-        return _parallel(
-            lambda a, b: list(gmpy2.powmod_base_list(bases[a:b], e, mod)),
-            count,
-            workers,
-            _chunk_size(count, workers),
-        )
-    # Varied exponents: gmpy2 has no GIL-free call for these, so threads would not help.
-    return [gmpy2.powmod(b, e, mod) for b, e in zip(bases, exps, strict=True)]
+    use_mbx = use_mbx and mbx_supported(mod_bits) is not None
+    if not use_mbx and not isinstance(exps, int):
+        # Varied exponents: gmpy2 has no GIL-free call for these, so threads would not help.
+        return [gmpy2.powmod(b, e, mod) for b, e in zip(bases, exps, strict=True)]
+    exp_list = [exps] if isinstance(exps, int) else list(exps)
+    ewords = _to_words([gmpy2.mpz(e) for e in exp_list], -(-exp_bits // 64))
+    if executor is not None and parts_for(executor, count, _LANES) > 1:
+        return _on_executor(executor, bases, ewords, exp_bits, mod, use_mbx)
+    if use_mbx and lib is not None:
+        return _mbx_chunk(lib, bases, ewords, exp_bits, mod)
+    return list(gmpy2.powmod_base_list(bases, gmpy2.mpz(exps), mod))
 
 
 def batch_invert(values: Sequence[Mpz], mod: Mpz) -> list[Mpz]:

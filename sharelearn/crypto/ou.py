@@ -17,7 +17,6 @@ is the same trade-off as DJN-Paillier (see `paillier`) and as the OU implementat
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +24,7 @@ import gmpy2
 import numpy as np
 
 from sharelearn.core.errors import CryptoError, DecodeError
+from sharelearn.core.executor import Executor
 from sharelearn.core.types import Wire
 from sharelearn.crypto import fixedbase, modexp
 from sharelearn.crypto.encarray import (
@@ -63,9 +63,8 @@ def _windows(mod_bits: int) -> tuple[int, int]:
     return (12, 10) if mod_bits >= 2000 else (8, 8)
 
 
-@functools.lru_cache(maxsize=48)
 def _table(base: Mpz, n: Mpz, window_bits: int) -> fixedbase.FixedBaseTable:
-    return fixedbase.FixedBaseTable(base, n, window_bits)
+    return fixedbase.table(base, n, window_bits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,11 +126,15 @@ class PublicKey:
         g_table, inv_table = _table(self.g, self.n, wg), _table(self.g_inv, self.n, wg)
         return g_table.pow_digits(digits, negative=negative, inverse=inv_table)
 
-    def random_masks(self, count: int, *, rng: RandBytes | None = None, workers: int = 1) -> list[Mpz]:
+    def random_masks(
+        self, count: int, *, rng: RandBytes | None = None, executor: Executor | None = None
+    ) -> list[Mpz]:
         """Return `count` fresh h^r (encryptions of 0) with short random r."""
-        return self.encrypt_ints([0] * count, rng=rng, workers=workers)
+        return self.encrypt_ints([0] * count, rng=rng, executor=executor)
 
-    def encrypt_ints(self, ms: list[int], *, rng: RandBytes | None = None, workers: int = 1) -> list[Mpz]:
+    def encrypt_ints(
+        self, ms: list[int], *, rng: RandBytes | None = None, executor: Executor | None = None
+    ) -> list[Mpz]:
         """Encrypt signed ints (|m| <= max_int, checked by the caller's encoding): g^m h^r, one
         product over three fixed-base tables (g for m > 0, g^-1 for m < 0, h for r)."""
         wh, wg = _windows(self.bits)
@@ -143,7 +146,7 @@ class PublicKey:
         ]
         negative = np.fromiter((m < 0 for m in ms), dtype=np.bool_, count=len(ms))
         tables = [_table(self.g, self.n, wg), _table(self.g_inv, self.n, wg), h_table]
-        return fixedbase.fixed_base_products(tables, digits, negative=negative, workers=workers)
+        return fixedbase.fixed_base_products(tables, digits, negative=negative, executor=executor)
 
     def to_wire(self) -> dict[str, Wire]:
         return {
@@ -207,11 +210,11 @@ class PrivateKey:
     def plaintext_modulus(self) -> int:
         return int(self.p)
 
-    def decrypt_residues(self, cts: list[Mpz], *, workers: int = 1) -> list[int]:
+    def decrypt_residues(self, cts: list[Mpz], *, executor: Executor | None = None) -> list[int]:
         """Return m mod p for each ciphertext."""
         p = self.p
         p2, lg_inv = self._consts
-        xs = modexp.powmod([c % p2 for c in cts], int(p - 1), p2, workers=workers)
+        xs = modexp.powmod([c % p2 for c in cts], int(p - 1), p2, executor=executor)
         return [int((x - 1) // p * lg_inv % p) for x in xs]
 
 

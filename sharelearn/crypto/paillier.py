@@ -33,13 +33,13 @@ exponentiations run on the mbx kernels when available.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from typing import Any
 
 import gmpy2
 
 from sharelearn.core.errors import CryptoError, DecodeError
+from sharelearn.core.executor import Executor
 from sharelearn.core.types import Wire
 from sharelearn.crypto import fixedbase, modexp
 from sharelearn.crypto.encarray import (
@@ -78,9 +78,8 @@ def _table_window(mod_bits: int) -> int:
     return 10 if mod_bits >= 4000 else 8
 
 
-@functools.lru_cache(maxsize=16)
 def _hs_table(hs: Mpz, n2: Mpz) -> fixedbase.FixedBaseTable:
-    return fixedbase.FixedBaseTable(hs, n2, _table_window(int(n2.bit_length())))
+    return fixedbase.table(hs, n2, _table_window(int(n2.bit_length())))
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,21 +136,29 @@ class PublicKey:
         n, n2 = self.n, self.n2
         return [(n * m + 1) % n2 for m in ms]
 
-    def random_masks(self, count: int, *, rng: RandBytes | None = None, workers: int = 1) -> list[Mpz]:
+    def random_masks(
+        self, count: int, *, rng: RandBytes | None = None, executor: Executor | None = None
+    ) -> list[Mpz]:
         """Return `count` fresh h_s^a (random n-th residues, i.e. encryptions of 0)."""
-        return self._masked(None, count, rng, workers)
+        return self._masked(None, count, rng, executor)
 
-    def encrypt_ints(self, ms: list[int], *, rng: RandBytes | None = None, workers: int = 1) -> list[Mpz]:
+    def encrypt_ints(
+        self, ms: list[int], *, rng: RandBytes | None = None, executor: Executor | None = None
+    ) -> list[Mpz]:
         """Encrypt signed ints (|m| <= max_int, checked by the caller's encoding)."""
-        return self._masked((self.n, ms), len(ms), rng, workers)
+        return self._masked((self.n, ms), len(ms), rng, executor)
 
     def _masked(
-        self, affine: tuple[Mpz, list[int]] | None, count: int, rng: RandBytes | None, workers: int
+        self,
+        affine: tuple[Mpz, list[int]] | None,
+        count: int,
+        rng: RandBytes | None,
+        executor: Executor | None,
     ) -> list[Mpz]:
         table = _hs_table(self.hs, self.n2)
         exps = fixedbase.random_exponents(count, self.rand_bits, table.window_bits, rng)
         digits = fixedbase.exponent_digits(exps, self.rand_bits, table.window_bits)
-        return fixedbase.fixed_base_products([table], [digits], affine=affine, workers=workers)
+        return fixedbase.fixed_base_products([table], [digits], affine=affine, executor=executor)
 
     def to_wire(self) -> dict[str, Wire]:
         return {
@@ -217,12 +224,12 @@ class PrivateKey:
     def plaintext_modulus(self) -> int:
         return int(self.public.n)
 
-    def decrypt_residues(self, cts: list[Mpz], *, workers: int = 1) -> list[int]:
+    def decrypt_residues(self, cts: list[Mpz], *, executor: Executor | None = None) -> list[int]:
         """Return m mod n for each ciphertext (two half-size exponentiations each, CRT)."""
         (p, p2, hp), (q, q2, hq), q_inv = self._crt
         halves = []
         for a, a2, ha in ((p, p2, hp), (q, q2, hq)):
-            xs = modexp.powmod([c % a2 for c in cts], int(a - 1), a2, workers=workers)
+            xs = modexp.powmod([c % a2 for c in cts], int(a - 1), a2, executor=executor)
             halves.append([(x - 1) // a * ha % a for x in xs])
         return [int(mq + (mp - mq) * q_inv % p * q) for mp, mq in zip(halves[0], halves[1], strict=True)]
 

@@ -24,12 +24,12 @@ import ctypes
 import hashlib
 import os
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from sharelearn.core.errors import CryptoError
+from sharelearn.core.executor import Executor
 from sharelearn.core.types import U8Array
 from sharelearn.crypto import mbx
 
@@ -140,13 +140,26 @@ def scalarmult_each(scalars: U8Array, points: U8Array) -> U8Array:
     return _mbx_chunk(lib, scalars, points) if lib is not None else _openssl_chunk(scalars, points)
 
 
-def scalarmult(scalar: bytes, points: U8Array, *, workers: int = 1) -> U8Array:
+def _scalarmult_chunk(item: tuple[bytes, U8Array, bool]) -> U8Array:
+    """Executor kernel: X25519(scalar, u) for one chunk of points (both backends release the GIL).
+
+    The item carries the caller's backend choice, so a worker process uses the same one.
+    """
+    scalar, points, use_mbx = item
+    key = np.frombuffer(bytes(scalar), dtype=np.uint8).reshape(1, POINT_BYTES)
+    lib = mbx.load() if use_mbx else None
+    if use_mbx and lib is None:
+        raise CryptoError("the mbx X25519 kernel is not available in this worker")
+    return _mbx_chunk(lib, key, points) if lib is not None else _openssl_chunk(key, points)
+
+
+def scalarmult(scalar: bytes, points: U8Array, *, executor: Executor | None = None) -> U8Array:
     """Return X25519(scalar, u) for every row u of `points` (shape (n, 32), uint8).
 
     Args:
         scalar: 32-byte secret scalar (clamped by X25519 itself).
         points: u-coordinates, one per row.
-        workers: threads to spread the batch over (both backends release the GIL in the kernel).
+        executor: runs chunks of `_CHUNK` points (None: the calling thread does the whole batch).
 
     Raises:
         CryptoError: wrong shapes, or the kernel rejected an input.
@@ -154,17 +167,11 @@ def scalarmult(scalar: bytes, points: U8Array, *, workers: int = 1) -> U8Array:
     if len(scalar) != 32:
         raise CryptoError(f"X25519 scalar must be 32 bytes, got {len(scalar)}")
     points = _check_points(points)
-    lib = mbx.load()
-    key = np.frombuffer(bytes(scalar), dtype=np.uint8).reshape(1, POINT_BYTES)
-
-    def run(chunk: U8Array) -> U8Array:
-        return _mbx_chunk(lib, key, chunk) if lib is not None else _openssl_chunk(key, chunk)
-
     n = points.shape[0]
     if n == 0:
         return np.empty((0, POINT_BYTES), dtype=np.uint8)
-    if workers <= 1 or n <= _CHUNK:
-        return run(points)
-    chunks = [points[i : i + _CHUNK] for i in range(0, n, _CHUNK)]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return np.concatenate(list(pool.map(run, chunks)))
+    use_mbx = mbx.is_available()
+    if executor is None or executor.parallelism <= 1 or n <= _CHUNK:
+        return _scalarmult_chunk((bytes(scalar), points, use_mbx))
+    items = [(bytes(scalar), points[i : i + _CHUNK], use_mbx) for i in range(0, n, _CHUNK)]
+    return np.concatenate(executor.map(_scalarmult_chunk, items, releases_gil=True))

@@ -18,6 +18,7 @@ import numpy as np
 
 from sharelearn.core.codec import expect_type
 from sharelearn.core.errors import CryptoError, DecodeError, ProtocolError
+from sharelearn.core.executor import Executor
 from sharelearn.core.link import Link
 from sharelearn.core.types import PartyId, Wire
 from sharelearn.crypto.he import EncArray, HEPrivateKey, HEPublicKey, decrypt, public_key_from_wire
@@ -112,8 +113,13 @@ def masked_decrypt(link: Link, keyholder: PartyId, tag: str, c: EncArray) -> np.
     return MaskedDecryption.start(link, keyholder, tag, c).finish()
 
 
-def serve_masked_decrypt(link: Link, peer: PartyId, tag: str, sk: HEPrivateKey, *, max_size: int) -> int:
-    """Answer one `masked_decrypt` from `peer`: decrypt the masked integers and send them back."""
+def serve_masked_decrypt(
+    link: Link, peer: PartyId, tag: str, sk: HEPrivateKey, *, max_size: int, executor: Executor | None = None
+) -> int:
+    """Answer one `masked_decrypt` from `peer`: decrypt the masked integers and send them back.
+
+    The decryption runs on `executor` (None: the calling thread).
+    """
     value: Wire = link.recv(peer, tag)
     try:
         c = EncArray.from_wire(value, sk.public)
@@ -121,6 +127,6 @@ def serve_masked_decrypt(link: Link, peer: PartyId, tag: str, sk: HEPrivateKey, 
         raise DecodeError(f"{peer}/{tag}: bad ciphertexts: {exc}") from exc
     if c.frac_bits != 0 or c.pack is not None or c.size > max_size:
         raise ProtocolError(f"{peer}/{tag}: expected at most {max_size} unpacked integer-scale ciphertexts")
-    plain: Any = decrypt(sk, c)
+    plain: Any = decrypt(sk, c, executor=executor)
     link.send(peer, f"{tag}.plain", [int(v) for v in np.asarray(plain, dtype=object).ravel().tolist()])
     return c.size

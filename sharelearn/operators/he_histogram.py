@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sharelearn.core.errors import ConfigError, CryptoError
+from sharelearn.core.executor import Executor
 from sharelearn.crypto import he, modexp
 from sharelearn.crypto.encarray import EncArray
 from sharelearn.crypto.paillier_encoding import ObjArray
@@ -135,8 +136,13 @@ def subtract(parent: ObjArray, child: ObjArray, mod: object) -> ObjArray:
     return np.asarray((parent * np.fromiter(inv, dtype=object, count=len(inv))) % mod, dtype=object)
 
 
-def compress(hists: ObjArray, spec: GHPacking, pk: he.HEPublicKey, *, workers: int | None = None) -> EncArray:
-    """Pack `spec.pairs` bins per ciphertext (Horner's rule) and re-randomise: (nodes, groups)."""
+def compress(
+    hists: ObjArray, spec: GHPacking, pk: he.HEPublicKey, *, executor: Executor | None = None
+) -> EncArray:
+    """Pack `spec.pairs` bins per ciphertext (Horner's rule) and re-randomise: (nodes, groups).
+
+    The exponentiations and the re-randomisation run on `executor` (None: the calling thread).
+    """
     nodes, entries = hists.shape
     groups = -(-entries // spec.pairs)
     padded = np.full((nodes, groups * spec.pairs), _ONE, dtype=object)
@@ -145,16 +151,15 @@ def compress(hists: ObjArray, spec: GHPacking, pk: he.HEPublicKey, *, workers: i
     mod = pk.cipher_modulus
     shift = 1 << (2 * spec.slot_bits)
     acc = cols[:, -1].tolist()
-    w = modexp.default_workers() if workers is None else workers
     for j in range(spec.pairs - 2, -1, -1):
-        raised = modexp.powmod(acc, shift, mod, workers=w)
+        raised = modexp.powmod(acc, shift, mod, executor=executor)
         acc = [a * b % mod for a, b in zip(raised, cols[:, j].tolist(), strict=True)]
     out = np.fromiter(acc, dtype=object, count=len(acc)).reshape(nodes, groups)
-    return EncArray(pk, out).rerandomize(workers=w)
+    return EncArray(pk, out).rerandomize(executor=executor)
 
 
 def decompress(
-    sk: he.HEPrivateKey, enc: EncArray, spec: GHPacking, entries: int, *, workers: int | None = None
+    sk: he.HEPrivateKey, enc: EncArray, spec: GHPacking, entries: int, *, executor: Executor | None = None
 ) -> npt.NDArray[np.int64]:
     """Decrypt `compress` output into integer (G, H) sums: shape (nodes, entries, 2).
 
@@ -164,7 +169,7 @@ def decompress(
     nodes, groups = enc.shape
     if groups * spec.pairs < entries:
         raise CryptoError(f"{groups} compressed ciphertexts cannot hold {entries} bins")
-    plain = np.asarray(he.decrypt(sk, enc, workers=workers), dtype=object).ravel()
+    plain = np.asarray(he.decrypt(sk, enc, executor=executor), dtype=object).ravel()
     half, mask = 1 << (spec.slot_bits - 1), (1 << spec.slot_bits) - 1
     digits = np.empty((plain.size, 2 * spec.pairs), dtype=np.int64)
     rest = plain

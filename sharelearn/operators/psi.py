@@ -32,6 +32,7 @@ import numpy as np
 
 from sharelearn.core.codec import expect_array, expect_type
 from sharelearn.core.errors import ConfigError, CryptoError, DecodeError
+from sharelearn.core.executor import Executor
 from sharelearn.core.link import Link
 from sharelearn.core.types import I64Array, PartyId, U8Array
 from sharelearn.crypto import x25519
@@ -49,18 +50,24 @@ class PsiParams:
     Attributes:
         batch_size: ids per message (65,536 ids = 2 MiB of points).
         receivers: parties that learn the intersection; empty = every party with data.
-        workers: threads per party for the curve operations.
+
+    The curve operations run on the party's executor (its `compute:` block), not on a parameter.
     """
 
     batch_size: int = 65536
     receivers: tuple[str, ...] = ()
-    workers: int = 2
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= 1 << 22:
             raise ConfigError(f"psi.batch_size must be in 1..4194304, got {self.batch_size}")
-        if not 1 <= self.workers <= 256:
-            raise ConfigError(f"psi.workers must be in 1..256, got {self.workers}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """What every stage of one PSI run needs: its parameters and the party's executor."""
+
+    params: PsiParams
+    executor: Executor | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +90,11 @@ def hash_ids(ids: Sequence[str] | np.ndarray) -> U8Array:
     return points
 
 
-def _send_blinded(
-    link: Link, peer: PartyId, tag: str, scalar: bytes, points: U8Array, params: PsiParams
-) -> None:
+def _send_blinded(link: Link, peer: PartyId, tag: str, scalar: bytes, points: U8Array, run: _Run) -> None:
     link.send(peer, f"{tag}/count", int(points.shape[0]))
-    for b, start in enumerate(range(0, points.shape[0], params.batch_size)):
-        chunk = points[start : start + params.batch_size]
-        link.send(peer, f"{tag}/{b}", x25519.scalarmult(scalar, chunk, workers=params.workers))
+    for b, start in enumerate(range(0, points.shape[0], run.params.batch_size)):
+        chunk = points[start : start + run.params.batch_size]
+        link.send(peer, f"{tag}/{b}", x25519.scalarmult(scalar, chunk, executor=run.executor))
 
 
 def _recv_count(link: Link, peer: PartyId, tag: str) -> int:
@@ -101,10 +106,10 @@ def _recv_count(link: Link, peer: PartyId, tag: str) -> int:
     return n
 
 
-def _recv_points(link: Link, peer: PartyId, tag: str, n: int, params: PsiParams) -> list[U8Array]:
+def _recv_points(link: Link, peer: PartyId, tag: str, n: int, run: _Run) -> list[U8Array]:
     out: list[U8Array] = []
-    for b, start in enumerate(range(0, n, params.batch_size)):
-        want = min(params.batch_size, n - start)
+    for b, start in enumerate(range(0, n, run.params.batch_size)):
+        want = min(run.params.batch_size, n - start)
         out.append(
             expect_array(
                 link.recv(peer, f"{tag}/{b}"), peer=peer, tag=f"{tag}/{b}", dtype=np.uint8, shape=(want, 32)
@@ -113,15 +118,15 @@ def _recv_points(link: Link, peer: PartyId, tag: str, n: int, params: PsiParams)
     return out
 
 
-def _reblind_stream(link: Link, peer: PartyId, scalar: bytes, params: PsiParams) -> None:
+def _reblind_stream(link: Link, peer: PartyId, scalar: bytes, run: _Run) -> None:
     """Blind each batch of the peer's points `x/b` again and return it as `xx/b`."""
     n = _recv_count(link, peer, "x")
-    for b, start in enumerate(range(0, n, params.batch_size)):
-        want = min(params.batch_size, n - start)
+    for b, start in enumerate(range(0, n, run.params.batch_size)):
+        want = min(run.params.batch_size, n - start)
         batch = expect_array(
             link.recv(peer, f"x/{b}"), peer=peer, tag=f"x/{b}", dtype=np.uint8, shape=(want, 32)
         )
-        link.send(peer, f"xx/{b}", x25519.scalarmult(scalar, batch, workers=params.workers))
+        link.send(peer, f"xx/{b}", x25519.scalarmult(scalar, batch, executor=run.executor))
 
 
 def _secure_permutation(n: int) -> I64Array:
@@ -148,7 +153,7 @@ def _match(own: U8Array, other: U8Array) -> tuple[I64Array, I64Array]:
     return i_own[same].astype(np.int64), i_other[same].astype(np.int64)
 
 
-def _leader_pair(link: Link, peer: PartyId, points: U8Array, params: PsiParams) -> tuple[U8Array, U8Array]:
+def _leader_pair(link: Link, peer: PartyId, points: U8Array, run: _Run) -> tuple[U8Array, U8Array]:
     """Run steps 1-4 with one follower: (own ids blinded twice in row order, follower's blinded twice)."""
     a = x25519.random_scalar()
     perm = _secure_permutation(points.shape[0])
@@ -156,16 +161,13 @@ def _leader_pair(link: Link, peer: PartyId, points: U8Array, params: PsiParams) 
     def theirs() -> U8Array:
         n = _recv_count(link, peer, "y")
         return np.concatenate(
-            [
-                x25519.scalarmult(a, y, workers=params.workers)
-                for y in _recv_points(link, peer, "y", n, params)
-            ]
+            [x25519.scalarmult(a, y, executor=run.executor) for y in _recv_points(link, peer, "y", n, run)]
             or [np.empty((0, 32), np.uint8)]
         )
 
     def mine() -> U8Array:
-        _send_blinded(link, peer, "x", a, points[perm], params)
-        back = _recv_points(link, peer, "xx", points.shape[0], params)
+        _send_blinded(link, peer, "x", a, points[perm], run)
+        back = _recv_points(link, peer, "xx", points.shape[0], run)
         own = np.empty_like(points)
         own[perm] = np.concatenate(back or [np.empty((0, 32), np.uint8)])
         return own
@@ -181,13 +183,18 @@ def psi_leader(
     followers: Sequence[PartyId],
     receivers: Sequence[PartyId],
     params: PsiParams = PsiParams(),
+    executor: Executor | None = None,
 ) -> PsiResult:
-    """Leader role: intersect with every follower; tell the receivers their common rows."""
+    """Leader role: intersect with every follower; tell the receivers their common rows.
+
+    The curve operations run on `executor` (None: the calling threads).
+    """
     if not followers:
         raise ConfigError("psi needs at least two parties with data")
     points = hash_ids(ids)
+    run = _Run(params, executor)
     with ThreadPoolExecutor(max_workers=len(followers)) as pool:
-        pairs = list(pool.map(lambda f: _leader_pair(link, f, points, params), followers))
+        pairs = list(pool.map(lambda f: _leader_pair(link, f, points, run), followers))
     common = np.ones(points.shape[0], dtype=bool)
     matches: list[tuple[I64Array, I64Array]] = []
     for own, theirs in pairs:
@@ -213,14 +220,19 @@ def psi_follower(
     leader: PartyId,
     receiver: bool,
     params: PsiParams = PsiParams(),
+    executor: Executor | None = None,
 ) -> PsiResult | None:
-    """Follower role: blind own ids, re-blind the leader's; learn common rows if a receiver."""
+    """Follower role: blind own ids, re-blind the leader's; learn common rows if a receiver.
+
+    The curve operations run on `executor` (None: the calling threads).
+    """
     points = hash_ids(ids)
     b = x25519.random_scalar()
     perm = _secure_permutation(points.shape[0])
+    run = _Run(params, executor)
     _both(
-        lambda: _send_blinded(link, leader, "y", b, points[perm], params),
-        lambda: _reblind_stream(link, leader, b, params),
+        lambda: _send_blinded(link, leader, "y", b, points[perm], run),
+        lambda: _reblind_stream(link, leader, b, run),
     )
     if not receiver:
         return None

@@ -5,7 +5,8 @@ job: credit-scoring            # optional; default: the file's stem
 timeout_s: 600                 # optional: per-receive deadline for every party (seconds, > 0)
 parties:                       # party name -> spec; order is preserved
   bank:  {role: guest, data: {path: bank.csv, id: id, label: y}}
-  shop:  {role: host,  data: shop.csv, endpoint: "shop.example.org:7443"}
+  shop:  {role: host,  data: shop.csv, endpoint: "shop.example.org:7443",
+          compute: {backend: processes, workers: 8}}   # optional: threads (default) | processes | ray
   coord: {role: arbiter}
 steps:                         # run in order; each item is {step_name: {parameters}}
   - psi: {}
@@ -14,6 +15,10 @@ steps:                         # run in order; each item is {step_name: {paramet
 `engine: tee` runs the steps on attested enclaves (the TEE route); an optional `tee:` block points
 at a running cluster manager and the measurement to accept (`cm`, `mrenclave`, `allow_simulation`,
 `simulation_root`, `storage`). Without it a `tee` job starts a local simulated platform itself.
+
+A party's optional `compute:` block picks the executor of its heavy kernels (`runtime.executors`):
+`backend: threads` (the default, `workers:` every core), `processes` (`workers:`), or `ray`
+(`address: local | auto | ray://host:port`, `num_cpus:`).
 
 Only safe YAML loading is used. Every error is a `ConfigError` that names the file, the key path
 and the line: `job.yaml: parties.bank.role (line 4): unknown role 'gust'; expected one of ...`.
@@ -39,6 +44,7 @@ from sharelearn.core.errors import ConfigError
 from sharelearn.core.link import DEFAULT_TIMEOUT_S
 from sharelearn.core.types import ROLES
 from sharelearn.runtime.certs import PARTY_NAME
+from sharelearn.runtime.executors import ComputeSpec
 
 __all__ = [
     "DataFormat",
@@ -64,7 +70,8 @@ _ENDPOINT = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Z
 _JOB_KEYS = ("job", "timeout_s", "engine", "tee", "parties", "steps")
 ENGINES = ("federated", "tee")
 _TEE_KEYS = ("cm", "mrenclave", "allow_simulation", "simulation_root", "storage")
-_PARTY_KEYS = ("role", "data", "endpoint")
+_PARTY_KEYS = ("role", "data", "endpoint", "compute")
+_COMPUTE_KEYS = ("backend", "workers", "address", "num_cpus")
 _DATA_KEYS = ("path", "id", "label", "features", "format", "duplicate_ids")
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -115,12 +122,13 @@ class DataSpec:
 
 @dataclass(frozen=True, slots=True)
 class PartySpec:
-    """One party of a job: its name, role, optional data and optional `host:port` endpoint."""
+    """One party of a job: name, role, optional data, `host:port` endpoint and compute settings."""
 
     name: str
     role: str
     data: DataSpec | None = None
     endpoint: str | None = None
+    compute: ComputeSpec = dataclasses.field(default_factory=ComputeSpec)
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,7 +379,26 @@ def _party(doc: _Doc, name: Any, spec: Any, base_dir: Path) -> PartySpec:
         role=spec["role"],
         data=None if data is None else _data(doc, (*path, "data"), data, base_dir),
         endpoint=_endpoint(doc, (*path, "endpoint"), spec.get("endpoint")),
+        compute=_compute(doc, (*path, "compute"), spec.get("compute")),
     )
+
+
+def _compute(doc: _Doc, path: KeyPath, value: Any) -> ComputeSpec:
+    if value is None:
+        return ComputeSpec()
+    if not isinstance(value, dict):
+        raise doc.error(path, f"compute must be a mapping like {{backend: threads}}, got {_kind(value)}")
+    _check_keys(doc, path, value, _COMPUTE_KEYS)
+    for key in ("workers", "num_cpus"):
+        if key in value and not (isinstance(value[key], int) and not isinstance(value[key], bool)):
+            raise doc.error((*path, key), f"must be an integer, got {_kind(value[key])}")
+    if "address" in value:
+        _string(doc, (*path, "address"), value["address"])
+    try:
+        return ComputeSpec(**value)
+    except ConfigError as exc:  # ComputeSpec's messages start with the key at fault
+        at = next((k for k in _COMPUTE_KEYS if str(exc).startswith(k)), None)
+        raise doc.error(path if at is None else (*path, at), str(exc)) from exc
 
 
 def _endpoint(doc: _Doc, path: KeyPath, value: Any) -> str | None:
@@ -468,6 +495,11 @@ def _typed_fields(doc: _Doc, path: KeyPath, cls: type, params: dict[str, Any]) -
                 raise doc.error((*path, alias), f"give either {alias!r} or {name!r}, not both")
             params = {(name if k == alias else k): v for k, v in params.items()}
     for key in params:
+        if key == "workers" and key not in fields:
+            raise doc.error(
+                (*path, key),
+                "unknown parameter 'workers': set a party's cores in its `compute: {workers: N}`",
+            )
         if key not in fields:
             expected = f"expected one of {', '.join(fields)}" if fields else "this step takes none"
             raise doc.error((*path, key), f"unknown parameter {key!r}; {expected}")

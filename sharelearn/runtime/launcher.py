@@ -14,6 +14,7 @@ import ctypes
 import json
 import os
 import queue
+import secrets
 import signal
 import subprocess
 import sys
@@ -65,7 +66,13 @@ class _Party:
 
 
 def _spawn(
-    job: JobSpec, name: str, certs: Path, report: Path, audit: bool, events: queue.Queue[ControlEvent]
+    job: JobSpec,
+    name: str,
+    certs: Path,
+    report: Path,
+    audit: bool,
+    events: queue.Queue[ControlEvent],
+    run_id: str,
 ) -> _Party:
     log_path = report / "logs" / f"{name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,6 +91,8 @@ def _spawn(
         str(report),
         "--control",
         "stdio",
+        "--run-id",
+        run_id,
     ]
     if not audit:
         cmd.append("--no-audit")
@@ -141,8 +150,9 @@ class _Run:
     def __init__(self, job: JobSpec, options: LaunchOptions, report: Path, certs: Path) -> None:
         self.job, self.options, self.report = job, options, report
         self.events: queue.Queue[ControlEvent] = queue.Queue()
+        run_id = secrets.token_hex(16)  # one per run: the parties derive their model ids from it
         self.parties = {
-            name: _spawn(job, name, certs, report, options.audit, self.events) for name in job.parties
+            name: _spawn(job, name, certs, report, options.audit, self.events, run_id) for name in job.parties
         }
         self.done: dict[str, PartyDone] = {}
         self.ports: dict[str, int] = {}

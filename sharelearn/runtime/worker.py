@@ -9,6 +9,7 @@ never data, keys or intermediate values.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -39,10 +40,11 @@ from sharelearn.runtime.control import (
     event_to_json,
 )
 from sharelearn.runtime.data import read_party_data
+from sharelearn.runtime.executors import make_executor
 from sharelearn.runtime.grpc_link import GrpcLink
 from sharelearn.runtime.jobspec import JobSpec, load_job
 
-__all__ = ["EndpointControl", "NodeOptions", "StdioControl", "party_context", "run_node"]
+__all__ = ["EndpointControl", "NodeOptions", "StdioControl", "default_run_id", "party_context", "run_node"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class NodeOptions:
     report_dir: Path
     listen: str = "127.0.0.1:0"
     audit: bool = True
+    run_id: str = ""
 
 
 class StdioControl:
@@ -104,7 +107,16 @@ class EndpointControl(StdioControl):
         return {p.name: str(p.endpoint) for p in job.parties.values() if p.name != me}
 
 
-def party_context(job: JobSpec, party: str, link: Link, workdir: Path) -> StepContext:
+def default_run_id(job_path: Path) -> str:
+    """The run id of standalone nodes started by hand: a digest of the job file they all read.
+
+    Every party of a run must use the same run id (model ids derive from it); a launcher or a
+    coordinator hands out a fresh random one per run instead.
+    """
+    return hashlib.sha256(Path(job_path).read_bytes()).hexdigest()[:32]
+
+
+def party_context(job: JobSpec, party: str, link: Link, workdir: Path, run_id: str = "") -> StepContext:
     """The context `party` starts the job's steps with: its data, the job's roles and route."""
     spec = job.parties[party]
     data = read_party_data(spec.data) if spec.data is not None else None
@@ -117,6 +129,7 @@ def party_context(job: JobSpec, party: str, link: Link, workdir: Path) -> StepCo
         workdir=workdir,
         job_dir=job.base_dir,
         job=job.name,
+        run_id=run_id,
         engine="tee" if job.engine == "tee" else "federated",
         tee_config=job.tee,
     )
@@ -129,6 +142,7 @@ def run_node(options: NodeOptions, control: StdioControl) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     audit = WireAudit() if options.audit else None
     link: GrpcLink | None = None
+    executor = None
     try:
         job = load_job(options.job_path, step_params=step_params())
         if party not in job.parties:
@@ -139,7 +153,10 @@ def run_node(options: NodeOptions, control: StdioControl) -> int:
         link = GrpcLink(creds, job.parties, listen=options.listen, timeout=job.timeout_s, audit=audit)
         control.emit(Listening(party, link.port, os.getpid()))
         link.connect(control.peers(job, party))
-        ctx = party_context(job, party, link, workdir)
+        run_id = options.run_id or default_run_id(options.job_path)
+        ctx = party_context(job, party, link, workdir, run_id)
+        # The party's heavy kernels run on its `compute:` executor (default: threads, every core).
+        executor = ctx.executor = make_executor(job.parties[party].compute)
         results = run_party_steps(ctx, link, [(s.name, s.params) for s in job.steps], control)
         outputs = {name: r.as_dict() for name, r in results.items()}
         stats = link.stats.as_dict()
@@ -158,5 +175,7 @@ def run_node(options: NodeOptions, control: StdioControl) -> int:
         control.emit(PartyError(party, f"{type(exc).__name__}: {exc}", 2))
         return 2
     finally:
+        if executor is not None:
+            executor.close()
         if link is not None:
             link.close()

@@ -22,6 +22,7 @@ from sharelearn.core.errors import PartyFailed
 from sharelearn.core.link import Link
 from sharelearn.runtime.certs import init_certs, load_credentials
 from sharelearn.runtime.grpc_link import GrpcLink
+from sharelearn.testing.roles import RoleRun
 
 __all__ = ["bind", "run_roles_grpc"]
 
@@ -55,12 +56,12 @@ def run_roles_grpc(
     timeout: float = 60.0,
     certs_dir: Path | None = None,
     overrides: Mapping[str, Path] | None = None,
-) -> dict[str, Any]:
+) -> RoleRun:
     """Run `roles[party](link)` in one process per party; return each party's decoded result.
 
     `overrides` maps a party to a different certificates folder (e.g. from another CA) to test
-    that the peers refuse it. The returned dict also holds "_audit" (a WireAudit of every party's
-    received payloads) and "_stats".
+    that the peers refuse it. As with `run_roles`, the result also carries `.audit` (every party's
+    received payloads) and `.stats` (each party's link counters).
 
     Raises:
         PartyFailed: naming the first party that failed; every process is stopped first.
@@ -103,12 +104,12 @@ def _expect(pipes: Mapping[str, Connection], party: str, timeout: float) -> tupl
     return message
 
 
-def _drive(pipes: Mapping[str, Connection], timeout: float) -> dict[str, Any]:
+def _drive(pipes: Mapping[str, Connection], timeout: float) -> RoleRun:
     ports = {p: _expect(pipes, p, timeout)[1] for p in pipes}
     addresses = {p: f"127.0.0.1:{port}" for p, port in ports.items()}
     for conn in pipes.values():
         conn.send(addresses)
-    results: dict[str, Any] = {}
+    results = RoleRun()
     audit = WireAudit()
     stats = {}
     by_conn: dict[object, str] = {conn: party for party, conn in pipes.items()}
@@ -124,8 +125,8 @@ def _drive(pipes: Mapping[str, Connection], timeout: float) -> dict[str, Any]:
             results[party] = decode(payload)
             for src, data in received:
                 audit.record(src, party, "?", data)
-    results["_audit"] = audit
-    results["_stats"] = stats
+    results.audit = audit
+    results.stats = stats
     return results
 
 

@@ -7,6 +7,7 @@ the unit-test route for every algorithm. The integration route is the launcher (
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,15 +76,18 @@ def run_steps(
     timeout: float = 120.0,
     models: Mapping[str, TrainedModel] | None = None,
     engine: Engine = "federated",
+    aligned: bool = False,
 ) -> StepsRun:
     """Run `steps` ((name, params) in order) for every party of `parties` (name -> (role, data)).
 
     Each party's workdir is `workdir/<party>`; `models` gives a party a model to start from (e.g.
-    one loaded from its file, for a `predict`-only run). Raises PartyFailed naming the first party
-    that failed, as `run_roles` does.
+    one loaded from its file, for a `predict`-only run). `aligned=True` declares that the tables
+    already hold the same people in the same order (as if `psi` had run): vertical steps then pair
+    rows by position. Raises PartyFailed naming the first party that failed, as `run_roles` does.
     """
     roles = {p: role for p, (role, _) in parties.items()}
     data_parties = [p for p, (_, d) in parties.items() if d is not None]
+    run_id = secrets.token_hex(16)
 
     def role_fn(party: str) -> Any:
         def body(link: Link) -> PartyRun:
@@ -98,8 +102,10 @@ def run_steps(
                 workdir=folder,
                 job_dir=workdir,
                 job=workdir.name,
+                run_id=run_id,
                 engine=engine,
                 model=(models or {}).get(party),
+                aligned=aligned,
             )
             results = run_party_steps(ctx, link, steps)
             return PartyRun({name: r.outputs for name, r in results.items()}, ctx)

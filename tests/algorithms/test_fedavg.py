@@ -15,6 +15,7 @@ from sharelearn.algorithms.horizontal.fedavg import (
     baseline_fedavg,
     load_fedavg_model,
 )
+from sharelearn.algorithms.package import load_package
 from sharelearn.core.errors import ConfigError, DataError, PartyFailed
 from sharelearn.testing.steps import dataset, load_csv, run_steps
 
@@ -52,7 +53,7 @@ def test_breast_homo_matches_the_centralised_model(secure: bool, tmp_path: Path)
     server_model = out["_run"].parties["agg"].model
     client_model = out["_run"].parties["host"].model
     assert np.array_equal(server_model.weights, client_model.weights)
-    loaded = load_fedavg_model(Path(fed["model_path"]))
+    loaded = load_fedavg_model(load_package(Path(fed["model_path"])))
     assert (
         np.array_equal(loaded.weights, server_model.weights)
         and round(loaded.history["test_auc"][-1], 6) == fed["test_auc"]
@@ -171,7 +172,8 @@ def test_linear_regression_on_student_homo_tracks_the_centralised_rmse(tmp_path:
 def test_predict_step_loads_the_saved_model(tmp_path: Path) -> None:
     parties = _homo("breast_homo", ("guest", "host"))
     first = _run(parties, FedAvgParams(rounds=2), tmp_path / "train")
-    model_path = first["agg"]["fedavg"]["model_path"]
+    assert first["agg"]["fedavg"]["model_path"] == str(tmp_path / "train" / "agg" / "models" / "fedavg.model")
+    model_path = str(tmp_path / "train" / "{party}" / "models" / "fedavg.model")  # each party loads its own
 
     run = run_steps(
         {"agg": parties["agg"], "guest": (parties["guest"][0], None), "host": (parties["host"][0], None)},

@@ -10,6 +10,7 @@ from sharelearn.algorithms.evaluation import EvaluateParams
 from sharelearn.algorithms.horizontal.dp_fedavg import DpConfig, clip_update, noisy_average
 from sharelearn.algorithms.horizontal.fedavg import FedAvgParams, load_fedavg_model
 from sharelearn.algorithms.horizontal.simulation import simulate
+from sharelearn.algorithms.package import load_package
 from sharelearn.core.errors import ConfigError
 from sharelearn.crypto.dp import GaussianAccountant
 from sharelearn.crypto.rng import SeededRng
@@ -57,7 +58,9 @@ def test_dp_fedavg_step_puts_epsilon_in_the_output_and_model(tmp_path: Path) -> 
 
     out = run.parties["agg"].outputs["fedavg"]
     assert out["dp_epsilon"] > 0 and out["dp_delta"] == 1e-5 and len(out["history"]["dp_epsilon"]) == 3
-    assert load_fedavg_model(Path(out["model_path"])).dp_epsilon == pytest.approx(out["dp_epsilon"])
+    assert load_fedavg_model(load_package(Path(out["model_path"]))).dp_epsilon == pytest.approx(
+        out["dp_epsilon"]
+    )
     assert "auc" in run.parties["agg"].outputs["evaluate"]
     assert run.parties["agg"].outputs["evaluate"]["dp_epsilon"] == pytest.approx(out["dp_epsilon"], rel=1e-5)
 

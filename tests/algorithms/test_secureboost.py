@@ -9,6 +9,7 @@ import pytest
 from sharelearn.algorithms.evaluation import EvaluateParams, PredictParams
 from sharelearn.algorithms.metrics import pool_vertical
 from sharelearn.algorithms.modelstore import load_model, save_model
+from sharelearn.algorithms.package import load_package
 from sharelearn.algorithms.vertical.secureboost import (
     CHECKPOINT_FILE,
     MODEL_FILE,
@@ -29,7 +30,9 @@ SMALL = SecureBoostParams(num_trees=3, max_depth=3, max_bins=16, key_bits=1024)
 
 
 def _train(parties: dict, params: SecureBoostParams, folder: Path) -> StepsRun:
-    return run_steps(parties, [("secureboost", params), ("evaluate", EvaluateParams(plots=False))], folder)
+    return run_steps(
+        parties, [("secureboost", params), ("evaluate", EvaluateParams(plots=False))], folder, aligned=True
+    )
 
 
 def _margins(model: SecureBoostGuestModel, folder: Path) -> np.ndarray:
@@ -123,9 +126,12 @@ def test_saved_parts_predict_in_a_later_job(tmp_path: Path) -> None:
         parties, [("predict", PredictParams(model=template, step="secureboost"))], tmp_path / "later"
     )
 
-    assert isinstance(load_secureboost(tmp_path / "train" / "host" / MODEL_FILE), SecureBoostHostModel)
+    assert isinstance(
+        load_secureboost(load_package(tmp_path / "train" / "host" / MODEL_FILE)), SecureBoostHostModel
+    )
     lines = (tmp_path / "later" / "guest" / "predictions.csv").read_text().splitlines()
-    scores = np.array([float(line.split(",")[1]) for line in lines[1:]])
+    by_id = {line.split(",")[0]: float(line.split(",")[1]) for line in lines[1:]}
+    scores = np.array([by_id[str(i)] for i in guest.ids])  # predict aligned the rows itself (psi)
     assert later.parties["guest"].outputs["predict"]["predicted_rows"] == len(guest)
     margin = _margins(trained.parties["guest"].model, tmp_path / "train")[:, 0]
     np.testing.assert_allclose(scores, 1 / (1 + np.exp(-margin)), rtol=1e-6)
@@ -143,8 +149,8 @@ def test_resume_continues_from_the_last_tree_every_party_completed(tmp_path: Pat
     resumed = _train(parties, replace(params, resume=True), tmp_path / "crash")
 
     assert resumed.parties["guest"].outputs["secureboost"]["resumed_from"] == 2
-    a = load_model(tmp_path / "full" / "guest" / MODEL_FILE, "secureboost")[1]
-    b = load_model(tmp_path / "crash" / "guest" / MODEL_FILE, "secureboost")[1]
+    a = load_package(tmp_path / "full" / "guest" / MODEL_FILE).arrays
+    b = load_package(tmp_path / "crash" / "guest" / MODEL_FILE).arrays
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
     assert resumed.parties["guest"].outputs["evaluate"] == full.parties["guest"].outputs["evaluate"]
@@ -203,7 +209,7 @@ def test_guest_model_round_trips_through_its_file(tmp_path: Path) -> None:
     run = _train({"guest": ("guest", guest), "host": ("host", host)}, replace(SMALL, num_trees=1), tmp_path)
     model = run.parties["guest"].model
 
-    loaded = load_secureboost(tmp_path / "guest" / MODEL_FILE)
+    loaded = load_secureboost(load_package(tmp_path / "guest" / MODEL_FILE))
 
     assert isinstance(loaded, SecureBoostGuestModel)
     assert loaded.trees == model.trees and loaded.hosts == ["host"] and loaded.task == "binary"
@@ -237,8 +243,9 @@ def test_multiclass_resume_in_the_middle_of_a_round_matches_the_full_run(tmp_pat
     resumed = _train(parties, replace(params, resume=True), tmp_path / "crash")
 
     assert resumed.parties["guest"].outputs["secureboost"]["resumed_from"] == 3
-    a = load_model(tmp_path / "full" / "guest" / MODEL_FILE, "secureboost")
-    b = load_model(tmp_path / "crash" / "guest" / MODEL_FILE, "secureboost")
+    full_part = load_package(tmp_path / "full" / "guest" / MODEL_FILE)
+    crash_part = load_package(tmp_path / "crash" / "guest" / MODEL_FILE)
+    a, b = (full_part.meta, full_part.arrays), (crash_part.meta, crash_part.arrays)
     assert a[0]["history"] == b[0]["history"]
     for key in a[1]:
         np.testing.assert_array_equal(a[1][key], b[1][key])

@@ -10,6 +10,7 @@ import pytest
 from sharelearn.algorithms.alignment import PsiParams
 from sharelearn.algorithms.evaluation import EvaluateParams, PredictParams
 from sharelearn.algorithms.mpc.ss_lr import SSLRModel, SSLRParams, batch_specs, load_ss_lr, ss_lr_baseline
+from sharelearn.algorithms.package import load_package
 from sharelearn.core.audit import WireAudit
 from sharelearn.core.codec import decode
 from sharelearn.core.errors import ConfigError, PartyFailed
@@ -102,7 +103,10 @@ def test_dealer_free_he_triples_train_to_the_same_model_quality(
     params = SSLRParams(epochs=4, batch_size=256, learning_rate=0.5, key_bits=1024)
 
     run = run_steps(
-        _parties(g, h, False), [("ss_lr", params), ("evaluate", EvaluateParams(plots=False))], tmp_path
+        _parties(g, h, False),
+        [("ss_lr", params), ("evaluate", EvaluateParams(plots=False))],
+        tmp_path,
+        aligned=True,
     )  # type: ignore[arg-type]
 
     auc = run.parties["bank"].outputs["evaluate"]["auc"]
@@ -120,8 +124,10 @@ def test_saved_parts_predict_in_a_later_job_and_reveal_to_writes_weights_only_th
         epochs=20, batch_size=100, learning_rate=0.5, sigmoid="piecewise", reveal_to=("bank",)
     )
 
-    train = run_steps(parties, [("ss_lr", params), ("evaluate", EvaluateParams())], tmp_path / "train")  # type: ignore[arg-type]
-    models = {p: load_ss_lr(tmp_path / "train" / p / "models" / "ss_lr.model") for p in parties}
+    train = run_steps(
+        parties, [("ss_lr", params), ("evaluate", EvaluateParams())], tmp_path / "train", aligned=True
+    )  # type: ignore[arg-type]
+    models = {p: load_ss_lr(load_package(tmp_path / "train" / p / "models" / "ss_lr.model")) for p in parties}
     again = run_steps(parties, [("predict", PredictParams())], tmp_path / "predict", models=models)  # type: ignore[arg-type]
 
     assert train.parties["bank"].outputs["evaluate"]["auc"] > 0.95

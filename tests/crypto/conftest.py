@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
+from sharelearn.core.executor import SERIAL, Executor
 from sharelearn.crypto import mbx, ou, paillier
+from sharelearn.runtime.executors import ProcessExecutor, ThreadExecutor
 
 TEST_KEY_BITS = 1024  # ~80-bit security: fast, and still in the mbx kernels' size classes
 
@@ -47,9 +49,33 @@ def backend(request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.fixture
 def portable() -> Iterator[None]:
-    """Run a test on the gmpy2-only path (worker processes instead of the IFMA kernel's threads)."""
+    """Run a test on the gmpy2-only path (also in worker processes: the caller's choice travels)."""
     mbx.force_portable(True)
     try:
         yield
     finally:
         mbx.force_portable(False)
+
+
+@pytest.fixture(scope="session")
+def threads() -> Iterator[ThreadExecutor]:
+    """Two threads (GIL-bound kernels on one worker process plus the caller), shared by the session."""
+    executor = ThreadExecutor(2)
+    yield executor
+    executor.close()
+
+
+@pytest.fixture(scope="session")
+def processes() -> Iterator[ProcessExecutor]:
+    """Every kernel on one worker process plus the caller, shared by the session."""
+    executor = ProcessExecutor(2)
+    yield executor
+    executor.close()
+
+
+@pytest.fixture(params=["serial", "threads", "processes"])
+def executor(request: pytest.FixtureRequest) -> Executor:
+    """Run a test in the caller, on threads and on worker processes: results must not change."""
+    if request.param == "serial":
+        return SERIAL
+    return request.getfixturevalue(request.param)  # type: ignore[no-any-return]

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sharelearn.core.errors import ConfigError, CryptoError
+from sharelearn.core.executor import Executor
 from sharelearn.crypto import fixedbase, he, modexp
 from sharelearn.crypto.paillier_encoding import PackSpec, decode_signed, encode, pack, to_numbers, unpack
 
@@ -109,18 +110,17 @@ def test_scheme_selector_and_numpy_left_operands(ou_keypair: Any) -> None:
         np.testing.assert_allclose(he.decrypt(sk, np.array([[1, 1]]) @ c), [-0.5])
     with pytest.raises(ConfigError, match="he_scheme"):
         he.keygen("rsa", 1024)
-    with pytest.raises(ConfigError, match="backend"):
-        he.encrypt(ou_keypair[0], [1], backend="gpu")
 
 
-def test_powmod_backends_agree_with_gmpy2(backend: str) -> None:
+def test_powmod_backends_agree_with_gmpy2(backend: str, executor: Executor) -> None:
     rs = gmpy2.random_state(3)
     for mod_bits, exp_bits in ((1024, 512), (2048, 63), (2048, 300)):
         mod = gmpy2.mpz_urandomb(rs, mod_bits) | (gmpy2.mpz(1) << (mod_bits - 1)) | 1
         bases = [gmpy2.mpz_urandomb(rs, mod_bits) % mod for _ in range(11)]
         exps = [int(gmpy2.mpz_urandomb(rs, exp_bits)) for _ in range(11)]
 
-        shared, each = modexp.powmod(bases, exps[0], mod, workers=2), modexp.powmod(bases, exps, mod)
+        shared = modexp.powmod(bases, exps[0], mod, executor=executor)
+        each = modexp.powmod(bases, exps, mod, executor=executor)
 
         assert shared == [gmpy2.powmod(b, exps[0], mod) for b in bases]
         assert each == [gmpy2.powmod(b, e, mod) for b, e in zip(bases, exps, strict=True)]
@@ -146,19 +146,3 @@ def test_multi_exp_table_and_inversion_helpers() -> None:
     assert all(a * b % mod == 1 for a, b in zip(bases, inv, strict=True))
     with pytest.raises(CryptoError, match="not invertible"):
         modexp.batch_invert([gmpy2.mpz(0)], mod)
-
-
-@pytest.mark.timeout(240)
-def test_ray_backend_encrypts_on_a_local_cluster(ou_keypair: Any) -> None:
-    ray = pytest.importorskip("ray")
-    pk, sk = ou_keypair
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        x = np.linspace(-3.0, 3.0, 50).reshape(5, 10)
-        c = he.encrypt(pk, x, backend="ray", ray_chunk=16)
-        assert c.shape == (5, 10)
-        np.testing.assert_allclose(he.decrypt(sk, c), x, atol=1e-9)
-        with pytest.raises(CryptoError, match="rng=None"):
-            he.encrypt(pk, x, backend="ray", rng=lambda n: bytes(n))
-    finally:
-        ray.shutdown()

@@ -9,6 +9,7 @@ import gmpy2
 import numpy as np
 import pytest
 
+from sharelearn.core.executor import Executor
 from sharelearn.crypto import mbx, mbxmont
 
 pytestmark = pytest.mark.skipif(not mbx.is_available(), reason="libcrypto_mb is not usable on this CPU")
@@ -42,11 +43,11 @@ def test_a_wrong_kernel_fails_the_self_test() -> None:
     assert not mbxmont._self_test(zeros, 20)
 
 
-def _encrypt_both(pk: Any, ms: list[int], workers: int) -> tuple[list[Any], list[Any]]:
-    fast = pk.encrypt_ints(ms, rng=random.Random(9).randbytes, workers=workers)
+def _encrypt_both(pk: Any, ms: list[int], executor: Executor | None) -> tuple[list[Any], list[Any]]:
+    fast = pk.encrypt_ints(ms, rng=random.Random(9).randbytes, executor=executor)
     mbx.force_portable(True)
     try:
-        slow = pk.encrypt_ints(ms, rng=random.Random(9).randbytes, workers=1)
+        slow = pk.encrypt_ints(ms, rng=random.Random(9).randbytes)
     finally:
         mbx.force_portable(False)
     return fast, slow
@@ -59,16 +60,16 @@ def test_same_ciphertexts_as_gmpy2(he_keypair: Any, count: int) -> None:
     ms = [rnd.randrange(-pk.max_int, pk.max_int) for _ in range(count)]
     ms[0] = 0
 
-    fast, slow = _encrypt_both(pk, ms, workers=1)
+    fast, slow = _encrypt_both(pk, ms, None)
 
     assert fast == slow
 
 
-def test_worker_processes_give_the_same_ciphertexts(he_keypair: Any) -> None:
+def test_worker_processes_give_the_same_ciphertexts(he_keypair: Any, threads: Executor) -> None:
     pk, sk = he_keypair
     ms = np.arange(-700, 700).tolist()  # big enough to go to a worker process
 
-    fast, slow = _encrypt_both(pk, ms, workers=2)
+    fast, slow = _encrypt_both(pk, ms, threads)
 
     assert fast == slow
     assert sk.decrypt_residues(fast[:3]) == [m % sk.plaintext_modulus for m in ms[:3]]

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from sharelearn.core import codec
 from sharelearn.core.errors import CryptoError
+from sharelearn.core.executor import Executor
 from sharelearn.crypto import he, ou
 
 # `backend` only toggles a global switch, so sharing it across examples is intended.
@@ -73,12 +74,12 @@ def test_ou_overflow_band_detects_wraparound(ou_keypair: Any) -> None:
         ou.encrypt(pk, [pk.max_int + 1])
 
 
-def test_ou_worker_processes_and_rerandomize(ou_keypair: Any) -> None:
+def test_ou_worker_processes_and_rerandomize(ou_keypair: Any, executor: Executor) -> None:
     pk, sk = ou_keypair
     v = np.arange(-250, 250)
 
-    c = ou.encrypt(pk, v, workers=2)
-    r = c.rerandomize(workers=2)
+    c = ou.encrypt(pk, v, executor=executor)
+    r = c.rerandomize(executor=executor)
 
     np.testing.assert_array_equal(ou.decrypt(sk, r), v)
     assert c.ct[0] != r.ct[0]

@@ -11,8 +11,11 @@ from hypothesis import strategies as st
 
 from sharelearn.core import codec
 from sharelearn.core.errors import CryptoError, DecodeError
-from sharelearn.crypto import fixedbase, modexp, paillier, procpool
+from sharelearn.core.executor import Executor
+from sharelearn.crypto import modexp, paillier
 from sharelearn.crypto.paillier import EncArray
+from sharelearn.runtime import procpool
+from sharelearn.runtime.executors import ProcessExecutor
 
 INTS = st.integers(-(2**60), 2**60)
 # `backend` only toggles a global switch, so sharing it across examples is intended.
@@ -174,23 +177,38 @@ def test_seeded_rng_is_deterministic(paillier_keypair: Any) -> None:
     assert a.ct.tolist() == b.ct.tolist()
 
 
-def test_mbx_and_portable_decrypt_agree(paillier_keypair: Any, backend: str) -> None:
+def test_mbx_and_portable_decrypt_agree(paillier_keypair: Any, backend: str, threads: Executor) -> None:
     pk, sk = paillier_keypair
     v = np.arange(-20, 20)
 
-    c = paillier.encrypt(pk, v, workers=2)
+    c = paillier.encrypt(pk, v, executor=threads)
 
-    np.testing.assert_array_equal(paillier.decrypt(sk, c, workers=2), v)
-    np.testing.assert_array_equal(paillier.decrypt(sk, c.mul(-(2**40) + 3, workers=2)), v * (-(2**40) + 3))
+    np.testing.assert_array_equal(paillier.decrypt(sk, c, executor=threads), v)
+    product = c.mul(-(2**40) + 3, executor=threads)
+    np.testing.assert_array_equal(paillier.decrypt(sk, product), v * (-(2**40) + 3))
 
 
-def test_worker_processes_encrypt_big_batches(paillier_keypair: Any, portable: None) -> None:
+def test_worker_processes_encrypt_big_batches(
+    paillier_keypair: Any, portable: None, threads: Executor
+) -> None:
     pk, sk = paillier_keypair
     v = np.arange(-300, 300)
 
-    c = paillier.encrypt(pk, v, workers=2)
+    c = paillier.encrypt(pk, v, executor=threads)
 
     np.testing.assert_array_equal(paillier.decrypt(sk, c), v)
+
+
+def test_every_executor_gives_the_same_ciphertexts(paillier_keypair: Any, executor: Executor) -> None:
+    pk, sk = paillier_keypair
+    v = np.arange(-300, 300)
+    serial = paillier.encrypt(pk, v, rng=random.Random(11).randbytes)
+
+    c = paillier.encrypt(pk, v, rng=random.Random(11).randbytes, executor=executor)
+
+    assert c.ct.tolist() == serial.ct.tolist()
+    np.testing.assert_array_equal(paillier.decrypt(sk, c, executor=executor), v)
+    assert c.mul(7, executor=executor).ct.tolist() == serial.mul(7).ct.tolist()
 
 
 def test_overflow_raises(paillier_keypair: Any) -> None:
@@ -274,11 +292,11 @@ def test_dead_worker_process_falls_back_to_in_process(
     paillier_keypair: Any, portable: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     pk, sk = paillier_keypair
-    monkeypatch.setattr(procpool, "_workers", [])
-    monkeypatch.setattr(fixedbase, "_WORKER_ENTRY", "import sys; sys.exit(3)")
+    monkeypatch.setattr(procpool, "_ENTRY", "import sys; sys.exit(3)")
     v = np.arange(400)
 
-    c = paillier.encrypt(pk, v, workers=2)
+    with ProcessExecutor(2) as dying:
+        c = paillier.encrypt(pk, v, executor=dying)
 
     np.testing.assert_array_equal(paillier.decrypt(sk, c), v)
-    assert "computing 400 values in-process" in caplog.text
+    assert "redone in-process" in caplog.text

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sharelearn.algorithms.modelstore import load_model
+from sharelearn.algorithms.package import load_package
 from sharelearn.algorithms.vertical.secureboost import MODEL_FILE
 from sharelearn.interfaces.api import run_job
 from sharelearn.runtime.control import ControlEvent, Listening, Progress
@@ -35,7 +35,7 @@ def _train_steps(extra: str = "") -> str:
 
 
 def _trees(report: Path) -> dict[str, np.ndarray]:
-    return load_model(report / "parties" / "bank" / MODEL_FILE, "secureboost")[1]
+    return load_package(report / "parties" / "bank" / MODEL_FILE).arrays
 
 
 def test_breast_across_processes_matches_pooled_xgboost_and_predicts_offline(tmp_path: Path) -> None:

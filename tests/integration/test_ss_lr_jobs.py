@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from sharelearn.algorithms.mpc.ss_lr import load_ss_lr
+from sharelearn.algorithms.package import load_package
 from sharelearn.interfaces.api import run_job
 
 pytestmark = [pytest.mark.grpc, pytest.mark.timeout(600)]
@@ -33,7 +34,7 @@ def _check(summary: dict[str, object], report: Path, parties: tuple[str, ...]) -
     assert ev["auc_delta"] <= 0.01, ev
     assert summary["wire"]["leaks"] == 0  # type: ignore[index]
     for party in parties:  # each party keeps only its own part
-        model = load_ss_lr(report / "parties" / party / "models" / "ss_lr.model")
+        model = load_ss_lr(load_package(report / "parties" / party / "models" / "ss_lr.model"))
         assert model.weights is None
     return ev  # type: ignore[no-any-return]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -9,8 +10,7 @@ import numpy as np
 import pytest
 from mpc_ops_roles import DEALER, P0, P1, dealer_role, party_role, ring_role  # type: ignore[import-not-found]
 
-from sharelearn.testing.processes import run_roles_grpc
-from sharelearn.testing.roles import run_roles
+from sharelearn.testing.roles import RoleRun, run_roles
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -129,12 +129,11 @@ def test_gc_messages_to_the_garbler_are_only_ot_extension_matrices() -> None:
     assert garbler_tags <= {"ss_ot", "ot", "open", "dealer", "reveal"}
 
 
-@pytest.mark.grpc
 @pytest.mark.timeout(180)
-def test_garbled_relu_across_processes_with_he_triples() -> None:
+def test_garbled_relu_with_he_triples_over_both_transports(run_parties: Callable[..., RoleRun]) -> None:
     x = _ring_inputs(5)[:64]
 
-    out = run_roles_grpc(_roles("relu", x, source="he"), timeout=120)
+    out = run_parties(_roles("relu", x, source="he"), timeout=120)
 
     signed = x.view(np.int64)
     np.testing.assert_array_equal(out[P0], np.where(signed >= 0, signed, 0).view(np.uint64))

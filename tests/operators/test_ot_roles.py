@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import numpy as np
@@ -9,8 +10,7 @@ import pytest
 from mpc_ot_roles import receiver, sender  # type: ignore[import-not-found]
 
 from sharelearn.crypto.garble import new_delta
-from sharelearn.testing.processes import run_roles_grpc
-from sharelearn.testing.roles import run_roles
+from sharelearn.testing.roles import RoleRun, run_roles
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -36,6 +36,17 @@ def test_one_million_chosen_message_ots_deliver_exactly_the_chosen_messages() ->
 
     out = run_roles(roles, timeout=150)  # type: ignore[arg-type]
 
+    _check_delivery(out, x0, x1, choices, cot_choices, delta)
+
+
+def _check_delivery(
+    out: RoleRun,
+    x0: np.ndarray,
+    x1: np.ndarray,
+    choices: np.ndarray,
+    cot_choices: np.ndarray,
+    delta: np.ndarray,
+) -> None:
     got, labels = out["recv"]
     np.testing.assert_array_equal(got, np.where(choices[:, None].astype(bool), x1, x0))
     assert not np.any(np.all(got == np.where(choices[:, None].astype(bool), x0, x1), axis=1))
@@ -53,12 +64,9 @@ def test_sender_receives_only_the_base_ot_points_and_the_extension_matrix() -> N
     assert out.stats["send"]["bytes_received"] < 4096 * 16 + 128 * 8 * 2 * 16 + 2000
 
 
-@pytest.mark.grpc
-def test_ot_roles_across_processes() -> None:
+def test_ot_roles_over_both_transports(run_parties: Callable[..., RoleRun]) -> None:
     roles, x0, x1, choices, cot_choices, delta = _case(20_000, 5000, 3)
 
-    out = run_roles_grpc(roles, timeout=120)  # type: ignore[arg-type]
+    out = run_parties(roles, timeout=120)
 
-    got, labels = out["recv"]
-    np.testing.assert_array_equal(got, np.where(choices[:, None].astype(bool), x1, x0))
-    np.testing.assert_array_equal(labels, out["send"] ^ (cot_choices[:, None].astype(np.uint64) * delta))
+    _check_delivery(out, x0, x1, choices, cot_choices, delta)

@@ -98,4 +98,4 @@ def test_psi_same_roles_over_grpc_and_mutual_tls() -> None:
 
     assert [a[i] for i in out["bank"]] == [b[i] for i in out["shop"]]
     assert {a[i] for i in out["bank"]} == set(a) & set(b)
-    assert out["_audit"].count_leaks("shop", sorted(set(a) - set(b))) == 0
+    assert out.audit.count_leaks("shop", sorted(set(a) - set(b))) == 0

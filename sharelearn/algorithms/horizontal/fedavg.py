@@ -33,7 +33,7 @@ from sharelearn.algorithms.context import BaselineData, Dataset, StepContext, St
 from sharelearn.algorithms.horizontal import models, secagg
 from sharelearn.algorithms.horizontal.dp_fedavg import DpConfig, DpTracker, clip_update, noisy_average
 from sharelearn.algorithms.metrics import metrics_for
-from sharelearn.algorithms.modelstore import load_model, save_model
+from sharelearn.algorithms.package import ModelPackage, publish_model
 from sharelearn.core import codec
 from sharelearn.core.errors import ConfigError, DataError, DecodeError
 from sharelearn.core.types import F64Array, PartyId
@@ -226,7 +226,11 @@ class FedAvgModel:
             return None
         return models.predict(self.spec, self.weights, np.asarray(data.x, dtype=np.float64))
 
-    def save(self, path: Path) -> Path:
+    @property
+    def aligned_rows(self) -> bool:
+        return False
+
+    def export(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta: dict[str, Any] = {
             "spec": self.spec.to_meta(),
             "role": self.role,
@@ -234,19 +238,20 @@ class FedAvgModel:
         }
         if self.dp_epsilon is not None:
             meta["dp_epsilon"] = float(self.dp_epsilon)
-        return save_model(path, "fedavg", meta, {"weights": self.weights})
+        return meta, {"weights": self.weights}
 
 
-def load_fedavg_model(path: Path) -> FedAvgModel:
-    """Read a model file written by `FedAvgModel.save`."""
-    meta, arrays = load_model(path, "fedavg")
+def load_fedavg_model(package: ModelPackage) -> FedAvgModel:
+    """Rebuild a party's copy of the global model from its package (`FedAvgModel.export`)."""
+    meta, arrays = package.meta, package.arrays
+    where = f"model {package.identity.model_id} ({package.identity.party})"
     spec = models.ModelSpec.from_meta(meta.get("spec", {}))
     weights = arrays.get("weights")
     if weights is None or weights.dtype != np.float64 or weights.shape != (models.num_params(spec),):
-        raise DataError(f"model file {str(path)!r}: weights do not match the model description")
+        raise DataError(f"{where}: weights do not match the model description")
     history = meta.get("history", {})
     if not isinstance(history, dict):
-        raise DataError(f"model file {str(path)!r}: malformed history")
+        raise DataError(f"{where}: malformed history")
     eps = meta.get("dp_epsilon")
     return FedAvgModel(
         spec,
@@ -484,9 +489,7 @@ def _run_server(ctx: StepContext, params: FedAvgParams) -> dict[str, Any]:
         ctx.progress(f"round {r + 1}/{params.rounds}: {shown}", {"round": r + 1, **metrics})
     for c in clients:
         link.send(c, "final", {"w": loop.weights})
-    model = loop.model()
-    ctx.model = model
-    path = model.save(ctx.workdir / "model_fedavg.slm")
+    path = publish_model(ctx, loop.model())
     return _summary(params, spec, loop, len(clients), time.perf_counter() - started, dropped_total, path)
 
 
@@ -564,9 +567,7 @@ def _run_client(ctx: StepContext, params: FedAvgParams) -> dict[str, Any]:
         ctx.progress(f"round {r + 1}/{params.rounds}: local update sent", {})
     doc = codec.expect_type(link.recv(server, "final"), dict, peer=server, tag="final")
     weights = codec.expect_array(doc.get("w"), peer=server, tag="final", dtype=np.float64, shape=(size,))
-    model = FedAvgModel(trainer.spec, weights, "client")
-    ctx.model = model
-    model.save(ctx.workdir / "model_fedavg.slm")
+    publish_model(ctx, FedAvgModel(trainer.spec, weights, "client"))
     return {"rows": len(trainer.y), "rounds_joined": joined}
 
 

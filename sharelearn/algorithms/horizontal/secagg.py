@@ -50,7 +50,6 @@ treats a receive timeout as a dropout, `stage_timeout`).
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import struct
 import threading
@@ -61,15 +60,13 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from nacl.bindings import crypto_scalarmult_base
 
 from sharelearn.core import codec
 from sharelearn.core.errors import ConfigError, CryptoError, DecodeError, PeerTimeout, ProtocolError
 from sharelearn.core.link import Link
 from sharelearn.core.types import F64Array, PartyId, U8Array, U64Array, Wire
-from sharelearn.crypto import maskadd, shamir, x25519
+from sharelearn.crypto import aead, kdf, maskadd, shamir, x25519
 
 __all__ = [
     "DROP_STAGES",
@@ -98,7 +95,8 @@ KEY_BYTES = 32
 SEED_BYTES = 16  # AES-128 mask seeds: 128-bit security, like X25519
 _S_WORDS = 1 + -(-KEY_BYTES // shamir.CHUNK_BYTES)  # length element + 3-byte chunks of s_sk
 _B_WORDS = 1 + -(-SEED_BYTES // shamir.CHUNK_BYTES)  # ... of the self-mask seed b
-_NONCE_BYTES = 12
+_NONCE_BYTES = aead.NONCE_BYTES
+_AEAD: aead.AeadAlg = "chacha20poly1305"
 _PLAIN_BYTES = 16 + 4 * (_S_WORDS + _B_WORDS)  # (u, v) + share of s_sk + share of b (uint32 words)
 _SEALED_BYTES = _NONCE_BYTES + _PLAIN_BYTES + 16  # nonce + ciphertext + Poly1305 tag
 
@@ -281,14 +279,6 @@ def _public(secret: bytes) -> bytes:
     return bytes(crypto_scalarmult_base(secret))
 
 
-def _kdf(shared: bytes, info: bytes, length: int) -> bytes:
-    """One-step KDF with SHA-256 (NIST SP 800-56C Rev. 2, section 4.1): H(1 || Z || info).
-
-    One hash per derived key, for outputs of at most 32 bytes; `info` binds purpose, round and pair.
-    """
-    return hashlib.sha256(b"\x00\x00\x00\x01" + shared + info).digest()[:length]
-
-
 _PURPOSES = {b"enc": KEY_BYTES, b"mask": SEED_BYTES}  # ChaCha20-Poly1305 keys, AES-128 mask seeds
 _INFO = b"sharelearn/secagg/v1/"
 _PAIR = struct.Struct("<qqq")  # round, lower index, higher index: KDF info and AEAD associated data
@@ -304,6 +294,8 @@ def _agree_rows(
 ) -> list[bytes]:
     """Row r: KDF(DH(secrets[r], publics[r])), bound to purposes[r], the round and the pair (me, others[r]).
 
+    The KDF is the one-step SHA-256 KDF of NIST SP 800-56C (`crypto.kdf.one_step_sha256`).
+
     `secrets` and `publics` are (n, 32) byte rows (`secrets` may be one row shared by all). One
     batched X25519 call (`crypto.x25519`, multi-buffer where the CPU has it, a scalar per lane)
     for every row, so a client's two key pairs fill the same batches.
@@ -318,7 +310,11 @@ def _agree_rows(
     flat, w = shared.tobytes(), x25519.POINT_BYTES
     pack, rid = _PAIR.pack, cfg.round_id
     return [
-        _kdf(flat[r * w : r * w + w], _INFO + purpose + pack(rid, min(me, v), max(me, v)), _PURPOSES[purpose])
+        kdf.one_step_sha256(
+            flat[r * w : r * w + w],
+            info=_INFO + purpose + pack(rid, min(me, v), max(me, v)),
+            length=_PURPOSES[purpose],
+        )
         for r, (purpose, v) in enumerate(zip(purposes, others, strict=True))
     ]
 
@@ -363,9 +359,7 @@ def _word(bits: int) -> np.dtype[Any]:
     return np.dtype(np.uint32) if bits <= 32 else np.dtype(np.uint64)
 
 
-def _seal_all(
-    keys: Sequence[ChaCha20Poly1305], u: int, to: Sequence[int], shares: Shares, cfg: SecAggConfig
-) -> U8Array:
+def _seal_all(keys: Sequence[bytes], u: int, to: Sequence[int], shares: Shares, cfg: SecAggConfig) -> U8Array:
     """Seal row r of `shares` (s_sk words, then b words) from u for to[r]: (m, _SEALED_BYTES) bytes.
 
     Each sealed row is nonce || ChaCha20-Poly1305(u, v, shares) with the round and the sender and
@@ -381,15 +375,16 @@ def _seal_all(
     parts: list[bytes] = []
     for r, (key, v) in enumerate(zip(keys, to, strict=True)):
         nonce = nonces[r * n : r * n + n]
-        parts += (nonce, key.encrypt(nonce, text[r * w : r * w + w], pack(rid, u, v)))
+        parts += (nonce, aead.seal(key, nonce, text[r * w : r * w + w], pack(rid, u, v), alg=_AEAD))
     return np.frombuffer(b"".join(parts), dtype=np.uint8).reshape(m, _SEALED_BYTES)
 
 
-def _open(key: ChaCha20Poly1305, sealed: bytes, u: int, v: int, cfg: SecAggConfig) -> tuple[Shares, Shares]:
+def _open(key: bytes, sealed: bytes, u: int, v: int, cfg: SecAggConfig) -> tuple[Shares, Shares]:
     """Open a share pair sealed by u for v; raise ProtocolError if it was tampered with."""
+    aad = _PAIR.pack(cfg.round_id, u, v)
     try:
-        plain = key.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], _PAIR.pack(cfg.round_id, u, v))
-    except InvalidTag as exc:
+        plain = aead.open_(key, sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], aad, alg=_AEAD)
+    except CryptoError as exc:
         raise ProtocolError(
             f"secagg: the sealed shares from client {u} to client {v} fail authentication"
         ) from exc
@@ -417,7 +412,7 @@ class ClientState:
     own_shares: tuple[Shares, Shares] | None = None
     sealed: dict[int, bytes] = field(default_factory=dict)
     u2: frozenset[int] = frozenset()
-    enc_keys: dict[int, ChaCha20Poly1305] = field(default_factory=dict)
+    enc_keys: dict[int, bytes] = field(default_factory=dict)
     mask_seeds: dict[int, bytes] = field(default_factory=dict)
 
     def __repr__(self) -> str:
@@ -477,7 +472,7 @@ def client_share_keys(state: ClientState, routed: Wire, *, peer: str = "server")
         state.index,
         members + members,
     )
-    state.enc_keys = {v: ChaCha20Poly1305(raw) for v, raw in zip(members, derived[:m], strict=True)}
+    state.enc_keys = dict(zip(members, derived[:m], strict=True))
     state.mask_seeds = dict(zip(members, derived[m:], strict=True))
     sealed = _seal_all([state.enc_keys[v] for v in members], state.index, members, shares, cfg)
     return {"to": np.asarray(members, dtype=np.int64), "sealed": sealed}

@@ -34,6 +34,7 @@ from sharelearn.algorithms.horizontal.fedavg import (
     infer_spec,
     secagg_config,
 )
+from sharelearn.algorithms.package import publish_model
 from sharelearn.core.errors import ConfigError
 from sharelearn.core.types import F64Array
 
@@ -323,6 +324,5 @@ def run_simulation_step(ctx: StepContext, params: FedAvgParams) -> dict[str, Any
     clients, test = split_table(ctx.data, params)
     result = simulate(params, clients, test, compute="ray", progress=ctx.progress)
     ctx.data = test
-    ctx.model = result.model
-    path = result.model.save(ctx.workdir / "model_fedavg.slm")
+    path = publish_model(ctx, result.model)
     return {**result.outputs, "model_path": str(path), "test_rows": len(test)}

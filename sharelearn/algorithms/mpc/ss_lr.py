@@ -37,14 +37,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sharelearn.algorithms.context import BaselineData, Dataset, StepContext, StepDef
 from sharelearn.algorithms.metrics import pool_vertical
-from sharelearn.algorithms.modelstore import load_model, save_model
+from sharelearn.algorithms.package import ModelPackage, publish_model
 from sharelearn.core.codec import expect_type
 from sharelearn.core.errors import ConfigError, DataError
 from sharelearn.core.fileio import atomic_write_text
@@ -177,7 +176,12 @@ def _engine(ctx: StepContext, parties: Parties, params: SSLRParams) -> SSOps:
     else:
         ctx.progress(f"generating {params.he_scheme} keys for dealer-free triples", {})
         triples = he_triple_setup(
-            link, peer=peer, index=index, scheme=params.he_scheme, key_bits=params.key_bits
+            link,
+            peer=peer,
+            index=index,
+            scheme=params.he_scheme,
+            key_bits=params.key_bits,
+            executor=ctx.executor,
         )
     # garbled sign tests read frac_bits + 13 share bits: exact while |value| < 2^12 (logits, clip)
     fixed = FixedPoint(params.frac_bits)
@@ -308,7 +312,11 @@ class SSLRModel:
             return None
         return np.asarray(1.0 / (1.0 + np.exp(-z.reshape(-1))))
 
-    def save(self, path: Path) -> Path:
+    @property
+    def aligned_rows(self) -> bool:
+        return True
+
+    def export(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta = {
             "role": self.role,
             "d_guest": self.d_guest,
@@ -321,7 +329,7 @@ class SSLRModel:
             arrays["w_share"] = self.w_share
         if self.weights is not None:
             arrays["weights"] = self.weights
-        return save_model(path, STEP, meta, arrays)
+        return meta, arrays
 
 
 def _params_meta(params: SSLRParams) -> dict[str, Any]:
@@ -334,9 +342,9 @@ def _params_meta(params: SSLRParams) -> dict[str, Any]:
     }
 
 
-def load_ss_lr(path: Path) -> SSLRModel:
-    """Read one party's model file written by `SSLRModel.save`."""
-    meta, arrays = load_model(path, STEP)
+def load_ss_lr(package: ModelPackage) -> SSLRModel:
+    """Rebuild one party's part from its package (`SSLRModel.export`)."""
+    meta, arrays = package.meta, package.arrays
     try:
         p = meta["params"]
         params = SSLRParams(
@@ -349,10 +357,10 @@ def load_ss_lr(path: Path) -> SSLRModel:
         role, d_g, d_h = str(meta["role"]), int(meta["d_guest"]), int(meta["d_host"])
         history = {str(k): [float(v) for v in vs] for k, vs in dict(meta.get("history", {})).items()}
     except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"model file {str(path)!r}: malformed ss_lr metadata ({exc})") from exc
+        raise DataError(f"model {package.identity.model_id}: malformed ss_lr metadata ({exc})") from exc
     w = arrays.get("w_share")
     if w is not None and (w.dtype != np.uint64 or w.shape != (d_g + d_h, 1)):
-        raise DataError(f"model file {str(path)!r}: w_share must be uint64 ({d_g + d_h}, 1)")
+        raise DataError(f"model {package.identity.model_id}: w_share must be uint64 ({d_g + d_h}, 1)")
     return SSLRModel(role, params, w, d_g, d_h, arrays.get("weights"), history)
 
 
@@ -374,9 +382,7 @@ def run_ss_lr(ctx: StepContext, params: SSLRParams) -> dict[str, Any]:
     parties = Parties.from_roles(ctx.roles)
     if ctx.party == parties.dealer:
         dealt = run_dealer(ctx.link.scope("mpc"), party0=parties.guest, party1=parties.host)
-        model = SSLRModel("dealer", params, None)
-        ctx.model = model
-        model.save(ctx.workdir / "models" / "ss_lr.model")
+        publish_model(ctx, SSLRModel("dealer", params, None))
         return {"triples_dealt": dealt}
     if ctx.party not in (parties.guest, parties.host):
         return {}
@@ -391,14 +397,13 @@ def run_ss_lr(ctx: StepContext, params: SSLRParams) -> dict[str, Any]:
         engine.triples.close()  # type: ignore[attr-defined]
     role = "guest" if engine.index == 0 else "host"
     model = SSLRModel(role, params, w, d_g, d_h, weights, {"loss": losses})
-    ctx.model = model
     out: dict[str, Any] = {
         "rows": int(x.shape[0]),
         "columns": d_g + d_h,
         "loss": [round(v, 6) for v in losses],
         "traffic": engine.stats.as_dict(),
     }
-    out["model"] = str(model.save(ctx.workdir / "models" / "ss_lr.model"))
+    out["model"] = str(publish_model(ctx, model))
     if weights is not None:
         names = [f"guest_x{i}" for i in range(d_g)] + [f"host_x{i}" for i in range(d_h)]
         if params.fit_intercept:

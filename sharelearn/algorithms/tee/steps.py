@@ -31,6 +31,7 @@ from sklearn.metrics import roc_auc_score
 
 from sharelearn.algorithms.context import BaselineData, Dataset, StepContext, StepDef, TeeSession
 from sharelearn.algorithms.metrics import pool_vertical
+from sharelearn.algorithms.package import publish_model
 from sharelearn.algorithms.tee import gbdt, lr
 from sharelearn.algorithms.tee.data import InMemoryTable
 from sharelearn.algorithms.tee.service import (
@@ -43,7 +44,6 @@ from sharelearn.algorithms.tee.service import (
 )
 from sharelearn.core.codec import decode, encode, expect_array
 from sharelearn.core.errors import ConfigError, DataError, ProtocolError
-from sharelearn.core.fileio import atomic_write_bytes
 from sharelearn.core.types import Wire
 from sharelearn.tee.cluster import ClusterManager, EnclaveHost, TeeClient
 from sharelearn.tee.envelope import rows_of, write_envelope
@@ -347,8 +347,14 @@ class TeeModel:
             )
         return scores
 
-    def save(self, path: Path) -> Path:
-        return atomic_write_bytes(path, self.blob)
+    @property
+    def aligned_rows(self) -> bool:
+        return False  # the enclave joins the parties' rows on their ids itself
+
+    def export(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        meta: dict[str, Any] = {"model_id": self.model_id, "kind": self.kind, "route": list(self.route)}
+        meta["history"] = {k: [float(v) for v in vals] for k, vals in self.history.items()}
+        return meta, {"sealed": np.frombuffer(self.blob, dtype=np.uint8)}
 
 
 def run_tee_train(ctx: StepContext, params: TeeTrainParams) -> dict[str, Any]:
@@ -392,8 +398,7 @@ def run_tee_train(ctx: StepContext, params: TeeTrainParams) -> dict[str, Any]:
     model = TeeModel(
         str(summary["model_id"]), blob, str(summary["kind"]), history, (str(route_l[0]), str(route_l[1]))
     )
-    ctx.model = model
-    model.save(ctx.workdir / "tee_model.sealed")
+    sealed = publish_model(ctx, model)
     return {
         "model": str(summary["kind"]),
         "model_id": model.model_id,
@@ -403,7 +408,7 @@ def run_tee_train(ctx: StepContext, params: TeeTrainParams) -> dict[str, Any]:
         "data_bytes": summary["data_bytes"],
         "peak_bytes": summary["peak_bytes"],
         "enclave_train_s": round(float(summary["train_s"]), 4),
-        "sealed_model": str(ctx.workdir / "tee_model.sealed"),
+        "sealed_model": str(sealed),
         "simulation": session.simulation,
     }
 

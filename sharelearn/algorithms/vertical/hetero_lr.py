@@ -40,16 +40,16 @@ import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
 from sharelearn.algorithms.context import BaselineData, Dataset, StepContext, StepDef
 from sharelearn.algorithms.metrics import binary_metrics, pool_vertical
-from sharelearn.algorithms.modelstore import load_model, save_model
+from sharelearn.algorithms.package import ModelPackage, publish_model
 from sharelearn.core.codec import expect_array, expect_type
 from sharelearn.core.errors import ConfigError, DataError, ProtocolError
+from sharelearn.core.executor import Executor
 from sharelearn.core.link import Link
 from sharelearn.crypto import he
 from sharelearn.crypto.fixedpoint import FixedPoint
@@ -104,7 +104,6 @@ class HeteroLrParams:
         shuffle: reshuffle the rows every epoch (the guest draws the order's seed).
         seed: fixes the batch order (tests, reproducible runs); None draws one at random.
         frac_bits: fixed-point bits of encrypted partial scores.
-        workers: threads for encryption; 0 = every core.
     """
 
     epochs: int = 20
@@ -122,7 +121,6 @@ class HeteroLrParams:
     shuffle: bool = True
     seed: int | None = None
     frac_bits: int = 24
-    workers: int = 0
 
     def __post_init__(self) -> None:
         checks = [
@@ -140,7 +138,6 @@ class HeteroLrParams:
                 "key_bits must be >= 1024, a multiple of 256",
             ),
             (8 <= self.frac_bits <= 40, "frac_bits must be in 8..40"),
-            (self.workers >= 0, "workers must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -258,10 +255,6 @@ def _require_data(ctx: StepContext, label: bool) -> Dataset:
     return data
 
 
-def _workers(params: HeteroLrParams) -> int | None:
-    return params.workers or None
-
-
 def _scalar(value: Any, peer: str, tag: str) -> float:
     v = expect_type(value, (int, float), peer=peer, tag=tag)
     if isinstance(v, bool) or not math.isfinite(float(v)):
@@ -300,6 +293,11 @@ class _Trainer:
     history: list[float] = field(default_factory=list)
     he_seconds: float = 0.0
 
+    @property
+    def executor(self) -> Executor | None:
+        """The party's executor for HE batches (None: the calling thread)."""
+        return self.ctx.executor
+
     def he(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Run one HE computation (encrypt, X^T [[d]], decrypt, ...) and count its time."""
         started = time.perf_counter()
@@ -332,7 +330,7 @@ def _arbiter(ctx: StepContext, params: HeteroLrParams, setup: _Setup) -> HeteroL
         for b in range(n_batches):
             bl = link.scope("batch", b)
             for p in [setup.guest, *setup.hosts]:
-                serve_masked_decrypt(bl, p, "grad", sk, max_size=4096)
+                serve_masked_decrypt(bl, p, "grad", sk, max_size=4096, executor=trainer.executor)
             loss_c = recv_encrypted(bl, setup.guest, "loss", pk, shape=(1,))
             total += float(trainer.he(he.decrypt, sk, loss_c)[0])
         trainer.progress(epoch, total / n)
@@ -376,14 +374,14 @@ def _guest(ctx: StepContext, params: HeteroLrParams, setup: _Setup) -> HeteroLrM
                     bl,
                     host,
                     "v",
-                    trainer.he(he.encrypt, pk, v, frac_bits=params.frac_bits, workers=_workers(params)),
+                    trainer.he(he.encrypt, pk, v, frac_bits=params.frac_bits, executor=trainer.executor),
                 )
                 cross = MaskedDecryption.start(
                     bl, host, "grad", trainer.he(he.matmul_plain, xb.T, u_h, frac_bits=_X_FRAC)
                 )
                 loss_c = trainer.he(he.matmul_plain, coef[None, :], u_h, frac_bits=params.frac_bits)
                 loss_req = MaskedDecryption.start(bl, host, "loss", loss_c)
-                serve_masked_decrypt(bl, host, "grad", sk, max_size=4096)
+                serve_masked_decrypt(bl, host, "grad", sk, max_size=4096, executor=trainer.executor)
                 grad = (xb.T @ v + cross.finish()) / (4 * m)
                 total += plain_loss + float(loss_req.finish()[0])
             else:
@@ -449,14 +447,14 @@ def _host(ctx: StepContext, params: HeteroLrParams, setup: _Setup) -> HeteroLrMo
             bl = link.scope("batch", b)
             xb, m = x[rows], len(rows)
             u = xb @ w
-            cu = trainer.he(he.encrypt, pk, u, frac_bits=params.frac_bits, workers=_workers(params))
+            cu = trainer.he(he.encrypt, pk, u, frac_bits=params.frac_bits, executor=trainer.executor)
             send_encrypted(bl, g, "u", cu)
             if two_party:
                 v = recv_encrypted(bl, g, "v", pk_guest, shape=(m,))
                 cross = MaskedDecryption.start(
                     bl, g, "grad", trainer.he(he.matmul_plain, xb.T, v, frac_bits=_X_FRAC)
                 )
-                serve_masked_decrypt(bl, g, "grad", sk, max_size=4096)
+                serve_masked_decrypt(bl, g, "grad", sk, max_size=4096, executor=trainer.executor)
                 _serve_loss(bl, g, sk, 0.125 * float(u @ u), 2 * params.frac_bits)
                 grad = (xb.T @ u + cross.finish()) / (4 * m)
             else:
@@ -550,17 +548,21 @@ class HeteroLrModel:
         scores: np.ndarray = 1.0 / (1.0 + np.exp(-z))
         return scores
 
-    def save(self, path: Path) -> Path:
+    @property
+    def aligned_rows(self) -> bool:
+        return True
+
+    def export(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta = {"role": self.role, "intercept": self.intercept, "losses": list(self.losses)}
-        return save_model(path, STEP, meta, {"weights": np.asarray(self.weights, dtype=np.float64)})
+        return meta, {"weights": np.asarray(self.weights, dtype=np.float64)}
 
 
-def load(path: Path) -> HeteroLrModel:
-    meta, arrays = load_model(path, STEP)
+def load(package: ModelPackage) -> HeteroLrModel:
+    meta, arrays = package.meta, package.arrays
     role = meta.get("role")
     weights = arrays.get("weights")
     if role not in ("guest", "host", "arbiter") or weights is None or weights.ndim != 1:
-        raise DataError(f"model file {str(path)!r}: not a hetero_lr model part")
+        raise DataError(f"model {package.identity.model_id}: not a hetero_lr model part")
     return HeteroLrModel(
         str(role), weights.astype(np.float64), float(meta.get("intercept", 0.0)), list(meta.get("losses", []))
     )
@@ -599,8 +601,7 @@ def run_hetero_lr(ctx: StepContext, params: HeteroLrParams) -> dict[str, Any]:
         model = _host(ctx, params, setup)
     else:
         return {}
-    ctx.model = model
-    path = model.save(ctx.workdir / "models" / f"{STEP}.model")
+    path = publish_model(ctx, model)
     out: dict[str, Any] = {
         "epochs_run": len(model.losses),
         "final_loss": round(model.losses[-1], 6) if model.losses else None,

@@ -43,6 +43,7 @@ import numpy.typing as npt
 from sharelearn.algorithms.context import BaselineData, StepContext, StepDef
 from sharelearn.algorithms.metrics import pool_vertical
 from sharelearn.algorithms.modelstore import save_model
+from sharelearn.algorithms.package import publish_model
 from sharelearn.algorithms.vertical import tree_kernels as tk
 from sharelearn.algorithms.vertical.secureboost_host import run_host
 from sharelearn.algorithms.vertical.secureboost_model import (
@@ -68,6 +69,7 @@ from sharelearn.algorithms.vertical.secureboost_params import (
 )
 from sharelearn.core import codec
 from sharelearn.core.errors import ConfigError, DataError, DecodeError
+from sharelearn.core.executor import Executor
 from sharelearn.core.link import Link
 from sharelearn.core.types import Wire
 from sharelearn.crypto import he
@@ -104,10 +106,7 @@ class _GuestRun:
     edges: list[F64]
     timing: Timing
     scales: tuple[float, float] = (1.0, 1.0)
-
-    @property
-    def workers(self) -> int | None:
-        return self.params.workers or None
+    executor: Executor | None = None  # the party's executor for HE batches (None: this thread)
 
 
 def _task(params: SecureBoostParams, y: np.ndarray | None, party: str) -> tuple[str, int]:
@@ -158,7 +157,7 @@ def _recv_hist(run: _GuestRun, link: Link, host: str, nodes: int) -> npt.NDArray
             f"hist from {host!r}: unexpected ciphertext shape {enc.shape}", peer=host, tag="hist"
         )
     started = time.perf_counter()
-    sums = hh.decompress(run.sk, enc, run.spec, entries, workers=run.workers)
+    sums = hh.decompress(run.sk, enc, run.spec, entries, executor=run.executor)
     run.timing.decrypt_s += time.perf_counter() - started
     return sums.reshape(nodes, features, run.params.max_bins, 2)
 
@@ -259,7 +258,7 @@ def _grow_tree(run: _GuestRun, link: Link, g: F64, h: F64, cls: int) -> tuple[Tr
     run.scales = (gs, hs)
     packed, g_int, h_int = hh.encode_rows(g / gs, h / hs, run.spec)
     started = time.perf_counter()
-    wire = he.encrypt(run.pk, packed, workers=run.workers).to_wire()
+    wire = he.encrypt(run.pk, packed, executor=run.executor).to_wire()
     run.timing.encrypt_s += time.perf_counter() - started
     for host in run.hosts:
         link.send(host, "tree", {"gh": wire})
@@ -375,7 +374,7 @@ def _guest_setup(
         state = _GuestState([], [], {})
     state.trees, state.deltas = state.trees[:start], state.deltas[:start]
     bins, edges = tk.bin_features(ctx.data.x, params.max_bins, name=f"party {ctx.party!r}")
-    run = _GuestRun(ctx.link, hosts, params, pk, sk, spec, bins, edges, Timing())
+    run = _GuestRun(ctx.link, hosts, params, pk, sk, spec, bins, edges, Timing(), executor=ctx.executor)
     return run, state
 
 
@@ -430,8 +429,7 @@ def _run_guest(ctx: StepContext, params: SecureBoostParams, hosts: list[str]) ->
         ctx.link.scope("tree", t).send(host, "tree", {"finish": len(state.trees)})
     elapsed = time.perf_counter() - started
     model = SecureBoostGuestModel(state.trees, hosts, base, task, state.history)
-    ctx.model = model
-    path = model.save(ctx.workdir / MODEL_FILE)
+    path = publish_model(ctx, model)
     grown = max(1, t - resumed_from)
     out = {
         "trees": len(state.trees),
@@ -452,7 +450,7 @@ def _run_guest(ctx: StepContext, params: SecureBoostParams, hosts: list[str]) ->
 def run_secureboost(ctx: StepContext, params: SecureBoostParams) -> dict[str, Any]:
     """Run this party's role of SecureBoost training (guest: labels; host: features)."""
     if ctx.role not in ("guest", "host"):
-        ctx.model = Bystander()  # e.g. an arbiter: it takes no part in evaluate / predict
+        publish_model(ctx, Bystander())  # e.g. an arbiter: it takes no part in evaluate / predict
         return {}
     guest = guest_party(ctx)
     hosts = [p for p in ctx.data_parties if ctx.roles[p] == "host"]

@@ -18,8 +18,9 @@ import numpy.typing as npt
 
 from sharelearn.algorithms.context import StepContext
 from sharelearn.algorithms.modelstore import save_model
+from sharelearn.algorithms.package import publish_model
 from sharelearn.algorithms.vertical import tree_kernels as tk
-from sharelearn.algorithms.vertical.secureboost_model import MODEL_FILE, SecureBoostHostModel
+from sharelearn.algorithms.vertical.secureboost_model import SecureBoostHostModel
 from sharelearn.algorithms.vertical.secureboost_params import (
     CHECKPOINT_FILE,
     CHECKPOINT_STEP,
@@ -32,6 +33,7 @@ from sharelearn.algorithms.vertical.secureboost_params import (
 )
 from sharelearn.core import codec
 from sharelearn.core.errors import DecodeError, ProtocolError
+from sharelearn.core.executor import Executor
 from sharelearn.core.link import Link
 from sharelearn.core.types import Wire
 from sharelearn.crypto import he
@@ -92,6 +94,7 @@ class _HostRun:
     edges: list[F64]
     state: _HostState
     timing: Timing
+    executor: Executor | None = None  # the party's executor for HE batches (None: this thread)
 
 
 def _host_histograms(
@@ -169,7 +172,7 @@ def _host_level(
 ) -> None:
     started = time.perf_counter()
     hists = _host_histograms(run, ct, level, rows_of, parent_of, cache, t)
-    enc = hh.compress(hists, run.spec, run.pk, workers=run.params.workers or None)
+    enc = hh.compress(hists, run.spec, run.pk, executor=run.executor)
     run.timing.histogram_s += time.perf_counter() - started
     link.send(run.guest, "hist", {"features": run.bins.shape[1], "enc": enc.to_wire()})
     wins = codec.expect_type(link.recv(run.guest, "split"), list, peer=run.guest, tag="split")
@@ -242,7 +245,7 @@ def run_host(ctx: StepContext, params: SecureBoostParams, guest: str) -> dict[st
         [st.tree[i] for i in keep], [st.feature[i] for i in keep], [st.threshold[i] for i in keep], st.key
     )
     bins, edges = tk.bin_features(ctx.data.x, params.max_bins, name=f"party {ctx.party!r}")
-    run = _HostRun(link, guest, params, pk, spec, bins, edges, st, Timing())
+    run = _HostRun(link, guest, params, pk, spec, bins, edges, st, Timing(), ctx.executor)
     t = start
     started = time.perf_counter()
     while True:
@@ -273,8 +276,7 @@ def run_host(ctx: StepContext, params: SecureBoostParams, guest: str) -> dict[st
     model = SecureBoostHostModel(
         np.asarray(st.feature, dtype=np.int64), np.asarray(st.threshold, dtype=np.float64), str(task)
     )
-    ctx.model = model
-    path = model.save(ctx.workdir / MODEL_FILE)
+    path = publish_model(ctx, model)
     elapsed = time.perf_counter() - started
     return {
         "splits": len(st.feature),

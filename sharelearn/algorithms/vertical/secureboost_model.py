@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from sharelearn.algorithms.context import Dataset, StepContext
-from sharelearn.algorithms.modelstore import load_model, save_model
+from sharelearn.algorithms.package import ModelPackage
 from sharelearn.algorithms.vertical.secureboost_params import F64, I64
 from sharelearn.core import codec
 from sharelearn.core.errors import ConfigError, DataError, DecodeError, ProtocolError
@@ -34,7 +33,7 @@ __all__ = [
     "trees_to_arrays",
 ]
 
-MODEL_FILE = "secureboost_model.msgpack"
+MODEL_FILE = "models/secureboost.model"  # algorithms.package.model_path(workdir, "secureboost")
 
 
 # -- trees ------------------------------------------------------------------------------------------
@@ -173,7 +172,11 @@ class SecureBoostGuestModel:
                     )
         return _link_scores(self.task, self.margins(np.asarray(data.x, dtype=np.float64), masks))
 
-    def save(self, path: Path) -> Path:
+    @property
+    def aligned_rows(self) -> bool:
+        return True
+
+    def export(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta = {
             "role": "guest",
             "hosts": self.hosts,
@@ -181,7 +184,7 @@ class SecureBoostGuestModel:
             "task": self.task,
             "history": self.history,
         }
-        return save_model(path, "secureboost", meta, trees_to_arrays(self.trees))
+        return meta, trees_to_arrays(self.trees)
 
 
 @dataclass
@@ -212,14 +215,17 @@ class SecureBoostHostModel:
         ctx.link.scope("secureboost", "predict").send(guest_party(ctx), "goes_left", bits)
         return None
 
-    def save(self, path: Path) -> Path:
-        meta = {"role": "host", "task": self.task}
-        return save_model(path, "secureboost", meta, {"feature": self.feature, "threshold": self.threshold})
+    @property
+    def aligned_rows(self) -> bool:
+        return True
+
+    def export(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return {"role": "host", "task": self.task}, {"feature": self.feature, "threshold": self.threshold}
 
 
 @dataclass
 class Bystander:
-    """The part of a party with no role in SecureBoost: it predicts nothing and saves nothing."""
+    """The part of a party with no role in SecureBoost: it predicts nothing and holds no parameters."""
 
     task: str = "binary"
     history: dict[str, list[float]] = field(default_factory=dict)
@@ -228,8 +234,12 @@ class Bystander:
     def predict(self, ctx: StepContext, data: Dataset | None) -> np.ndarray | None:
         return None
 
-    def save(self, path: Path) -> Path:
-        raise ConfigError("secureboost: a party without a guest or host role holds no model to save")
+    @property
+    def aligned_rows(self) -> bool:
+        return True
+
+    def export(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return {"role": "bystander", "task": self.task}, {}
 
 
 def _link_scores(task: str, margin: F64) -> np.ndarray:
@@ -241,21 +251,24 @@ def _link_scores(task: str, margin: F64) -> np.ndarray:
     return np.asarray(shifted / shifted.sum(axis=1, keepdims=True))
 
 
-def load_secureboost(path: Path) -> SecureBoostGuestModel | SecureBoostHostModel:
-    """Read one party's model file (guest trees or a host's lookup table)."""
-    meta, arrays = load_model(path, "secureboost")
+def load_secureboost(package: ModelPackage) -> SecureBoostGuestModel | SecureBoostHostModel | Bystander:
+    """Rebuild one party's part from its package (guest trees, a host's lookup table, or nothing)."""
+    meta, arrays = package.meta, package.arrays
+    path = f"model {package.identity.model_id} ({package.identity.party})"
     role = meta.get("role")
+    if role == "bystander":
+        return Bystander(str(meta.get("task", "binary")))
     if role == "host":
         try:
             return SecureBoostHostModel(
                 arrays["feature"].astype(np.int64), arrays["threshold"].astype(np.float64), str(meta["task"])
             )
         except KeyError as exc:
-            raise DataError(f"model file {str(path)!r}: host part lacks {exc}") from None
+            raise DataError(f"{path}: host part lacks {exc}") from None
     if role != "guest":
-        raise DataError(f"model file {str(path)!r}: unknown secureboost role {role!r}")
+        raise DataError(f"{path}: unknown secureboost role {role!r}")
     return SecureBoostGuestModel(
-        trees_from_arrays(arrays, str(path)),
+        trees_from_arrays(arrays, path),
         [str(h) for h in meta.get("hosts", [])],
         [float(b) for b in meta.get("base", [])],
         str(meta.get("task")),

@@ -53,7 +53,6 @@ class SecureBoostParams:
         frac_bits: fixed-point precision of the scaled gradients (2^-frac_bits).
         seed: seed of the row sampling and validation split (deterministic resume).
         resume: continue from the checkpoint in the party's workdir.
-        workers: threads for the crypto kernels; 0 = every core.
     """
 
     num_trees: int = 30
@@ -72,7 +71,6 @@ class SecureBoostParams:
     frac_bits: int = hh.DEFAULT_FRAC_BITS
     seed: int = 0
     resume: bool = False
-    workers: int = 0
 
     def __post_init__(self) -> None:
         checks = [
@@ -93,7 +91,6 @@ class SecureBoostParams:
             (self.he_scheme in he.SCHEMES, f"he_scheme must be one of {he.SCHEMES}"),
             (1024 <= self.key_bits <= 4096, "key_bits must be in 1024..4096"),
             (8 <= self.frac_bits <= 52, "frac_bits must be in 8..52"),
-            (self.workers >= 0, "workers must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -102,8 +99,8 @@ class SecureBoostParams:
             raise ConfigError("secureboost.early_stopping_rounds needs a validation_fraction > 0")
 
     def fingerprint(self, ids: np.ndarray) -> str:
-        """Identify a training run (parameters and the set of row ids, not resume/worker settings)."""
-        fields = {k: v for k, v in asdict(self).items() if k not in ("resume", "workers")}
+        """Identify a training run (parameters and the set of row ids, not the resume setting)."""
+        fields = {k: v for k, v in asdict(self).items() if k != "resume"}
         digest = hashlib.sha256("\n".join(sorted(str(i) for i in ids)).encode()).hexdigest()
         raw = json.dumps({"params": fields, "ids": digest}, sort_keys=True).encode()
         return hashlib.sha256(raw).hexdigest()[:32]

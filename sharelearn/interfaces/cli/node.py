@@ -26,10 +26,19 @@ def node_command(
         str, typer.Option(help="'stdio' (driven by a launcher) or 'endpoints' (peers from the job)")
     ] = "endpoints",
     audit: Annotated[bool, typer.Option(help="record received messages for the leak audit")] = True,
+    run_id: Annotated[
+        str, typer.Option(help="this run's id, the same at every party (default: a digest of the job file)")
+    ] = "",
 ) -> int:
     """Run this party's role of every step of JOB, talking to its peers over gRPC + mutual TLS."""
     options = NodeOptions(
-        job_path=job, party=party, certs_dir=certs, report_dir=report_dir, listen=listen, audit=audit
+        job_path=job,
+        party=party,
+        certs_dir=certs,
+        report_dir=report_dir,
+        listen=listen,
+        audit=audit,
+        run_id=run_id,
     )
     ctl = StdioControl() if control == "stdio" else EndpointControl()
     return run_node(options, ctl)
