@@ -4,6 +4,7 @@ import itertools
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from sharelearn.algorithms.evaluation import EvaluateParams
@@ -12,7 +13,7 @@ from sharelearn.algorithms.horizontal.fedavg import FedAvgParams, load_fedavg_mo
 from sharelearn.algorithms.horizontal.simulation import simulate
 from sharelearn.algorithms.package import load_package
 from sharelearn.core.errors import ConfigError
-from sharelearn.crypto.dp import GaussianAccountant
+from sharelearn.crypto.dp import GaussianAccountant, noise_grid
 from sharelearn.crypto.rng import SeededRng
 from sharelearn.testing.steps import load_csv, run_steps
 
@@ -75,3 +76,46 @@ def test_clipping_and_noise_follow_the_config() -> None:
         DpConfig(clip_norm=1.0, noise_multiplier=0.0)
     with pytest.raises(ConfigError, match="dp_clip_norm"):
         FedAvgParams(dp_noise_multiplier=1.0, dp_clip_norm=-1.0)
+
+
+def _breast_clients(folder: Path) -> tuple[dict[str, object], object]:
+    from sklearn.datasets import load_breast_cancer
+
+    x, y = load_breast_cancer(return_X_y=True)
+    x = (x - x.mean(axis=0)) / x.std(axis=0)
+    columns = [f"x{j}" for j in range(x.shape[1])]
+    folder.mkdir(parents=True, exist_ok=True)
+    tables = {}
+    for name, rows in {"c0": slice(0, 200), "c1": slice(200, 400), "test": slice(400, None)}.items():
+        frame = pd.DataFrame(x[rows], columns=columns)
+        frame.insert(0, "y", y[rows])
+        frame.insert(0, "id", np.arange(len(frame)) + rows.start)
+        frame.to_csv(folder / f"{name}.csv", index=False)
+        tables[name] = load_csv(folder / f"{name}.csv", label="y")
+    test = tables.pop("test")
+    return tables, test
+
+
+def test_dp_noise_is_fresh_in_every_run_not_drawn_from_the_job_seed(tmp_path: Path) -> None:
+    clients, test = _breast_clients(tmp_path)
+    params = FedAvgParams(rounds=1, seed=5, dp_noise_multiplier=1.0, dp_clip_norm=1.0)
+    plain = FedAvgParams(rounds=1, seed=5)
+
+    first = simulate(params, clients, test, compute="local").model.weights  # type: ignore[arg-type]
+    second = simulate(params, clients, test, compute="local").model.weights  # type: ignore[arg-type]
+    reference = simulate(plain, clients, test, compute="local").model.weights  # type: ignore[arg-type]
+
+    # Same job, same seed: the noise differs (a seeded generator would repeat it, and anyone who
+    # knows the job's seed could subtract it), while the noise-free run repeats exactly.
+    assert not np.allclose(first, second)
+    assert np.array_equal(reference, simulate(plain, clients, test, compute="local").model.weights)  # type: ignore[arg-type]
+
+
+def test_noisy_average_lies_on_the_fixed_grid_whatever_the_sum() -> None:
+    cfg = DpConfig(clip_norm=1.0, noise_multiplier=1.0)
+    total = np.full(1000, 0.123456789123)
+
+    avg = noisy_average(total, 2, cfg, SeededRng(1))
+
+    steps = avg * 2 / noise_grid(1000, 1.0, 1.0).resolution
+    assert np.array_equal(steps, np.rint(steps))
