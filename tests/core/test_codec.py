@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from sharelearn.core import msgsize
 from sharelearn.core.codec import Limits, decode, encode, expect_array, expect_type
 from sharelearn.core.errors import DecodeError
 from sharelearn.core.msgsize import check_decoded_size
@@ -262,3 +263,32 @@ def test_size_walk_refuses_deep_nesting_and_truncation() -> None:
         check_decoded_size(b"\xdc\x00\x05\x01\x02", 1 << 40)
     with pytest.raises(DecodeError, match="'t' from 'p' is malformed"):
         decode(b"\x91" * 5000 + b"\xc0", peer="p", tag="t")
+
+
+run_elements = st.one_of(
+    st.lists(st.integers(-40, 300), min_size=8, max_size=300),
+    st.lists(st.integers(-(2**63), 2**64 - 1), min_size=8, max_size=300),
+    st.lists(st.floats(allow_nan=False), min_size=8, max_size=300),
+    st.lists(st.sampled_from([None, True, False, [], {}, ""]), min_size=8, max_size=300),
+    st.integers(1, 12).flatmap(
+        lambda n: st.lists(st.text(alphabet="abcé€😀", min_size=n, max_size=n), min_size=8, max_size=200)
+    ),
+    st.lists(st.integers(2**100, 2**100 + 1000), min_size=8, max_size=100),
+    st.lists(st.one_of(st.integers(-40, 40), st.floats(allow_nan=False), st.text(max_size=3)), min_size=8),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(run_elements)
+def test_bulk_measured_runs_price_exactly_what_the_element_walk_prices(value: list[object]) -> None:
+    data = encode(value)  # type: ignore[arg-type]
+    with_runs = check_decoded_size(data, 1 << 40)
+
+    runs = msgsize._RUNS
+    msgsize._RUNS = frozenset()  # every element through the one-at-a-time walk
+    try:
+        one_by_one = check_decoded_size(data, 1 << 40)
+    finally:
+        msgsize._RUNS = runs
+
+    assert with_runs == one_by_one
