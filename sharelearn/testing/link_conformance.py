@@ -8,6 +8,7 @@ from contextlib import AbstractContextManager
 
 import numpy as np
 
+from sharelearn.core.codec import DEFAULT_LIMITS
 from sharelearn.core.errors import PeerTimeout, ProtocolError
 from sharelearn.core.link import Link
 
@@ -89,8 +90,35 @@ def _check_both_directions(a: Link, b: Link) -> None:
         raise AssertionError(f"stats did not count the exchange: {a.stats.as_dict()}")
 
 
+def _check_flooding_peer_is_refused(a: Link, b: Link) -> None:
+    cap = getattr(b, "limits", DEFAULT_LIMITS).max_unread_tags
+    refused = None
+    for i in range(cap + 1):  # one tag past the receiver's cap on unread tags
+        try:
+            a.send(b.me, f"junk/{i}", i)
+        except ProtocolError as exc:
+            refused = exc
+            break
+    if refused is None or "inbox quota" not in str(refused):
+        raise AssertionError(f"{cap + 1} unread tags were accepted (error: {refused})")
+    try:
+        b.recv(a.me, "junk/0", timeout=10)
+    except ProtocolError as exc:
+        if repr(a.me) not in str(exc):
+            raise AssertionError(f"the receive does not name the flooding peer: {exc}") from exc
+    else:
+        raise AssertionError("a message of a refused peer was still delivered")
+
+
 def check_link(make_pair: PairFactory) -> None:
     """Run the conformance checks on fresh pairs of connected links from `make_pair`."""
-    for check in (_check_round_trip, _check_order_and_scope, _check_errors, _check_both_directions):
+    checks = (
+        _check_round_trip,
+        _check_order_and_scope,
+        _check_errors,
+        _check_both_directions,
+        _check_flooding_peer_is_refused,
+    )
+    for check in checks:
         with make_pair() as (a, b):
             check(a, b)
