@@ -14,6 +14,7 @@ holds what the party received).
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import struct
 import threading
@@ -37,6 +38,8 @@ __all__ = [
     "byte_patterns",
     "scan",
 ]
+
+log = logging.getLogger(__name__)
 
 MIN_PATTERN_LEN = 6
 # Per (sender, receiver): far above what a test moves, and what a leak scan can search quickly.
@@ -186,6 +189,14 @@ class WireAudit:
             for p in byte_patterns(v):
                 owners.setdefault(p, i)
         found = scan(self.received(party), owners)
+        missed = self.truncated_bytes(party)
+        if missed:
+            log.warning(
+                "leak scan of what %r received covers the kept payloads only: %d bytes were past the "
+                "audit's payload cap",
+                party,
+                missed,
+            )
         return len({owners[p] for p in found})
 
     def _rows(self) -> list[list[object]]:
