@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test,fast,tee,ml,ray]'
+	$(BIN)/python -m pip install --quiet -e '.[test,fast,tee,ml,ray,platform]'
 	@touch $(STAMP)
 
 install: $(STAMP)
