@@ -132,7 +132,8 @@ def kernel_figures(neighbours: int, calls: int) -> dict[str, Any]:
     agreement: 2 x `neighbours` X25519 (multi-buffer against OpenSSL); Shamir: s_sk and b shared
     among neighbours + 1 holders with SecAgg+'s threshold.
     """
-    from sharelearn.crypto import maskadd, mbx, shamir, x25519
+    from sharelearn.crypto import maskadd, shamir, x25519
+    from sharelearn.crypto.kernels import mbx
 
     length = _HIDDEN_PARAMS + 4
     keys = [os.urandom(16) for _ in range(neighbours + 1)]

@@ -28,7 +28,8 @@ import gmpy2
 import numpy as np
 
 from sharelearn.core.executor import Executor
-from sharelearn.crypto import he, mbx, mbxmont
+from sharelearn.crypto import he
+from sharelearn.crypto.kernels import mbx, mbxmont
 from sharelearn.runtime.executors import ComputeSpec, make_executor
 
 _SCALAR = (1 << 63) - 25  # a 63-bit multiplier

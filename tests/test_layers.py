@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 import sharelearn
 
@@ -53,3 +59,41 @@ def test_known_tee_exceptions_are_still_needed() -> None:
     stale = KNOWN_TEE_EXCEPTIONS - _importers()
 
     assert not stale, f"no longer importing cryptography's AEAD/KDF; drop them from the list: {sorted(stale)}"
+
+
+def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    """Run import-linter on the `sharelearn` package found under `root`, with the repo's contracts."""
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    exe = Path(sys.executable).with_name("lint-imports")
+    config = PACKAGE.parent / "pyproject.toml"
+    return subprocess.run(
+        [str(exe), "--config", str(config), "--no-cache"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.skipif(not (PACKAGE.parent / "pyproject.toml").exists(), reason="needs the source tree")
+def test_import_contracts_hold_with_no_ignores() -> None:
+    text = (PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8")
+
+    run = _lint_imports(PACKAGE.parent)
+
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "ignore_imports" not in text
+    assert run.stdout.count(" KEPT") >= 6
+
+
+@pytest.mark.skipif(not (PACKAGE.parent / "pyproject.toml").exists(), reason="needs the source tree")
+def test_import_contracts_catch_a_protocol_reaching_past_crypto_he(tmp_path: Path) -> None:
+    """The adversary: an operator importing Paillier (or a native kernel, or the runtime) directly."""
+    shutil.copytree(PACKAGE, tmp_path / "sharelearn", ignore=shutil.ignore_patterns("__pycache__"))
+    bad = tmp_path / "sharelearn" / "operators" / "sneaky.py"
+    bad.write_text("from sharelearn.crypto import paillier\nfrom sharelearn.crypto.kernels import mbx\n")
+    (tmp_path / "sharelearn" / "crypto" / "sneaky.py").write_text("from sharelearn.runtime import procpool\n")
+
+    run = _lint_imports(tmp_path)
+
+    assert run.returncode != 0
+    assert "sharelearn.operators.sneaky -> sharelearn.crypto.paillier" in run.stdout
+    assert "sharelearn.operators.sneaky -> sharelearn.crypto.kernels" in run.stdout
+    assert "sharelearn.crypto.sneaky -> sharelearn.runtime.procpool" in run.stdout

@@ -40,6 +40,9 @@ from sharelearn.crypto.paillier_encoding import (
 )
 
 __all__ = [
+    "DEFAULT_KEY_BITS",
+    "MAX_KEY_BITS",
+    "MIN_KEY_BITS",
     "EncArray",
     "HEPrivateKey",
     "HEPublicKey",
@@ -51,6 +54,9 @@ __all__ = [
     "matmul_plain",
 ]
 
+DEFAULT_KEY_BITS = 2048  # ~112-bit security (NIST SP 800-57 Part 1, Table 2)
+MIN_KEY_BITS = 1024  # ~80-bit security: for tests only
+MAX_KEY_BITS = 8192
 MAX_WIRE_NDIM = 8
 
 

@@ -30,7 +30,7 @@ import numpy.typing as npt
 from sharelearn.core.errors import CryptoError
 from sharelearn.core.executor import Executor, chunk_bounds, parts_for
 from sharelearn.core.types import Wire
-from sharelearn.crypto import mbx, mbxmont
+from sharelearn.crypto.kernels import mbx, mbxmont
 from sharelearn.crypto.modexp import Mpz, RandBytes, int_digits, random_bytes
 
 __all__ = [

@@ -1,6 +1,7 @@
 """Scheme selection for additively homomorphic encryption: protocols take `he_scheme`.
 
-Both schemes satisfy the same `HEPublicKey` / `HEPrivateKey` protocols and produce `EncArray`s,
+This module is the one import surface for HE outside `crypto/` (an import-linter contract
+holds the other layers to it). Both schemes satisfy the same `HEPublicKey` / `HEPrivateKey` protocols and produce `EncArray`s,
 so a protocol written against this module runs unchanged on either:
 
 * `paillier`: plaintexts mod n (~|n| bits), ciphertexts mod n^2.
@@ -19,6 +20,7 @@ from sharelearn.core.errors import ConfigError, DecodeError
 from sharelearn.core.types import Wire
 from sharelearn.crypto import ou, paillier
 from sharelearn.crypto.encarray import (
+    DEFAULT_KEY_BITS,
     EncArray,
     HEPrivateKey,
     HEPublicKey,
@@ -29,13 +31,16 @@ from sharelearn.crypto.encarray import (
     matmul_plain,
 )
 from sharelearn.crypto.modexp import RandBytes
+from sharelearn.crypto.paillier_encoding import Encoded, ObjArray
 
 __all__ = [
     "DEFAULT_KEY_BITS",
     "SCHEMES",
     "EncArray",
+    "Encoded",
     "HEPrivateKey",
     "HEPublicKey",
+    "ObjArray",
     "Scheme",
     "add_all",
     "concatenate",
@@ -48,7 +53,6 @@ __all__ = [
 
 Scheme = Literal["paillier", "ou"]
 SCHEMES: tuple[str, ...] = ("paillier", "ou")
-DEFAULT_KEY_BITS = 2048  # ~112-bit security (NIST SP 800-57 Part 1, Table 2)
 
 _KEYGEN: dict[str, Callable[..., tuple[Any, Any]]] = {"paillier": paillier.keygen, "ou": ou.keygen}
 

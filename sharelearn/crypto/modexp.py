@@ -1,9 +1,8 @@
 """Batched modular exponentiation for the additive HE schemes (Paillier, Okamoto–Uchiyama).
 
-* `powmod` uses Intel's multi-buffer `mbx_exp{1024,2048,3072,4096}_mb8` (ipp-crypto, AVX512-IFMA)
-  when available: 8 independent exponentiations per call. Numbers travel as little-endian 64-bit
-  words; the pointer arrays for a whole chunk are built with numpy arithmetic. ctypes releases the
-  GIL during the call, so a thread executor uses every core. Each call pays ~50 us (4096-bit) for the
+* `powmod` uses Intel's multi-buffer `mbx_exp*_mb8` (`kernels.mbexp`, AVX512-IFMA) when
+  `kernels.mbx.load()` finds it: 8 independent exponentiations per call, releasing the GIL, so a
+  thread executor uses every core; else gmpy2. Each call pays ~50 us (4096-bit) for the
   Montgomery set-up, so tiny exponents stay on gmpy2, whose `powmod_base_list` also releases the
   GIL. gmpy2's `*`, `%` and `powmod` do not (measured: 2 threads run slower than 1).
 * `multi_exp`: Pippenger's bucket method for prod_i c_i^(x_i): one multiplication per non-zero
@@ -15,10 +14,8 @@ Fixed-base tables for encryption randomness live in `fixedbase`.
 
 from __future__ import annotations
 
-import ctypes
 import math
 import os
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
 
@@ -28,7 +25,8 @@ import numpy.typing as npt
 
 from sharelearn.core.errors import CryptoError
 from sharelearn.core.executor import Executor, chunk_bounds, parts_for
-from sharelearn.crypto import mbx
+from sharelearn.crypto.kernels import mbexp, mbx
+from sharelearn.crypto.kernels.mbexp import Mpz, mbx_supported
 
 __all__ = [
     "Mpz",
@@ -43,96 +41,10 @@ __all__ = [
     "security_bits",
 ]
 
-Mpz: TypeAlias = Any  # gmpy2.mpz; gmpy2 ships no type stubs
 RandBytes: TypeAlias = Callable[[int], bytes]
 
-_LANES = 8
-_MBX_CLASSES = (1024, 2048, 3072, 4096)
+_LANES = mbexp.LANES
 _MBX_MIN_EXP_BITS = 12  # below this gmpy2's few multiplications beat the kernel's set-up cost
-_kernel_lock = threading.Lock()
-
-
-def _digits52(bits: int) -> int:
-    return -(-bits // 52)
-
-
-def mbx_supported(mod_bits: int) -> int | None:
-    """Return the mbx kernel size (1024..4096) that handles `mod_bits`-bit moduli, or None."""
-    # Same rule as ipp-crypto's bits_range(): the 52-bit digit count must fit with 2 spare bits.
-    if _digits52(mod_bits) != _digits52(mod_bits + 2):
-        return None
-    for size in _MBX_CLASSES:
-        if _digits52(size) == _digits52(mod_bits):
-            return size
-    return None
-
-
-def _kernel(lib: ctypes.CDLL, size: int) -> tuple[Any, int]:
-    with _kernel_lock:
-        fn = getattr(lib, f"mbx_exp{size}_mb8")
-        fn.restype = ctypes.c_uint64
-        fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
-        fn.argtypes += [ctypes.c_void_p, ctypes.c_int]
-        bs = lib.mbx_exp_BufferSize
-        bs.restype = ctypes.c_int
-        bs.argtypes = [ctypes.c_int]
-        return fn, int(bs(size))
-
-
-def _to_words(values: Sequence[Mpz], nwords: int) -> npt.NDArray[np.uint64]:
-    nbytes = nwords * 8
-    raw = b"".join([v.to_bytes(nbytes, "little") for v in values])
-    return np.frombuffer(raw, dtype="<u8").reshape(len(values), nwords)
-
-
-def _from_words(words: npt.NDArray[np.uint64], count: int) -> list[Mpz]:
-    raw = words[:count].tobytes()
-    step = words.shape[1] * 8
-    frm = gmpy2.mpz.from_bytes
-    return [frm(raw[i : i + step], "little") for i in range(0, len(raw), step)]
-
-
-def _ptrs(arr: npt.NDArray[Any], rows: int) -> npt.NDArray[np.uint64]:
-    stride = np.uint64(arr.strides[0]) if arr.shape[0] > 1 else np.uint64(0)
-    return np.uint64(arr.ctypes.data) + np.arange(rows, dtype=np.uint64) * stride
-
-
-def _mbx_chunk(
-    lib: ctypes.CDLL, bases: Sequence[Mpz], exps: npt.NDArray[np.uint64], exp_bits: int, mod: Mpz
-) -> list[Mpz]:
-    """bases[i]^exps[i] mod `mod` with the kernel; `exps` holds one row of words per base, or one row."""
-    mod_bits = int(mod.bit_length())
-    size = mbx_supported(mod_bits)
-    if size is None:
-        raise CryptoError(f"internal: no mbx kernel for a {mod_bits}-bit modulus")
-    fn, blen = _kernel(lib, size)
-    count = len(bases)
-    padded = -(-count // _LANES) * _LANES
-    nwords = -(-mod_bits // 64)
-    base = np.zeros((padded, nwords), dtype=np.uint64)
-    base[:count] = _to_words(bases, nwords)
-    base[count:, 0] = 1
-    out = np.empty_like(base)
-    modw = _to_words([mod], nwords).copy()
-    erows = (
-        exps
-        if exps.shape[0] == 1
-        else np.vstack([exps, np.zeros((padded - count, exps.shape[1]), np.uint64)])
-    )
-    erows = np.ascontiguousarray(erows)
-    buf = np.empty(blen + 64, dtype=np.uint8)
-    bp, op = _ptrs(base, padded), _ptrs(out, padded)
-    ep = _ptrs(erows, padded) if erows.shape[0] > 1 else np.full(padded, erows.ctypes.data, np.uint64)
-    mp = np.full(_LANES, modw.ctypes.data, dtype=np.uint64)
-    step = _LANES * 8
-    bad = 0
-    for k in range(padded // _LANES):
-        at = k * step
-        bad |= fn(op.ctypes.data + at, bp.ctypes.data + at, ep.ctypes.data + at, exp_bits,
-                  mp.ctypes.data, mod_bits, buf.ctypes.data, buf.size)  # fmt: skip
-    if bad:
-        raise CryptoError(f"mbx_exp{size}_mb8 reported a failure (status 0x{bad:x})")
-    return _from_words(out, count)
 
 
 # (base rows, exponent rows (one shared or one per base), exponent bits, modulus, use mbx)
@@ -146,16 +58,16 @@ def _powmod_words(item: _PowmodItem) -> npt.NDArray[np.uint64]:
     the tuple as a list).
     """
     base_w, exp_w, exp_bits, mod, use_mbx = item
-    bases = _from_words(base_w, base_w.shape[0])
+    bases = mbexp.from_words(base_w, base_w.shape[0])
     m = gmpy2.mpz(mod)
     if use_mbx:
         lib = mbx.load()
         if lib is None:
             raise CryptoError("the mbx kernel is not available in this worker")
-        out = _mbx_chunk(lib, bases, exp_w, int(exp_bits), m)
+        out = mbexp.exp_chunk(lib, bases, exp_w, int(exp_bits), m)
     else:  # one shared exponent: gmpy2's powmod_base_list releases the GIL
-        out = list(gmpy2.powmod_base_list(bases, gmpy2.mpz(_from_words(exp_w, 1)[0]), m))
-    return _to_words(out, base_w.shape[1])
+        out = list(gmpy2.powmod_base_list(bases, gmpy2.mpz(mbexp.from_words(exp_w, 1)[0]), m))
+    return mbexp.to_words(out, base_w.shape[1])
 
 
 def _chunk_size(count: int, workers: int) -> int:
@@ -175,11 +87,11 @@ def _on_executor(
     count, shared = len(bases), ewords.shape[0] == 1 and len(bases) > 1
     bounds = chunk_bounds(count, -(-count // _chunk_size(count, executor.parallelism)), multiple=_LANES)
     items: list[_PowmodItem] = [
-        (_to_words(bases[a:b], nwords), ewords if shared else ewords[a:b], exp_bits, int(mod), use_mbx)
+        (mbexp.to_words(bases[a:b], nwords), ewords if shared else ewords[a:b], exp_bits, int(mod), use_mbx)
         for a, b in bounds
     ]
     parts = executor.map(_powmod_words, items, releases_gil=True)
-    return [x for part in parts for x in _from_words(part, part.shape[0])]
+    return [x for part in parts for x in mbexp.from_words(part, part.shape[0])]
 
 
 def powmod(
@@ -209,11 +121,11 @@ def powmod(
         # Varied exponents: gmpy2 has no GIL-free call for these, so threads would not help.
         return [gmpy2.powmod(b, e, mod) for b, e in zip(bases, exps, strict=True)]
     exp_list = [exps] if isinstance(exps, int) else list(exps)
-    ewords = _to_words([gmpy2.mpz(e) for e in exp_list], -(-exp_bits // 64))
+    ewords = mbexp.to_words([gmpy2.mpz(e) for e in exp_list], -(-exp_bits // 64))
     if executor is not None and parts_for(executor, count, _LANES) > 1:
         return _on_executor(executor, bases, ewords, exp_bits, mod, use_mbx)
     if use_mbx and lib is not None:
-        return _mbx_chunk(lib, bases, ewords, exp_bits, mod)
+        return mbexp.exp_chunk(lib, bases, ewords, exp_bits, mod)
     return list(gmpy2.powmod_base_list(bases, gmpy2.mpz(exps), mod))
 
 

@@ -27,34 +27,10 @@ from sharelearn.core.errors import CryptoError, DecodeError
 from sharelearn.core.executor import Executor
 from sharelearn.core.types import Wire
 from sharelearn.crypto import fixedbase, modexp
-from sharelearn.crypto.encarray import (
-    EncArray,
-    add_all,
-    concatenate,
-    decrypt,
-    encrypt,
-    key_fingerprint,
-    matmul_plain,
-)
+from sharelearn.crypto.encarray import DEFAULT_KEY_BITS, MAX_KEY_BITS, MIN_KEY_BITS, key_fingerprint
 from sharelearn.crypto.modexp import Mpz, RandBytes
 
-__all__ = [
-    "DEFAULT_KEY_BITS",
-    "MIN_KEY_BITS",
-    "EncArray",
-    "PrivateKey",
-    "PublicKey",
-    "add_all",
-    "concatenate",
-    "decrypt",
-    "encrypt",
-    "keygen",
-    "matmul_plain",
-]
-
-DEFAULT_KEY_BITS = 2048  # ~112-bit security (NIST SP 800-57 Part 1, Table 2)
-MIN_KEY_BITS = 1024  # ~80-bit security: for tests only
-MAX_KEY_BITS = 8192
+__all__ = ["PrivateKey", "PublicKey", "keygen"]
 
 
 def _windows(mod_bits: int) -> tuple[int, int]:

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from sharelearn.core.errors import CryptoError
 from sharelearn.core.types import U8Array, U64Array
-from sharelearn.crypto import mbx
+from sharelearn.crypto.kernels import mbx
 
 __all__ = [
     "BLOCK_BYTES",

@@ -20,10 +20,9 @@ on both groups. Commutativity x(a*(b*P)) = x(b*(a*P)) holds for every u, which i
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -31,12 +30,11 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from sharelearn.core.errors import CryptoError
 from sharelearn.core.executor import Executor
 from sharelearn.core.types import U8Array
-from sharelearn.crypto import mbx
+from sharelearn.crypto.kernels import mbx
+from sharelearn.crypto.kernels.mbx25519 import POINT_BYTES, x25519_chunk
 
 __all__ = ["POINT_BYTES", "backend_name", "hash_to_point", "random_scalar", "scalarmult", "scalarmult_each"]
 
-POINT_BYTES = 32
-_LANES = 8
 _CHUNK = 8192  # points per thread task: large enough to amortise scheduling, small for balance
 DOMAIN = b"sharelearn/psi/x25519/v1\x00"
 
@@ -64,41 +62,6 @@ def hash_to_point(ids: Iterable[bytes], domain: bytes = DOMAIN) -> U8Array:
     out = np.frombuffer(raw, dtype=np.uint8).reshape(-1, POINT_BYTES).copy()
     out[:, 31] &= 0x7F
     return out
-
-
-def _mb8(lib: ctypes.CDLL) -> Callable[..., int]:
-    fn = lib.mbx_x25519_mb8
-    fn.restype = ctypes.c_uint32
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-    return fn
-
-
-def _mbx_chunk(lib: ctypes.CDLL, scalars: U8Array, points: U8Array) -> U8Array:
-    """X25519(scalars[r], points[r]) per row; `scalars` has n rows or one row shared by all."""
-    n = points.shape[0]
-    padded = -(-n // _LANES) * _LANES
-    pts = np.zeros((padded, POINT_BYTES), dtype=np.uint8)
-    pts[:n] = points
-    pts[n:, 0] = 9  # pad lanes with the base point
-    out = np.empty_like(pts)
-    rows = np.arange(padded, dtype=np.uint64)
-    stride = rows * np.uint64(POINT_BYTES)
-    ptrs = np.empty((3, padded), dtype=np.uint64)  # out, scalar and point pointers, lane by lane
-    ptrs[0] = np.uint64(out.ctypes.data) + stride
-    ptrs[2] = np.uint64(pts.ctypes.data) + stride
-    if scalars.shape[0] == 1:
-        ptrs[1] = scalars.ctypes.data
-    else:
-        ptrs[1] = np.uint64(scalars.ctypes.data) + np.minimum(rows, np.uint64(n - 1)) * np.uint64(POINT_BYTES)
-    fn = _mb8(lib)
-    ob, sb, pb = (int(ptrs.ctypes.data) + k * padded * 8 for k in range(3))
-    step = _LANES * 8  # bytes of 8 pointers
-    failed = 0
-    for k in range(padded // _LANES):
-        failed |= fn(ob + k * step, sb + k * step, pb + k * step)
-    if failed:
-        raise CryptoError(f"mbx_x25519_mb8 reported a failure (status 0x{failed:x})")
-    return out[:n]
 
 
 def _openssl_chunk(scalars: U8Array, points: U8Array) -> U8Array:
@@ -137,7 +100,7 @@ def scalarmult_each(scalars: U8Array, points: U8Array) -> U8Array:
     if points.shape[0] == 0:
         return np.empty((0, POINT_BYTES), dtype=np.uint8)
     lib = mbx.load()
-    return _mbx_chunk(lib, scalars, points) if lib is not None else _openssl_chunk(scalars, points)
+    return x25519_chunk(lib, scalars, points) if lib is not None else _openssl_chunk(scalars, points)
 
 
 def _scalarmult_chunk(item: tuple[bytes, U8Array, bool]) -> U8Array:
@@ -150,7 +113,7 @@ def _scalarmult_chunk(item: tuple[bytes, U8Array, bool]) -> U8Array:
     lib = mbx.load() if use_mbx else None
     if use_mbx and lib is None:
         raise CryptoError("the mbx X25519 kernel is not available in this worker")
-    return _mbx_chunk(lib, key, points) if lib is not None else _openssl_chunk(key, points)
+    return x25519_chunk(lib, key, points) if lib is not None else _openssl_chunk(key, points)
 
 
 def scalarmult(scalar: bytes, points: U8Array, *, executor: Executor | None = None) -> U8Array:

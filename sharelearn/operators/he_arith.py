@@ -22,7 +22,7 @@ from sharelearn.core.executor import Executor
 from sharelearn.core.link import Link
 from sharelearn.core.types import PartyId, Wire
 from sharelearn.crypto.he import EncArray, HEPrivateKey, HEPublicKey, decrypt, public_key_from_wire
-from sharelearn.crypto.paillier_encoding import Encoded
+from sharelearn.crypto.he import Encoded
 
 __all__ = [
     "MaskedDecryption",

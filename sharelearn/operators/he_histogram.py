@@ -26,8 +26,7 @@ import numpy.typing as npt
 from sharelearn.core.errors import ConfigError, CryptoError
 from sharelearn.core.executor import Executor
 from sharelearn.crypto import he, modexp
-from sharelearn.crypto.encarray import EncArray
-from sharelearn.crypto.paillier_encoding import ObjArray
+from sharelearn.crypto.he import EncArray, ObjArray
 
 __all__ = [
     "DEFAULT_FRAC_BITS",

@@ -183,7 +183,8 @@ def test_flower_workload_takes_secagg_shares_and_threshold_together() -> None:
 def test_kernel_figures_time_every_available_backend_and_restore_the_defaults(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from sharelearn.crypto import maskadd, mbx, prg
+    from sharelearn.crypto import maskadd, prg
+    from sharelearn.crypto.kernels import mbx
 
     out = bench_fedavg.kernel_figures(neighbours=4, calls=2)
 

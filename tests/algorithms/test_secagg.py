@@ -9,7 +9,8 @@ from sharelearn.algorithms.horizontal import secagg
 from sharelearn.core import codec
 from sharelearn.core.errors import ConfigError, CryptoError, DecodeError, PartyFailed, ProtocolError
 from sharelearn.core.link import Link
-from sharelearn.crypto import mbx, prg
+from sharelearn.crypto import prg
+from sharelearn.crypto.kernels import mbx
 from sharelearn.testing.leaks import assert_no_leak
 from sharelearn.testing.roles import RoleRun, run_roles
 

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from sharelearn.core.executor import SERIAL, Executor
-from sharelearn.crypto import mbx, ou, paillier
+from sharelearn.crypto import ou, paillier
+from sharelearn.crypto.kernels import mbx
 from sharelearn.runtime.executors import ProcessExecutor, ThreadExecutor
 
 TEST_KEY_BITS = 1024  # ~80-bit security: fast, and still in the mbx kernels' size classes

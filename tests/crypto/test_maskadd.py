@@ -10,7 +10,8 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from sharelearn.core.errors import CryptoError
-from sharelearn.crypto import maskadd, mbx, prg
+from sharelearn.crypto import maskadd, prg
+from sharelearn.crypto.kernels import mbx
 
 COUNTER = bytes(12) + b"\x00\x00\x00\x02"
 

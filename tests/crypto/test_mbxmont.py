@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from sharelearn.core.executor import Executor
-from sharelearn.crypto import mbx, mbxmont
+from sharelearn.crypto.kernels import mbx, mbxmont
 
 pytestmark = pytest.mark.skipif(not mbx.is_available(), reason="libcrypto_mb is not usable on this CPU")
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from sharelearn.core import codec
 from sharelearn.core.errors import CryptoError
 from sharelearn.core.executor import Executor
-from sharelearn.crypto import he, ou
+from sharelearn.crypto import he
 
 # `backend` only toggles a global switch, so sharing it across examples is intended.
 SETTINGS = settings(
@@ -34,9 +34,9 @@ def test_keygen_shapes_and_secret_free_repr(ou_keypair: Any) -> None:
 def test_ou_is_additively_homomorphic(ou_keypair: Any, backend: str, a: list[int], b: int, k: int) -> None:
     pk, sk = ou_keypair
     x = np.array(a, dtype=np.int64)
-    c = ou.encrypt(pk, x)
+    c = he.encrypt(pk, x)
 
-    total, scaled = ou.decrypt(sk, c + ou.encrypt(pk, [b])), ou.decrypt(sk, c * k)
+    total, scaled = he.decrypt(sk, c + he.encrypt(pk, [b])), he.decrypt(sk, c * k)
 
     assert total.tolist() == [v + b for v in a]
     assert scaled.tolist() == [v * k for v in a]
@@ -50,7 +50,7 @@ def test_ou_plain_matmul(ou_keypair: Any, rows: int, cols: int, seed: int) -> No
     x = rng.integers(-1000, 1000, size=(rows, cols))
     v = rng.uniform(-10, 10, size=rows)
 
-    got = ou.decrypt(sk, x.T @ ou.encrypt(pk, v, frac_bits=24))
+    got = he.decrypt(sk, x.T @ he.encrypt(pk, v, frac_bits=24))
 
     np.testing.assert_allclose(got, x.T @ v, atol=np.abs(x).sum() * 2.0**-24)
 
@@ -59,44 +59,44 @@ def test_ou_large_plaintexts_use_lazily_grown_tables(ou_keypair: Any, backend: s
     pk, sk = ou_keypair
     v = np.array([pk.max_int, -pk.max_int, 2**200 + 7, -(2**150)], dtype=object)
 
-    got = ou.decrypt(sk, ou.encrypt(pk, v))
+    got = he.decrypt(sk, he.encrypt(pk, v))
 
     assert got.tolist() == v.tolist()
 
 
 def test_ou_overflow_band_detects_wraparound(ou_keypair: Any) -> None:
     pk, sk = ou_keypair
-    c = ou.encrypt(pk, [pk.max_int])
+    c = he.encrypt(pk, [pk.max_int])
 
     with pytest.raises(CryptoError, match="overflow"):
-        ou.decrypt(sk, c * 2)
+        he.decrypt(sk, c * 2)
     with pytest.raises(CryptoError, match="overflow"):
-        ou.encrypt(pk, [pk.max_int + 1])
+        he.encrypt(pk, [pk.max_int + 1])
 
 
 def test_ou_worker_processes_and_rerandomize(ou_keypair: Any, executor: Executor) -> None:
     pk, sk = ou_keypair
     v = np.arange(-250, 250)
 
-    c = ou.encrypt(pk, v, executor=executor)
+    c = he.encrypt(pk, v, executor=executor)
     r = c.rerandomize(executor=executor)
 
-    np.testing.assert_array_equal(ou.decrypt(sk, r), v)
+    np.testing.assert_array_equal(he.decrypt(sk, r), v)
     assert c.ct[0] != r.ct[0]
 
 
 def test_ou_wire_round_trip(ou_keypair: Any) -> None:
     pk, sk = ou_keypair
-    c = ou.encrypt(pk, np.array([[1, -2], [3, -4]]))
+    c = he.encrypt(pk, np.array([[1, -2], [3, -4]]))
 
     pk2 = he.public_key_from_wire(codec.decode(codec.encode(pk.to_wire())))
-    back = ou.EncArray.from_wire(codec.decode(codec.encode(c.to_wire())), pk2)
+    back = he.EncArray.from_wire(codec.decode(codec.encode(c.to_wire())), pk2)
 
-    np.testing.assert_array_equal(ou.decrypt(sk, back), [[1, -2], [3, -4]])
+    np.testing.assert_array_equal(he.decrypt(sk, back), [[1, -2], [3, -4]])
 
 
 def test_schemes_do_not_mix(ou_keypair: Any, paillier_keypair: Any) -> None:
-    c_ou = ou.encrypt(ou_keypair[0], [1])
+    c_ou = he.encrypt(ou_keypair[0], [1])
     c_p = he.encrypt(paillier_keypair[0], [1])
 
     with pytest.raises(CryptoError):

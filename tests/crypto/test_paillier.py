@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from sharelearn.core import codec
 from sharelearn.core.errors import CryptoError, DecodeError
 from sharelearn.core.executor import Executor
-from sharelearn.crypto import modexp, paillier
-from sharelearn.crypto.paillier import EncArray
+from sharelearn.crypto import he, modexp, paillier
+from sharelearn.crypto.he import EncArray
 from sharelearn.runtime import procpool
 from sharelearn.runtime.executors import ProcessExecutor
 
@@ -40,21 +40,21 @@ def test_add_is_homomorphic(paillier_keypair: Any, backend: str, a: list[int], b
     pk, sk = paillier_keypair
     x = np.array(a, dtype=np.int64)
 
-    ca, cb = paillier.encrypt(pk, x), paillier.encrypt(pk, [b])
+    ca, cb = he.encrypt(pk, x), he.encrypt(pk, [b])
 
-    np.testing.assert_array_equal(paillier.decrypt(sk, ca + cb), x + b)
-    np.testing.assert_array_equal(paillier.decrypt(sk, ca - cb), x - b)
-    np.testing.assert_array_equal(paillier.decrypt(sk, ca + 7), x + 7)
-    np.testing.assert_array_equal(paillier.decrypt(sk, 7 - ca), 7 - x)
+    np.testing.assert_array_equal(he.decrypt(sk, ca + cb), x + b)
+    np.testing.assert_array_equal(he.decrypt(sk, ca - cb), x - b)
+    np.testing.assert_array_equal(he.decrypt(sk, ca + 7), x + 7)
+    np.testing.assert_array_equal(he.decrypt(sk, 7 - ca), 7 - x)
 
 
 @SETTINGS
 @given(a=st.lists(INTS, min_size=8, max_size=20), k=st.integers(-(2**62), 2**62))
 def test_scalar_mul_is_homomorphic(paillier_keypair: Any, backend: str, a: list[int], k: int) -> None:
     pk, sk = paillier_keypair
-    c = paillier.encrypt(pk, np.array(a, dtype=np.int64))
+    c = he.encrypt(pk, np.array(a, dtype=np.int64))
 
-    out = paillier.decrypt(sk, c * k)
+    out = he.decrypt(sk, c * k)
 
     assert out.tolist() == [k * v for v in a]
 
@@ -64,7 +64,7 @@ def test_elementwise_scalars_with_mixed_signs(paillier_keypair: Any, backend: st
     x = np.arange(-8, 8, dtype=np.int64)
     k = np.array([(-1) ** i * (i * 12345 + 1) for i in range(16)], dtype=np.int64)
 
-    out = paillier.decrypt(sk, paillier.encrypt(pk, x) * k)
+    out = he.decrypt(sk, he.encrypt(pk, x) * k)
 
     np.testing.assert_array_equal(out, x * k)
 
@@ -80,10 +80,10 @@ def test_float_fixed_point_within_resolution(
 ) -> None:
     pk, sk = paillier_keypair
     arr = np.array(x)
-    c = paillier.encrypt(pk, arr, frac_bits=frac)
+    c = he.encrypt(pk, arr, frac_bits=frac)
     res = 2.0**-frac
 
-    got, got_mul = paillier.decrypt(sk, c + 0.5), paillier.decrypt(sk, c.mul(s, frac_bits=frac))
+    got, got_mul = he.decrypt(sk, c + 0.5), he.decrypt(sk, c.mul(s, frac_bits=frac))
 
     np.testing.assert_allclose(got, arr + 0.5, rtol=0, atol=res)
     # |round(x)*round(s) - x*s| <= |x| e + |s| e + e^2 with e = res / 2
@@ -106,9 +106,9 @@ def test_plain_matmul_equals_plain_product(
     lim = 2**40 if big else 50
     x = rng.integers(-lim, lim, size=(rows, cols))
     v = rng.integers(-(2**20), 2**20, size=rows)
-    c = paillier.encrypt(pk, v)
+    c = he.encrypt(pk, v)
 
-    got = paillier.decrypt(sk, x.T @ c)
+    got = he.decrypt(sk, x.T @ c)
 
     assert got.tolist() == (x.T.astype(object) @ v.astype(object)).tolist()
 
@@ -117,27 +117,27 @@ def test_matmul_shapes_follow_numpy(paillier_keypair: Any) -> None:
     pk, sk = paillier_keypair
     v = np.arange(12).reshape(4, 3) - 5
     w = np.arange(8).reshape(4, 2) - 3
-    c = paillier.encrypt(pk, v)
+    c = he.encrypt(pk, v)
 
     left, right, vec = w.T @ c, c.T @ w, c[:, 0] @ w
 
-    np.testing.assert_array_equal(paillier.decrypt(sk, left), w.T @ v)
-    np.testing.assert_array_equal(paillier.decrypt(sk, right), v.T @ w)
-    np.testing.assert_array_equal(paillier.decrypt(sk, vec), v[:, 0] @ w)
-    np.testing.assert_allclose(paillier.decrypt(sk, paillier.matmul_plain(w.T * 0.5, c)), 0.5 * w.T @ v)
+    np.testing.assert_array_equal(he.decrypt(sk, left), w.T @ v)
+    np.testing.assert_array_equal(he.decrypt(sk, right), v.T @ w)
+    np.testing.assert_array_equal(he.decrypt(sk, vec), v[:, 0] @ w)
+    np.testing.assert_allclose(he.decrypt(sk, he.matmul_plain(w.T * 0.5, c)), 0.5 * w.T @ v)
 
 
 def test_shapes_indexing_sum_and_concatenate(paillier_keypair: Any) -> None:
     pk, sk = paillier_keypair
     v = np.arange(24).reshape(2, 3, 4) - 10
-    c = paillier.encrypt(pk, v)
+    c = he.encrypt(pk, v)
 
     parts = {
         "idx": (c[1, :, ::2], v[1, :, ::2]),
         "sum": (c.sum(), v.sum()),
         "sum1": (c.sum(axis=1), v.sum(axis=1)),
         "sum-1": (c.sum(axis=-1), v.sum(axis=-1)),
-        "cat": (paillier.concatenate([c, c[:1]], axis=0), np.concatenate([v, v[:1]])),
+        "cat": (he.concatenate([c, c[:1]], axis=0), np.concatenate([v, v[:1]])),
         "neg": (-c, -v),
         "bcast": (c + np.arange(4), v + np.arange(4)),
     }
@@ -145,34 +145,34 @@ def test_shapes_indexing_sum_and_concatenate(paillier_keypair: Any) -> None:
     assert c.shape == (2, 3, 4) and len(c) == 2 and c.ndim == 3 and c.size == 24
     for name, (enc, plain) in parts.items():
         assert enc.shape == plain.shape, name
-        np.testing.assert_array_equal(paillier.decrypt(sk, enc), plain, err_msg=name)
+        np.testing.assert_array_equal(he.decrypt(sk, enc), plain, err_msg=name)
 
 
 def test_mixed_scales_are_aligned(paillier_keypair: Any) -> None:
     pk, sk = paillier_keypair
-    a = paillier.encrypt(pk, np.array([1.5, -2.25]), frac_bits=8)
-    b = paillier.encrypt(pk, np.array([3, 4]))
+    a = he.encrypt(pk, np.array([1.5, -2.25]), frac_bits=8)
+    b = he.encrypt(pk, np.array([3, 4]))
 
-    out = paillier.decrypt(sk, paillier.add_all([a, b, a * 2]))
+    out = he.decrypt(sk, he.add_all([a, b, a * 2]))
 
     np.testing.assert_allclose(out, [7.5, -2.75])
 
 
 def test_rerandomize_changes_ciphertexts_not_plaintexts(paillier_keypair: Any) -> None:
     pk, sk = paillier_keypair
-    c = paillier.encrypt(pk, np.arange(5))
+    c = he.encrypt(pk, np.arange(5))
 
     r = c.rerandomize()
 
     assert all(a != b for a, b in zip(c.ct.tolist(), r.ct.tolist(), strict=True))
-    np.testing.assert_array_equal(paillier.decrypt(sk, r), np.arange(5))
+    np.testing.assert_array_equal(he.decrypt(sk, r), np.arange(5))
 
 
 def test_seeded_rng_is_deterministic(paillier_keypair: Any) -> None:
     pk, _ = paillier_keypair
 
-    a = paillier.encrypt(pk, [1, 2], rng=random.Random(5).randbytes)
-    b = paillier.encrypt(pk, [1, 2], rng=random.Random(5).randbytes)
+    a = he.encrypt(pk, [1, 2], rng=random.Random(5).randbytes)
+    b = he.encrypt(pk, [1, 2], rng=random.Random(5).randbytes)
 
     assert a.ct.tolist() == b.ct.tolist()
 
@@ -181,11 +181,11 @@ def test_mbx_and_portable_decrypt_agree(paillier_keypair: Any, backend: str, thr
     pk, sk = paillier_keypair
     v = np.arange(-20, 20)
 
-    c = paillier.encrypt(pk, v, executor=threads)
+    c = he.encrypt(pk, v, executor=threads)
 
-    np.testing.assert_array_equal(paillier.decrypt(sk, c, executor=threads), v)
+    np.testing.assert_array_equal(he.decrypt(sk, c, executor=threads), v)
     product = c.mul(-(2**40) + 3, executor=threads)
-    np.testing.assert_array_equal(paillier.decrypt(sk, product), v * (-(2**40) + 3))
+    np.testing.assert_array_equal(he.decrypt(sk, product), v * (-(2**40) + 3))
 
 
 def test_worker_processes_encrypt_big_batches(
@@ -194,57 +194,57 @@ def test_worker_processes_encrypt_big_batches(
     pk, sk = paillier_keypair
     v = np.arange(-300, 300)
 
-    c = paillier.encrypt(pk, v, executor=threads)
+    c = he.encrypt(pk, v, executor=threads)
 
-    np.testing.assert_array_equal(paillier.decrypt(sk, c), v)
+    np.testing.assert_array_equal(he.decrypt(sk, c), v)
 
 
 def test_every_executor_gives_the_same_ciphertexts(paillier_keypair: Any, executor: Executor) -> None:
     pk, sk = paillier_keypair
     v = np.arange(-300, 300)
-    serial = paillier.encrypt(pk, v, rng=random.Random(11).randbytes)
+    serial = he.encrypt(pk, v, rng=random.Random(11).randbytes)
 
-    c = paillier.encrypt(pk, v, rng=random.Random(11).randbytes, executor=executor)
+    c = he.encrypt(pk, v, rng=random.Random(11).randbytes, executor=executor)
 
     assert c.ct.tolist() == serial.ct.tolist()
-    np.testing.assert_array_equal(paillier.decrypt(sk, c, executor=executor), v)
+    np.testing.assert_array_equal(he.decrypt(sk, c, executor=executor), v)
     assert c.mul(7, executor=executor).ct.tolist() == serial.mul(7).ct.tolist()
 
 
 def test_overflow_raises(paillier_keypair: Any) -> None:
     pk, sk = paillier_keypair
-    c = paillier.encrypt(pk, [pk.max_int // 2 + 1])
+    c = he.encrypt(pk, [pk.max_int // 2 + 1])
 
     with pytest.raises(CryptoError, match="overflow"):
-        paillier.encrypt(pk, [pk.max_int + 1])
+        he.encrypt(pk, [pk.max_int + 1])
     with pytest.raises(CryptoError, match="overflow"):
-        paillier.decrypt(sk, c * 3)
+        he.decrypt(sk, c * 3)
     with pytest.raises(CryptoError, match="non-finite"):
-        paillier.encrypt(pk, np.array([1.0, np.nan]))
+        he.encrypt(pk, np.array([1.0, np.nan]))
 
 
 def test_wrong_key_is_rejected(paillier_keypair: Any) -> None:
     pk, _ = paillier_keypair
     other_pk, other_sk = paillier.keygen(1024, rng=random.Random(9).randbytes)
-    c, d = paillier.encrypt(pk, [1]), paillier.encrypt(other_pk, [1])
+    c, d = he.encrypt(pk, [1]), he.encrypt(other_pk, [1])
 
     with pytest.raises(CryptoError, match="different keys"):
         _ = c + d
     with pytest.raises(CryptoError, match="key"):
-        paillier.decrypt(other_sk, c)
+        he.decrypt(other_sk, c)
     with pytest.raises(CryptoError, match="cannot multiply two ciphertexts"):
         _ = c * d
 
 
 def test_wire_round_trip_through_codec(paillier_keypair: Any) -> None:
     pk, sk = paillier_keypair
-    c = paillier.encrypt(pk, np.arange(6).reshape(2, 3) * 0.25)
+    c = he.encrypt(pk, np.arange(6).reshape(2, 3) * 0.25)
 
     pk2 = paillier.PublicKey.from_wire(codec.decode(codec.encode(pk.to_wire())))
     back = EncArray.from_wire(codec.decode(codec.encode(c.to_wire())), pk2)
 
     assert back.shape == (2, 3) and back.frac_bits == c.frac_bits and pk2.key_id == pk.key_id
-    np.testing.assert_allclose(paillier.decrypt(sk, back), np.arange(6).reshape(2, 3) * 0.25)
+    np.testing.assert_allclose(he.decrypt(sk, back), np.arange(6).reshape(2, 3) * 0.25)
     assert len(c.to_wire()["data"]) == 6 * 256  # type: ignore[arg-type]
 
 
@@ -254,7 +254,7 @@ def _tamper(wire: dict[str, Any], **changes: Any) -> dict[str, Any]:
 
 def test_malformed_wire_data_is_rejected(paillier_keypair: Any) -> None:
     pk, _ = paillier_keypair
-    wire: dict[str, Any] = paillier.encrypt(pk, [1, 2]).to_wire()
+    wire: dict[str, Any] = he.encrypt(pk, [1, 2]).to_wire()
     too_big = int(pk.n2).to_bytes(256, "little")
     cases: list[tuple[Any, type[Exception], str]] = [
         (_tamper(wire, data=wire["data"][:-1]), DecodeError, "bytes"),
@@ -296,7 +296,7 @@ def test_dead_worker_process_falls_back_to_in_process(
     v = np.arange(400)
 
     with ProcessExecutor(2) as dying:
-        c = paillier.encrypt(pk, v, executor=dying)
+        c = he.encrypt(pk, v, executor=dying)
 
-    np.testing.assert_array_equal(paillier.decrypt(sk, c), v)
+    np.testing.assert_array_equal(he.decrypt(sk, c), v)
     assert "redone in-process" in caplog.text

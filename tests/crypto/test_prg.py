@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sharelearn.core.errors import CryptoError
-from sharelearn.crypto import mbx, prg, rng
+from sharelearn.crypto import prg, rng
+from sharelearn.crypto.kernels import mbx
 
 
 def test_expand_matches_aes_ctr_reference() -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from psi_roles import follower, leader  # type: ignore[import-not-found]
 
-from sharelearn.crypto import mbx
+from sharelearn.crypto.kernels import mbx
 from sharelearn.testing.processes import run_roles_grpc
 from sharelearn.testing.roles import run_roles
 

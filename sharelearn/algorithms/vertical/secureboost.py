@@ -73,7 +73,7 @@ from sharelearn.core.executor import Executor
 from sharelearn.core.link import Link
 from sharelearn.core.types import Wire
 from sharelearn.crypto import he
-from sharelearn.crypto.encarray import EncArray
+from sharelearn.crypto.he import EncArray
 from sharelearn.operators import he_histogram as hh
 
 __all__ = [

@@ -33,8 +33,8 @@ import gmpy2
 import numpy as np
 import numpy.typing as npt
 
-from sharelearn.crypto import mbx
-from sharelearn.crypto.modexp import Mpz
+from sharelearn.crypto.kernels import mbx
+from sharelearn.crypto.kernels.mbexp import Mpz
 
 __all__ = ["Factor", "MontTable", "digit_count", "from_digits", "kernel", "products", "to_digits"]
 

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["force_portable", "is_available", "lib_dirs", "load", "load_ippcp"]
+__all__ = ["force_portable", "is_available", "is_portable", "lib_dirs", "load", "load_ippcp"]
 
 _RUNTIME_LIBS = ("libintlc.so.5", "libimf.so", "libsvml.so", "libirng.so")
 _lock = threading.Lock()
@@ -96,10 +96,16 @@ def load_ippcp() -> ctypes.CDLL | None:
 
 
 def is_available() -> bool:
+    """True when libcrypto_mb is usable on this CPU and not switched off."""
     return load() is not None
 
 
+def is_portable() -> bool:
+    """True while `force_portable(True)` holds every caller to its portable path."""
+    return bool(_state["forced"])
+
+
 def force_portable(on: bool) -> None:
-    """Make `load()` return None (True) or the real library again (False)."""
+    """Make every kernel loader return None (True), or find the real libraries again (False)."""
     with _lock:
         _state["forced"] = on
