@@ -1,8 +1,8 @@
 """Scheme selection for additively homomorphic encryption: protocols take `he_scheme`.
 
-This module is the one import surface for HE outside `crypto/` (an import-linter contract
-holds the other layers to it). Both schemes satisfy the same `HEPublicKey` / `HEPrivateKey` protocols and produce `EncArray`s,
-so a protocol written against this module runs unchanged on either:
+This module is the one import surface for HE outside `crypto/` (an import-linter contract holds
+the other layers to it). Both schemes satisfy the same `HEPublicKey` / `HEPrivateKey` protocols
+and produce `EncArray`s, so a protocol written against this module runs unchanged on either:
 
 * `paillier`: plaintexts mod n (~|n| bits), ciphertexts mod n^2.
 * `ou`: Okamoto–Uchiyama, plaintexts mod a secret p (~|n|/3 bits), ciphertexts mod n; faster.

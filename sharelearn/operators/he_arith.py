@@ -21,8 +21,7 @@ from sharelearn.core.errors import CryptoError, DecodeError, ProtocolError
 from sharelearn.core.executor import Executor
 from sharelearn.core.link import Link
 from sharelearn.core.types import PartyId, Wire
-from sharelearn.crypto.he import EncArray, HEPrivateKey, HEPublicKey, decrypt, public_key_from_wire
-from sharelearn.crypto.he import Encoded
+from sharelearn.crypto.he import EncArray, Encoded, HEPrivateKey, HEPublicKey, decrypt, public_key_from_wire
 
 __all__ = [
     "MaskedDecryption",
