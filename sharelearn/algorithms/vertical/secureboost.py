@@ -31,21 +31,19 @@ completed.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
 from sharelearn.algorithms.context import BaselineData, StepContext, StepDef
 from sharelearn.algorithms.metrics import pool_vertical
-from sharelearn.algorithms.modelstore import save_model
 from sharelearn.algorithms.package import publish_model
 from sharelearn.algorithms.vertical import tree_kernels as tk
-from sharelearn.algorithms.vertical.secureboost_host import run_host
 from sharelearn.algorithms.vertical.secureboost_model import (
     MODEL_FILE,
     Bystander,
@@ -54,24 +52,27 @@ from sharelearn.algorithms.vertical.secureboost_model import (
     Tree,
     guest_party,
     load_secureboost,
-    trees_from_arrays,
-    trees_to_arrays,
 )
 from sharelearn.algorithms.vertical.secureboost_params import (
     CHECKPOINT_FILE,
-    CHECKPOINT_STEP,
-    F64,
-    I64,
+    GuestState,
+    HostState,
     SecureBoostParams,
+    Task,
     Timing,
-    load_checkpoint,
+    guest_checkpoint,
+    guest_resume,
+    host_checkpoint,
+    host_resume,
+    sample_masks,
+    task_of,
     unpack_mask,
 )
-from sharelearn.core import codec
-from sharelearn.core.errors import ConfigError, DataError, DecodeError
+from sharelearn.algorithms.vertical.tree_kernels import F64, I64
+from sharelearn.core.errors import ConfigError, DecodeError, ProtocolError
 from sharelearn.core.executor import Executor
 from sharelearn.core.link import Link
-from sharelearn.core.types import Wire
+from sharelearn.core.messages import Decoders, Message, array, recv, send
 from sharelearn.crypto import he
 from sharelearn.crypto.he import EncArray
 from sharelearn.operators import he_histogram as hh
@@ -91,6 +92,127 @@ __all__ = [
 _MAX_FEATURES = 100_000
 
 
+# -- messages, in the order they are sent -----------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Setup(Message):
+    """guest -> host, once: the key, the rows, the run's fingerprint, the packing and the task."""
+
+    TAG: ClassVar[str] = "setup"
+    pk: he.HEPublicKey
+    rows: int
+    fingerprint: str
+    resume: bool
+    packing: tuple[int, ...]
+    task: Task
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeFrom(Message):
+    """host -> guest: how many trees this host's checkpoint holds (0 without one)."""
+
+    TAG: ClassVar[str] = "resume_from"
+    trees: int
+
+
+@dataclass(frozen=True, slots=True)
+class Start(Message):
+    """guest -> host: the tree every party starts from (the fewest any party completed)."""
+
+    TAG: ClassVar[str] = "start"
+    tree: int
+
+
+@dataclass(frozen=True, slots=True)
+class TreeMsg(Message):
+    """guest -> host, per tree: the encrypted packed (g, h) of every row, or the final tree count."""
+
+    TAG: ClassVar[str] = "tree"
+    gh: EncArray | None = None
+    finish: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.gh is None) == (self.finish is None):
+            raise ValueError("a tree message carries either gh or finish")
+
+
+@dataclass(frozen=True, slots=True)
+class Expand(Message):
+    """guest -> host, per depth: the nodes to expand (none: the tree is complete)."""
+
+    TAG: ClassVar[str] = "expand"
+    nodes: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Hist(Message):
+    """host -> guest, per depth: packed encrypted bin sums of its shuffled features, per node."""
+
+    TAG: ClassVar[str] = "hist"
+    features: int
+    enc: EncArray
+
+
+@dataclass(frozen=True, slots=True)
+class Win(Message):
+    """One node a host won: the tied (shuffled feature position, bin) candidates, shape (k, 2)."""
+
+    node: int
+    ties: np.ndarray = field(metadata=array(np.int64, ndim=2))
+
+    def __post_init__(self) -> None:
+        if self.ties.shape[1] != 2 or not 1 <= len(self.ties) <= tk.MAX_TIES:
+            raise ValueError(f"ties must be 1..{tk.MAX_TIES} (position, bin) pairs, got {self.ties.shape}")
+
+
+@dataclass(frozen=True, slots=True)
+class Split(Message):
+    """guest -> host, per depth: the nodes this host won."""
+
+    TAG: ClassVar[str] = "split"
+    wins: list[Win]
+
+
+@dataclass(frozen=True, slots=True)
+class Cut(Message):
+    """A host's answer for one won node: its opaque split id and which rows go left (packed bits)."""
+
+    split_id: int
+    left: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Partition(Message):
+    """host -> guest, per depth with wins: one cut per won node, in the order of `Split.wins`."""
+
+    TAG: ClassVar[str] = "partition"
+    cuts: list[Cut]
+
+
+@dataclass(frozen=True, slots=True)
+class Child(Message):
+    """One split node: its children's ids and which of its rows go left (packed bits)."""
+
+    node: int
+    left: int
+    right: int
+    mask: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Children(Message):
+    """guest -> every host, per depth: the partition of every node split at this depth."""
+
+    TAG: ClassVar[str] = "children"
+    children: list[Child]
+
+
+def _decoders(pk: he.HEPublicKey) -> Decoders:
+    return {EncArray: lambda w: EncArray.from_wire(w, pk)}
+
+
+_SETUP_DECODERS: Decoders = {he.HEPublicKey: he.public_key_from_wire}
+
+
 # -- guest ------------------------------------------------------------------------------------------
 @dataclass
 class _GuestRun:
@@ -108,58 +230,37 @@ class _GuestRun:
     scales: tuple[float, float] = (1.0, 1.0)
     executor: Executor | None = None  # the party's executor for HE batches (None: this thread)
 
-
-def _task(params: SecureBoostParams, y: np.ndarray | None, party: str) -> tuple[str, int]:
-    if y is None:
-        raise DataError(f"secureboost: the guest {party!r} holds no label column")
-    if not np.all(np.isfinite(y)):
-        raise DataError(f"secureboost: the guest {party!r} label column has non-finite values")
-    if params.objective == "binary":
-        if not np.isin(y, (0.0, 1.0)).all():
-            raise DataError(f"secureboost objective binary needs 0/1 labels at {party!r}")
-        return "binary", 1
-    if params.objective == "regression":
-        return "regression", 1
-    if np.any(y < 0) or np.any(y != np.round(y)):
-        raise DataError(f"secureboost objective multiclass needs labels 0..k-1 at {party!r}")
-    return "multiclass", max(2, int(y.max()) + 1)
+    @property
+    def unit(self) -> F64:
+        """What one fixed-point step of g and of h is worth in this tree."""
+        return np.asarray(self.scales) / float(1 << self.spec.frac_bits)
 
 
-def _base_margin(task: str, y: F64, k: int) -> list[float]:
-    if task == "binary":
-        p = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
-        return [float(np.log(p / (1 - p)))]
-    if task == "regression":
-        return [float(y.mean())]
-    return [0.0] * k
+@dataclass
+class _Level:
+    """One depth of the tree the guest grows: who won which node, and each split node's mask."""
 
-
-def _loss(task: str, y: F64, margin: F64) -> float:
-    if task == "binary":
-        m = margin[:, 0]
-        return float(np.mean(np.logaddexp(0.0, m) - y * m))
-    if task == "regression":
-        return float(np.sqrt(np.mean((margin[:, 0] - y) ** 2)))
-    logp = margin - margin.max(axis=1, keepdims=True)
-    logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
-    return float(-np.mean(logp[np.arange(len(y)), y.astype(np.int64)]))
+    nodes: list[int]
+    wins: dict[int, list[Win]]
+    won: dict[int, list[int]]
+    masks: dict[int, npt.NDArray[np.bool_]] = field(default_factory=dict)
 
 
 def _recv_hist(run: _GuestRun, link: Link, host: str, nodes: int) -> npt.NDArray[np.int64]:
-    msg = codec.expect_type(link.recv(host, "hist"), dict, peer=host, tag="hist")
-    features = codec.expect_type(msg.get("features"), int, peer=host, tag="hist")
-    if not 1 <= features <= _MAX_FEATURES:
-        raise DecodeError(f"hist from {host!r}: feature count {features} out of range", peer=host, tag="hist")
-    entries = features * run.params.max_bins
-    enc = EncArray.from_wire(msg.get("enc"), run.pk)
-    if enc.shape != (nodes, -(-entries // run.spec.pairs)) or enc.pack is not None:
+    msg = recv(link, host, Hist, decoders=_decoders(run.pk))
+    if not 1 <= msg.features <= _MAX_FEATURES:
         raise DecodeError(
-            f"hist from {host!r}: unexpected ciphertext shape {enc.shape}", peer=host, tag="hist"
+            f"hist from {host!r}: feature count {msg.features} out of range", peer=host, tag="hist"
+        )
+    entries = msg.features * run.params.max_bins
+    if msg.enc.shape != (nodes, -(-entries // run.spec.pairs)) or msg.enc.pack is not None:
+        raise DecodeError(
+            f"hist from {host!r}: unexpected ciphertext shape {msg.enc.shape}", peer=host, tag="hist"
         )
     started = time.perf_counter()
-    sums = hh.decompress(run.sk, enc, run.spec, entries, executor=run.executor)
+    sums = hh.decompress(run.sk, msg.enc, run.spec, entries, executor=run.executor)
     run.timing.decrypt_s += time.perf_counter() - started
-    return sums.reshape(nodes, features, run.params.max_bins, 2)
+    return sums.reshape(nodes, msg.features, run.params.max_bins, 2)
 
 
 def _best(
@@ -177,31 +278,19 @@ def _best(
     return best
 
 
-def _guest_level(
-    run: _GuestRun, link: Link, tree: Tree, level: list[int], rows_of: dict[int, I64], gh: tuple[I64, I64]
-) -> list[int]:
-    """Expand one depth: histograms, best splits, partitions; return the next level's nodes."""
-    for host in run.hosts:
-        link.send(host, "expand", list[Wire](level))
-    scale = np.asarray(run.scales) / float(1 << run.spec.frac_bits)
-    started = time.perf_counter()
-    host_sums = [_recv_hist(run, link, h, len(level)) for h in run.hosts]
-    run.timing.wait_s += time.perf_counter() - started
-    started = time.perf_counter()
+def _guest_choose(
+    run: _GuestRun, tree: Tree, lv: _Level, rows_of: dict[int, I64], gh: tuple[I64, I64], host_sums: list[Any]
+) -> None:
+    """Pick every node's best split over all parties; the guest's own wins get their mask now."""
     g_int, h_int = gh
-    wins: dict[int, list[Wire]] = {i: [] for i in range(len(run.hosts))}
-    won: dict[int, list[int]] = {i: [] for i in range(len(run.hosts))}
-    masks: dict[int, npt.NDArray[np.bool_]] = {}
-    for k, nd in enumerate(level):
+    unit = run.unit
+    for k, nd in enumerate(lv.nodes):
         rows = rows_of[nd]
-        own = (
-            tk.histogram(
-                run.bins, g_int.astype(np.float64), h_int.astype(np.float64), rows, run.params.max_bins
-            )
-            * scale
+        own = tk.histogram(
+            run.bins, g_int.astype(np.float64), h_int.astype(np.float64), rows, run.params.max_bins
         )
-        total = (float(g_int[rows].sum()) * scale[0], float(h_int[rows].sum()) * scale[1])
-        best = _best(run, own, [s[k].astype(np.float64) * scale for s in host_sums], total)
+        total = (float(g_int[rows].sum()) * unit[0], float(h_int[rows].sum()) * unit[1])
+        best = _best(run, own * unit, [s[k].astype(np.float64) * unit for s in host_sums], total)
         if best is None:
             continue
         party, cand = best
@@ -209,76 +298,91 @@ def _guest_level(
         if party < 0:
             tree.feature[nd] = cand.feature
             tree.threshold[nd] = float(run.edges[cand.feature][cand.bin])
-            masks[nd] = run.bins[rows, cand.feature] <= cand.bin
+            lv.masks[nd] = run.bins[rows, cand.feature] <= cand.bin
         else:
-            wins[party].append([nd, [[f, b] for f, b in cand.ties]])
-            won[party].append(nd)
-    run.timing.split_s += time.perf_counter() - started
+            lv.wins[party].append(Win(nd, np.asarray(cand.ties, dtype=np.int64).reshape(-1, 2)))
+            lv.won[party].append(nd)
+
+
+def _guest_partitions(run: _GuestRun, link: Link, tree: Tree, lv: _Level, rows_of: dict[int, I64]) -> None:
+    """Tell each host the nodes it won; take its split ids and left masks back."""
     for i, host in enumerate(run.hosts):
-        link.send(host, "split", wins[i])
+        send(link, host, Split(lv.wins[i]))
     for i, host in enumerate(run.hosts):
-        if not wins[i]:
+        if not lv.wins[i]:
             continue
-        answer = codec.expect_type(link.recv(host, "partition"), list, peer=host, tag="partition")
-        if len(answer) != len(wins[i]):
+        cuts = recv(link, host, Partition).cuts
+        if len(cuts) != len(lv.wins[i]):
             raise DecodeError(
-                f"partition from {host!r}: {len(answer)} answers for {len(wins[i])} splits",
+                f"partition from {host!r}: {len(cuts)} answers for {len(lv.wins[i])} splits",
                 peer=host,
-                tag="partition",
+                tag=Partition.TAG,
             )
-        for nd, item in zip(won[i], answer, strict=True):
-            if (
-                not isinstance(item, list)
-                or len(item) != 2
-                or not isinstance(item[0], int)
-                or isinstance(item[0], bool)
-            ):
-                raise DecodeError(f"partition from {host!r}: malformed entry", peer=host, tag="partition")
-            tree.split_id[nd] = item[0]
-            masks[nd] = unpack_mask(item[1], len(rows_of[nd]), peer=host, tag="partition")
-    children: list[Wire] = []
+        for nd, cut in zip(lv.won[i], cuts, strict=True):
+            tree.split_id[nd] = cut.split_id
+            lv.masks[nd] = unpack_mask(cut.left, len(rows_of[nd]), peer=host, tag=Partition.TAG)
+
+
+def _guest_children(run: _GuestRun, link: Link, tree: Tree, lv: _Level, rows_of: dict[int, I64]) -> list[int]:
+    """Add the children of every split node, tell every host; return the next level's nodes."""
+    children: list[Child] = []
     nxt: list[int] = []
-    for nd in level:
-        if nd not in masks:
+    for nd in lv.nodes:
+        if nd not in lv.masks:
             continue
+        mask = lv.masks[nd]
         left, right = tree.add(), tree.add()
         tree.left[nd], tree.right[nd] = left, right
-        rows_of[left], rows_of[right] = rows_of[nd][masks[nd]], rows_of[nd][~masks[nd]]
-        children.append([nd, left, right, np.packbits(masks[nd]).tobytes()])
+        rows_of[left], rows_of[right] = rows_of[nd][mask], rows_of[nd][~mask]
+        children.append(Child(nd, left, right, np.packbits(mask).tobytes()))
         nxt += [left, right]
     for host in run.hosts:
-        link.send(host, "children", children)
+        send(link, host, Children(children))
     return nxt
+
+
+def _guest_level(
+    run: _GuestRun, link: Link, tree: Tree, level: list[int], rows_of: dict[int, I64], gh: tuple[I64, I64]
+) -> list[int]:
+    """Expand one depth: histograms, best splits, partitions; return the next level's nodes."""
+    for host in run.hosts:
+        send(link, host, Expand(level))
+    started = time.perf_counter()
+    host_sums = [_recv_hist(run, link, h, len(level)) for h in run.hosts]
+    run.timing.wait_s += time.perf_counter() - started
+    started = time.perf_counter()
+    lv = _Level(level, {i: [] for i in range(len(run.hosts))}, {i: [] for i in range(len(run.hosts))})
+    _guest_choose(run, tree, lv, rows_of, gh, host_sums)
+    run.timing.split_s += time.perf_counter() - started
+    _guest_partitions(run, link, tree, lv, rows_of)
+    return _guest_children(run, link, tree, lv, rows_of)
 
 
 def _grow_tree(run: _GuestRun, link: Link, g: F64, h: F64, cls: int) -> tuple[Tree, I64]:
     """Grow one tree on (g, h) (zero outside the sample); return it and every row's leaf."""
-    gs = float(np.max(np.abs(g))) or 1.0
-    hs = float(np.max(np.abs(h))) or 1.0
-    run.scales = (gs, hs)
-    packed, g_int, h_int = hh.encode_rows(g / gs, h / hs, run.spec)
+    run.scales = (float(np.max(np.abs(g))) or 1.0, float(np.max(np.abs(h))) or 1.0)
+    packed, g_int, h_int = hh.encode_rows(g / run.scales[0], h / run.scales[1], run.spec)
     started = time.perf_counter()
-    wire = he.encrypt(run.pk, packed, executor=run.executor).to_wire()
+    enc = he.encrypt(run.pk, packed, executor=run.executor)
     run.timing.encrypt_s += time.perf_counter() - started
     for host in run.hosts:
-        link.send(host, "tree", {"gh": wire})
+        send(link, host, TreeMsg(gh=enc))
     tree = Tree(cls=cls)
-    root = tree.add()
-    rows_of: dict[int, I64] = {root: np.arange(len(g), dtype=np.int64)}
-    level = [root]
+    rows_of: dict[int, I64] = {tree.add(): np.arange(len(g), dtype=np.int64)}
+    level = [0]
     for depth in range(run.params.max_depth):
         step = link.scope("depth", depth)
         if not level:  # no node split: tell the hosts the tree is complete
             for host in run.hosts:
-                step.send(host, "expand", [])
+                send(step, host, Expand([]))
             break
         level = _guest_level(run, step, tree, level, rows_of, (g_int, h_int))
     leaf_of = np.zeros(len(g), dtype=np.int64)
-    scale = np.asarray([gs, hs]) / float(1 << run.spec.frac_bits)
+    unit = run.unit
     for nd in range(len(tree.left)):
         if tree.left[nd] < 0:
             rows = rows_of[nd]
-            total_g, total_h = float(g_int[rows].sum()) * scale[0], float(h_int[rows].sum()) * scale[1]
+            total_g, total_h = float(g_int[rows].sum()) * unit[0], float(h_int[rows].sum()) * unit[1]
             tree.value[nd] = run.params.learning_rate * tk.leaf_weight(
                 total_g, total_h, run.params.reg_lambda
             )
@@ -286,157 +390,128 @@ def _grow_tree(run: _GuestRun, link: Link, g: F64, h: F64, cls: int) -> tuple[Tr
     return tree, leaf_of
 
 
-@dataclass
-class _GuestState:
-    trees: list[Tree]
-    deltas: list[F64]
-    history: dict[str, list[float]]
-
-
-def _id_rank(ids: np.ndarray) -> I64:
-    """Each row's position in id order: sampling and checkpoints follow ids, not the PSI row order."""
-    order = np.argsort(np.asarray([str(i) for i in ids], dtype=object), kind="stable")
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order))
-    return rank
-
-
-def _guest_checkpoint(path: Path, fingerprint: str, state: _GuestState, rank: I64) -> None:
-    arrays = trees_to_arrays(state.trees)
-    by_id = np.zeros((len(state.deltas), len(rank)))
-    if state.deltas:
-        by_id[:, rank] = np.stack(state.deltas)
-    arrays["deltas"] = by_id
-    meta = {"fingerprint": fingerprint, "trees": len(state.trees), "history": state.history}
-    save_model(path, CHECKPOINT_STEP, meta, arrays)
-
-
-def _guest_resume(path: Path, fingerprint: str, rank: I64) -> _GuestState | None:
-    found = load_checkpoint(path, fingerprint)
-    if found is None:
-        return None
-    meta, arrays = found
-    trees = trees_from_arrays(arrays, str(path))
-    deltas = [np.asarray(d, dtype=np.float64)[rank] for d in arrays["deltas"]]
-    history = {str(k): [float(x) for x in v] for k, v in dict(meta.get("history") or {}).items()}
-    return _GuestState(trees, deltas, history)
-
-
-def _sample_masks(
-    params: SecureBoostParams, rank: I64
-) -> tuple[npt.NDArray[np.bool_], list[npt.NDArray[np.bool_]]]:
-    """The validation rows and, per round, the sampled training rows (seeded, in id order)."""
-    n = len(rank)
-    valid = np.zeros(n, dtype=bool)
-    if params.validation_fraction:
-        pick = np.random.default_rng([params.seed, 1]).permutation(n)[: round(n * params.validation_fraction)]
-        valid[pick] = True
-    valid = valid[rank]
-    rounds = []
-    for r in range(params.num_trees):
-        active = ~valid
-        if params.subsample < 1.0:
-            active = active & (np.random.default_rng([params.seed, 2, r]).random(n)[rank] < params.subsample)
-        rounds.append(active)
-    return valid, rounds
-
-
 def _guest_setup(
-    ctx: StepContext, params: SecureBoostParams, hosts: list[str], task: str, rank: I64
-) -> tuple[_GuestRun, _GuestState]:
+    ctx: StepContext, params: SecureBoostParams, hosts: list[str], task: Task, rank: I64
+) -> tuple[_GuestRun, GuestState]:
+    """Make the key, agree with every host on the tree to start from; resume the guest's state."""
     assert ctx.data is not None
-    n = len(rank)
     fingerprint = params.fingerprint(ctx.data.ids)
-    ckpt = ctx.workdir / CHECKPOINT_FILE
-    state = _guest_resume(ckpt, fingerprint, rank) if params.resume else None
+    state = guest_resume(ctx.workdir / CHECKPOINT_FILE, fingerprint, rank) if params.resume else None
     pk, sk = he.keygen(params.he_scheme, params.key_bits)
-    spec = hh.make_packing(n, pk.max_int, frac_bits=params.frac_bits)
+    spec = hh.make_packing(len(rank), pk.max_int, frac_bits=params.frac_bits)
+    setup = Setup(pk, len(rank), fingerprint, params.resume, tuple(spec.to_wire()), task)
     for host in hosts:
-        ctx.link.send(
-            host,
-            "setup",
-            {
-                "pk": pk.to_wire(),
-                "rows": n,
-                "fingerprint": fingerprint,
-                "resume": params.resume,
-                "packing": list[Wire](spec.to_wire()),
-                "task": task,
-            },
-        )
-    done = [len(state.trees) if state else 0]
-    for host in hosts:
-        done.append(codec.expect_type(ctx.link.recv(host, "resume_from"), int, peer=host, tag="resume_from"))
+        send(ctx.link, host, setup)
+    done = [len(state.trees) if state else 0] + [recv(ctx.link, h, ResumeFrom).trees for h in hosts]
     start = min(done) if params.resume else 0
     for host in hosts:
-        ctx.link.send(host, "start", start)
-    if state is None:
-        state = _GuestState([], [], {})
+        send(ctx.link, host, Start(start))
+    state = state or GuestState([], [], {})
     state.trees, state.deltas = state.trees[:start], state.deltas[:start]
     bins, edges = tk.bin_features(ctx.data.x, params.max_bins, name=f"party {ctx.party!r}")
     run = _GuestRun(ctx.link, hosts, params, pk, sk, spec, bins, edges, Timing(), executor=ctx.executor)
     return run, state
 
 
+@dataclass
+class _Boost:
+    """The guest's boosting loop: labels, the task, the row masks and the margins so far."""
+
+    y: F64
+    task: Task
+    k: int
+    base: list[float]
+    valid: npt.NDArray[np.bool_]
+    rounds: list[npt.NDArray[np.bool_]]
+    grads: tuple[F64, F64] | None = None
+
+    def margins(self, state: GuestState, upto: int) -> F64:
+        """Every row's margin (n, k) after the first `upto` trees."""
+        margin = np.tile(np.asarray(self.base), (len(self.y), 1))
+        for tree, delta in zip(state.trees[:upto], state.deltas[:upto], strict=True):
+            margin[:, tree.cls] += delta
+        return margin
+
+    def gradients(self, state: GuestState, t: int) -> tuple[F64, F64]:
+        """(g, h) of tree t, zero outside its round's sample; fixed across a multiclass round."""
+        r, c = divmod(t, self.k)
+        if self.grads is None or c == 0:
+            at = self.margins(state, r * self.k)
+            g_all, h_all = tk.gradients(self.task, self.y, at if self.task == "multiclass" else at[:, 0])
+            self.grads = (g_all.reshape(len(self.y), -1), h_all.reshape(len(self.y), -1))
+        g, h = (np.where(self.rounds[r], a[:, c], 0.0) for a in self.grads)
+        return g, h
+
+    def record(self, state: GuestState) -> None:
+        """Append the training (and validation) loss after a complete round."""
+        margin = self.margins(state, len(state.trees))
+        train, valid = ~self.valid, self.valid
+        state.history.setdefault("train_loss", []).append(tk.loss(self.task, self.y[train], margin[train]))
+        if valid.any():
+            state.history.setdefault("valid_loss", []).append(
+                tk.loss(self.task, self.y[valid], margin[valid])
+            )
+
+
+def _should_stop(params: SecureBoostParams, boost: _Boost, state: GuestState) -> bool:
+    """True (and the trees cut back to the best round) after `early_stopping_rounds` without gain."""
+    if not (params.early_stopping_rounds and boost.valid.any()):
+        return False
+    curve = state.history["valid_loss"]
+    best = int(np.argmin(curve))
+    if len(curve) - 1 - best < params.early_stopping_rounds:
+        return False
+    keep = (best + 1) * boost.k
+    state.trees, state.deltas = state.trees[:keep], state.deltas[:keep]
+    return True
+
+
+def _guest_boost(
+    ctx: StepContext, run: _GuestRun, boost: _Boost, state: GuestState, rank: I64
+) -> tuple[int, bool]:
+    """Grow trees until the budget is spent or early stopping fires; return (trees grown to, stopped)."""
+    assert ctx.data is not None
+    fingerprint = run.params.fingerprint(ctx.data.ids)
+    t, total = len(state.trees), run.params.num_trees * boost.k
+    while t < total:
+        g, h = boost.gradients(state, t)
+        tree, leaf_of = _grow_tree(run, ctx.link.scope("tree", t), g, h, t % boost.k)
+        state.trees.append(tree)
+        state.deltas.append(np.asarray(tree.value)[leaf_of])
+        t += 1
+        last_of_round = t % boost.k == 0
+        if last_of_round:
+            boost.record(state)
+        guest_checkpoint(ctx.workdir / CHECKPOINT_FILE, fingerprint, state, rank)
+        ctx.progress(f"tree {t}/{total} done", {"trees": t})
+        if last_of_round and _should_stop(run.params, boost, state):
+            return t, True
+    return t, False
+
+
 def _run_guest(ctx: StepContext, params: SecureBoostParams, hosts: list[str]) -> dict[str, Any]:
     assert ctx.data is not None
     y = np.asarray(ctx.data.y, dtype=np.float64) if ctx.data.y is not None else None
-    task, k = _task(params, y, ctx.party)
+    task, k = task_of(params, y, ctx.party)
     assert y is not None
-    n = len(y)
-    rank = _id_rank(ctx.data.ids)
-    valid, rounds = _sample_masks(params, rank)
-    base = _base_margin(task, y[~valid], k)
-    run, state = _guest_setup(ctx, params, hosts, task, rank)
+    rank = tk.id_rank(ctx.data.ids)
+    valid, rounds = sample_masks(params, rank)
+    boost = _Boost(y, task, k, tk.base_margin(task, y[~valid], k), valid, rounds)
+    run, state = _guest_setup(ctx, params, hosts, boost.task, rank)
     resumed_from = len(state.trees)
     state.history = {key: curve[: resumed_from // k] for key, curve in state.history.items()}
-    fingerprint = params.fingerprint(ctx.data.ids)
     started = time.perf_counter()
-    t, total, stopped = len(state.trees), params.num_trees * k, False
-    grads: tuple[F64, F64] | None = None
-    while t < total:
-        r, c = divmod(t, k)
-        margin = np.tile(np.asarray(base), (n, 1))
-        for tree, delta in zip(state.trees, state.deltas, strict=True):
-            margin[:, tree.cls] += delta
-        if grads is None or c == 0:
-            round_margin = margin.copy()
-            for tree, delta in zip(state.trees[r * k : t], state.deltas[r * k : t], strict=True):
-                round_margin[:, tree.cls] -= delta
-            g_all, h_all = tk.gradients(task, y, round_margin if task == "multiclass" else round_margin[:, 0])
-            grads = (g_all.reshape(n, -1), h_all.reshape(n, -1))
-        g, h = (np.where(rounds[r], a[:, c], 0.0) for a in grads)
-        tree, leaf_of = _grow_tree(run, ctx.link.scope("tree", t), g, h, c)
-        state.trees.append(tree)
-        state.deltas.append(np.asarray(tree.value)[leaf_of])
-        margin[:, c] += state.deltas[-1]
-        t += 1
-        if c == k - 1:
-            state.history.setdefault("train_loss", []).append(_loss(task, y[~valid], margin[~valid]))
-            if valid.any():
-                state.history.setdefault("valid_loss", []).append(_loss(task, y[valid], margin[valid]))
-        _guest_checkpoint(ctx.workdir / CHECKPOINT_FILE, fingerprint, state, rank)
-        ctx.progress(f"tree {t}/{total} done", {"trees": t})
-        if c == k - 1 and params.early_stopping_rounds and valid.any():
-            curve = state.history["valid_loss"]
-            best = int(np.argmin(curve))
-            if len(curve) - 1 - best >= params.early_stopping_rounds:
-                keep = (best + 1) * k
-                state.trees, state.deltas = state.trees[:keep], state.deltas[:keep]
-                stopped = True
-                break
+    t, stopped = _guest_boost(ctx, run, boost, state, rank)
     for host in hosts:
-        ctx.link.scope("tree", t).send(host, "tree", {"finish": len(state.trees)})
+        send(ctx.link.scope("tree", t), host, TreeMsg(finish=len(state.trees)))
     elapsed = time.perf_counter() - started
-    model = SecureBoostGuestModel(state.trees, hosts, base, task, state.history)
-    path = publish_model(ctx, model)
-    grown = max(1, t - resumed_from)
-    out = {
+    path = publish_model(ctx, SecureBoostGuestModel(state.trees, hosts, boost.base, task, state.history))
+    out: dict[str, Any] = {
         "trees": len(state.trees),
         "resumed_from": resumed_from,
         "early_stopped": stopped,
         "model_path": str(path),
-        "seconds_per_tree": round(elapsed / grown, 4),
+        "seconds_per_tree": round(elapsed / max(1, t - resumed_from), 4),
         "timing": run.timing.rounded(),
         "he_scheme": params.he_scheme,
         "key_bits": params.key_bits,
@@ -444,6 +519,182 @@ def _run_guest(ctx: StepContext, params: SecureBoostParams, hosts: list[str]) ->
     if state.history.get("valid_loss"):
         out["best_valid_loss"] = round(min(state.history["valid_loss"]), 6)
     return out
+
+
+# -- host -------------------------------------------------------------------------------------------
+@dataclass
+class _HostRun:
+    link: Link
+    guest: str
+    params: SecureBoostParams
+    pk: he.HEPublicKey
+    spec: hh.GHPacking
+    bins: npt.NDArray[np.int32]
+    edges: list[F64]
+    state: HostState
+    timing: Timing
+    executor: Executor | None = None  # the party's executor for HE batches (None: this thread)
+
+
+@dataclass
+class _HostTree:
+    """The host's view of the tree being grown: the encrypted (g, h), rows and parent per node."""
+
+    ct: Any
+    t: int
+    rows_of: dict[int, I64]
+    parent_of: dict[int, int] = field(default_factory=dict)
+    cache: dict[int, Any] = field(default_factory=dict)  # the previous level's encrypted sums
+
+
+def _host_histograms(run: _HostRun, tr: _HostTree, level: list[int]) -> Any:
+    """Per node of `level`: its encrypted bin sums with the features in the node's secret order."""
+    b = run.params.max_bins
+    done = tk.node_histograms(
+        tr.ct, run.bins, level, tr.rows_of, tr.parent_of, tr.cache, run.pk.cipher_modulus, b
+    )
+    features = run.bins.shape[1]
+    out = np.empty((len(level), features * b), dtype=object)
+    for k, nd in enumerate(level):
+        perm = tk.feature_permutation(run.state.key, tr.t, nd, features)
+        out[k] = done[nd].reshape(features, b)[perm].ravel()
+    return out
+
+
+def _host_pick(run: _HostRun, win: Win, level: list[int], t: int) -> tuple[int, int, int]:
+    """Map the guest's (node, tied (position, bin) candidates) to a real (feature, bin).
+
+    Exact ties are broken by the real feature order, then bin: what a pooled booster would pick.
+    """
+    if win.node not in level:
+        raise DecodeError(
+            f"split from {run.guest!r}: node {win.node} is not being expanded", peer=run.guest, tag="split"
+        )
+    perm = tk.feature_permutation(run.state.key, t, win.node, run.bins.shape[1])
+    picks = []
+    for pos, b in win.ties.tolist():
+        if not 0 <= pos < len(perm) or not 0 <= b < len(run.edges[int(perm[pos])]) - 1:
+            raise DecodeError(
+                f"split from {run.guest!r}: feature position {pos} / bin {b} out of range",
+                peer=run.guest,
+                tag=Split.TAG,
+            )
+        picks.append((int(perm[pos]), b))
+    j, best_bin = min(picks)
+    return win.node, j, best_bin
+
+
+def _host_level(run: _HostRun, link: Link, tr: _HostTree, level: list[int]) -> None:
+    """One depth at the host: histograms out, the splits it won in, the new partition in."""
+    started = time.perf_counter()
+    enc = hh.compress(_host_histograms(run, tr, level), run.spec, run.pk, executor=run.executor)
+    run.timing.histogram_s += time.perf_counter() - started
+    send(link, run.guest, Hist(run.bins.shape[1], enc))
+    cuts: list[Cut] = []
+    for win in recv(link, run.guest, Split).wins:
+        nd, j, b = _host_pick(run, win, level, tr.t)
+        run.state.tree.append(tr.t)
+        run.state.feature.append(j)
+        run.state.threshold.append(float(run.edges[j][b]))
+        cuts.append(Cut(len(run.state.feature) - 1, np.packbits(run.bins[tr.rows_of[nd], j] <= b).tobytes()))
+    if cuts:
+        send(link, run.guest, Partition(cuts))
+    for child in recv(link, run.guest, Children).children:
+        if child.node not in level:
+            raise DecodeError(
+                f"children from {run.guest!r}: unknown node {child.node}", peer=run.guest, tag="children"
+            )
+        rows = tr.rows_of[child.node]
+        mask = unpack_mask(child.mask, len(rows), peer=run.guest, tag=Children.TAG)
+        tr.rows_of[child.left], tr.rows_of[child.right] = rows[mask], rows[~mask]
+        tr.parent_of[child.left] = tr.parent_of[child.right] = child.node
+
+
+def _host_tree(run: _HostRun, link: Link, ct: Any, n: int, t: int) -> None:
+    tr = _HostTree(ct, t, {0: np.arange(n, dtype=np.int64)})
+    for depth in range(run.params.max_depth):
+        step = link.scope("depth", depth)
+        level = recv(step, run.guest, Expand).nodes
+        if not level:
+            return
+        if not all(v in tr.rows_of for v in level):
+            raise DecodeError(f"expand from {run.guest!r}: unknown node ids", peer=run.guest, tag=Expand.TAG)
+        _host_level(run, step, tr, level)
+
+
+def _host_setup(ctx: StepContext, params: SecureBoostParams, guest: str) -> tuple[_HostRun, Setup, int]:
+    """Check the guest's setup against this host's rows and parameters; agree on the start tree."""
+    assert ctx.data is not None
+    n, link = len(ctx.data), ctx.link
+    setup = recv(link, guest, Setup, decoders=_SETUP_DECODERS)
+    fingerprint = params.fingerprint(ctx.data.ids)
+    if setup.rows != n or setup.fingerprint != fingerprint:
+        raise ProtocolError(
+            f"secureboost setup from {guest!r}: rows or parameters differ from {ctx.party!r}'s ({n} rows)",
+            peer=guest,
+            tag=Setup.TAG,
+        )
+    if len(setup.packing) != 3 or hh.GHPacking(*setup.packing) != hh.make_packing(
+        n, setup.pk.max_int, frac_bits=params.frac_bits
+    ):
+        raise ProtocolError(
+            f"setup from {guest!r}: packing {list(setup.packing)} does not fit the key and rows",
+            peer=guest,
+            tag="setup",
+        )
+    resumed = host_resume(ctx.workdir / CHECKPOINT_FILE, fingerprint) if params.resume else None
+    done, st = resumed if resumed else (0, HostState([], [], [], os.urandom(32)))
+    send(link, guest, ResumeFrom(done))
+    start = recv(link, guest, Start).tree
+    if not 0 <= start <= done:
+        raise ProtocolError(
+            f"start {start} from {guest!r} is beyond this host's {done} trees", peer=guest, tag="start"
+        )
+    bins, edges = tk.bin_features(ctx.data.x, params.max_bins, name=f"party {ctx.party!r}")
+    spec = hh.GHPacking(*setup.packing)
+    run = _HostRun(link, guest, params, setup.pk, spec, bins, edges, st.before(start), Timing(), ctx.executor)
+    return run, setup, start
+
+
+def _host_trees(ctx: StepContext, run: _HostRun, start: int, fingerprint: str) -> None:
+    """Answer tree after tree until the guest says how many trees the model keeps."""
+    n, t = len(run.bins), start
+    while True:
+        step = run.link.scope("tree", t)
+        msg = recv(step, run.guest, TreeMsg, decoders=_decoders(run.pk))
+        if msg.finish is not None:
+            run.state = run.state.before(msg.finish)
+            return
+        assert msg.gh is not None
+        if msg.gh.shape != (n,) or msg.gh.pack is not None:
+            raise DecodeError(
+                f"tree from {run.guest!r}: expected {n} ciphertexts, got shape {msg.gh.shape}",
+                peer=run.guest,
+                tag=TreeMsg.TAG,
+            )
+        _host_tree(run, step, msg.gh.ct, n, t)
+        t += 1
+        host_checkpoint(ctx.workdir / CHECKPOINT_FILE, fingerprint, t, run.state)
+        ctx.progress(f"tree {t} checkpointed", {"trees": t})
+
+
+def run_host(ctx: StepContext, params: SecureBoostParams, guest: str) -> dict[str, Any]:
+    """The host's whole role: encrypted histograms of its features, a private split lookup table."""
+    assert ctx.data is not None
+    run, setup, start = _host_setup(ctx, params, guest)
+    started = time.perf_counter()
+    _host_trees(ctx, run, start, setup.fingerprint)
+    st = run.state
+    model = SecureBoostHostModel(
+        np.asarray(st.feature, dtype=np.int64), np.asarray(st.threshold, dtype=np.float64), setup.task
+    )
+    path = publish_model(ctx, model)
+    return {
+        "splits": len(st.feature),
+        "model_path": str(path),
+        "seconds": round(time.perf_counter() - started, 4),
+        "timing": run.timing.rounded(),
+    }
 
 
 # -- the step ---------------------------------------------------------------------------------------
@@ -471,8 +722,8 @@ def baseline_secureboost(params: SecureBoostParams, datasets: Mapping[str, Basel
 
     x, y = pool_vertical(datasets)
     y = np.asarray(y, dtype=np.float64)
-    task, k = _task(params, y, "pooled data")
-    valid, _ = _sample_masks(params, np.arange(len(y)))  # pooled rows are in id order
+    task, k = task_of(params, y, "pooled data")
+    valid, _ = sample_masks(params, np.arange(len(y)))  # pooled rows are in id order
     booster_params: dict[str, Any] = {
         "tree_method": "hist",
         "max_depth": params.max_depth,

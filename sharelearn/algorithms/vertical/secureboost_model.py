@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from sharelearn.algorithms.context import Dataset, StepContext
 from sharelearn.algorithms.package import ModelPackage
-from sharelearn.algorithms.vertical.secureboost_params import F64, I64
+from sharelearn.algorithms.vertical.tree_kernels import F64, I64
 from sharelearn.core import codec
 from sharelearn.core.errors import ConfigError, DataError, DecodeError, ProtocolError
 

@@ -11,25 +11,34 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from sharelearn.algorithms.modelstore import load_model
-from sharelearn.core import codec
-from sharelearn.core.errors import ConfigError, DecodeError
+from sharelearn.algorithms.modelstore import load_model, save_model
+from sharelearn.algorithms.vertical.secureboost_model import Tree, trees_from_arrays, trees_to_arrays
+from sharelearn.algorithms.vertical.tree_kernels import F64, I64
+from sharelearn.core.errors import ConfigError, DataError, DecodeError
 from sharelearn.crypto import he
 from sharelearn.operators import he_histogram as hh
 
 __all__ = [
     "CHECKPOINT_FILE",
     "CHECKPOINT_STEP",
+    "GuestState",
+    "HostState",
     "SecureBoostParams",
+    "Task",
     "Timing",
+    "guest_checkpoint",
+    "guest_resume",
+    "host_checkpoint",
+    "host_resume",
     "load_checkpoint",
+    "sample_masks",
+    "task_of",
     "unpack_mask",
 ]
 
+Task = Literal["binary", "regression", "multiclass"]
 CHECKPOINT_FILE = "secureboost_checkpoint.msgpack"
 CHECKPOINT_STEP = "secureboost-checkpoint"
-F64 = npt.NDArray[np.float64]
-I64 = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +127,8 @@ class Timing:
         return {k: round(v, 4) for k, v in asdict(self).items()}
 
 
-def unpack_mask(bits: Any, rows: int, *, peer: str, tag: str) -> npt.NDArray[np.bool_]:
-    raw = codec.expect_type(bits, bytes, peer=peer, tag=tag)
+def unpack_mask(raw: bytes, rows: int, *, peer: str, tag: str) -> npt.NDArray[np.bool_]:
+    """The left/right mask of `rows` rows packed 8 to a byte; DecodeError on a wrong length."""
     if len(raw) != (rows + 7) // 8:
         raise DecodeError(f"{tag} from {peer!r}: {len(raw)} bytes for {rows} rows", peer=peer, tag=tag)
     return np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=rows).astype(bool)
@@ -139,3 +148,117 @@ def load_checkpoint(path: Path, fingerprint: str) -> tuple[dict[str, Any], dict[
             f"{path}: the checkpoint belongs to a different secureboost run (parameters or data changed)"
         )
     return meta, arrays
+
+
+def task_of(params: SecureBoostParams, y: np.ndarray | None, party: str) -> tuple[Task, int]:
+    """The learning task and the number of trees per round (classes) the labels at `party` give."""
+    if y is None:
+        raise DataError(f"secureboost: the guest {party!r} holds no label column")
+    if not np.all(np.isfinite(y)):
+        raise DataError(f"secureboost: the guest {party!r} label column has non-finite values")
+    if params.objective == "binary":
+        if not np.isin(y, (0.0, 1.0)).all():
+            raise DataError(f"secureboost objective binary needs 0/1 labels at {party!r}")
+        return "binary", 1
+    if params.objective == "regression":
+        return "regression", 1
+    if np.any(y < 0) or np.any(y != np.round(y)):
+        raise DataError(f"secureboost objective multiclass needs labels 0..k-1 at {party!r}")
+    return "multiclass", max(2, int(y.max()) + 1)
+
+
+def sample_masks(
+    params: SecureBoostParams, rank: I64
+) -> tuple[npt.NDArray[np.bool_], list[npt.NDArray[np.bool_]]]:
+    """The validation rows and, per round, the sampled training rows (seeded, in id order)."""
+    n = len(rank)
+    valid = np.zeros(n, dtype=bool)
+    if params.validation_fraction:
+        pick = np.random.default_rng([params.seed, 1]).permutation(n)[: round(n * params.validation_fraction)]
+        valid[pick] = True
+    valid = valid[rank]
+    rounds = []
+    for r in range(params.num_trees):
+        active = ~valid
+        if params.subsample < 1.0:
+            active = active & (np.random.default_rng([params.seed, 2, r]).random(n)[rank] < params.subsample)
+        rounds.append(active)
+    return valid, rounds
+
+
+@dataclass
+class GuestState:
+    """The guest's trees so far, each tree's margin change per row, and the loss curves."""
+
+    trees: list[Tree]
+    deltas: list[F64]
+    history: dict[str, list[float]]
+
+
+@dataclass
+class HostState:
+    """The host's lookup table (tree, feature, threshold per split id) and its shuffle key."""
+
+    tree: list[int]
+    feature: list[int]
+    threshold: list[float]
+    key: bytes
+
+    def before(self, trees: int) -> HostState:
+        """The table of the first `trees` trees (the rest were rolled back or never finished)."""
+        keep = [i for i, t in enumerate(self.tree) if t < trees]
+        return HostState(
+            [self.tree[i] for i in keep],
+            [self.feature[i] for i in keep],
+            [self.threshold[i] for i in keep],
+            self.key,
+        )
+
+
+def guest_checkpoint(path: Path, fingerprint: str, state: GuestState, rank: I64) -> None:
+    """Save the guest's trees and per-row deltas (in id order) atomically."""
+    arrays = trees_to_arrays(state.trees)
+    by_id = np.zeros((len(state.deltas), len(rank)))
+    if state.deltas:
+        by_id[:, rank] = np.stack(state.deltas)
+    arrays["deltas"] = by_id
+    meta = {"fingerprint": fingerprint, "trees": len(state.trees), "history": state.history}
+    save_model(path, CHECKPOINT_STEP, meta, arrays)
+
+
+def guest_resume(path: Path, fingerprint: str, rank: I64) -> GuestState | None:
+    """The guest's checkpointed state in this run's row order, or None when there is none."""
+    found = load_checkpoint(path, fingerprint)
+    if found is None:
+        return None
+    meta, arrays = found
+    trees = trees_from_arrays(arrays, str(path))
+    deltas = [np.asarray(d, dtype=np.float64)[rank] for d in arrays["deltas"]]
+    history = {str(k): [float(x) for x in v] for k, v in dict(meta.get("history") or {}).items()}
+    return GuestState(trees, deltas, history)
+
+
+def host_checkpoint(path: Path, fingerprint: str, trees: int, st: HostState) -> None:
+    """Save the host's lookup table and shuffle key after `trees` trees, atomically."""
+    arrays: dict[str, np.ndarray] = {
+        "tree": np.asarray(st.tree, dtype=np.int64),
+        "feature": np.asarray(st.feature, dtype=np.int64),
+        "threshold": np.asarray(st.threshold, dtype=np.float64),
+        "key": np.frombuffer(st.key, dtype=np.uint8).copy(),
+    }
+    save_model(path, CHECKPOINT_STEP, {"fingerprint": fingerprint, "trees": trees}, arrays)
+
+
+def host_resume(path: Path, fingerprint: str) -> tuple[int, HostState] | None:
+    """(trees done, the host's state) from its checkpoint, or None when there is none."""
+    found = load_checkpoint(path, fingerprint)
+    if found is None:
+        return None
+    meta, arrays = found
+    st = HostState(
+        arrays["tree"].tolist(),
+        arrays["feature"].tolist(),
+        arrays["threshold"].tolist(),
+        arrays["key"].tobytes(),
+    )
+    return int(meta["trees"]), st

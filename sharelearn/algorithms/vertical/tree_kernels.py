@@ -6,28 +6,38 @@ per-bin sums of gradients g and hessians h; the gain of a split is
 
     0.5 * (GL^2 / (HL + lambda) + GR^2 / (HR + lambda) - G^2 / (H + lambda)) - gamma
 
-and a leaf's weight is -G / (H + lambda). These functions never see a Link or a ciphertext: the
-SecureBoost roles call them on plaintext (the guest's own features, decrypted host histograms).
+and a leaf's weight is -G / (H + lambda). These functions never see a Link: the SecureBoost roles
+call them on plaintext (the guest's own features, decrypted host histograms, losses, margins) and,
+on the host, on ciphertext residues (`node_histograms`, with its keyed feature shuffle).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from sharelearn.core.errors import DataError
+from sharelearn.operators import he_histogram as hh
 
 __all__ = [
     "MAX_TIES",
     "MIN_SPLIT_GAIN",
     "SplitCandidate",
+    "base_margin",
     "best_split",
     "bin_features",
+    "feature_permutation",
     "gradients",
     "histogram",
+    "id_rank",
     "leaf_weight",
+    "loss",
+    "node_histograms",
     "quantile_edges",
     "split_gains",
 ]
@@ -155,3 +165,71 @@ def gradients(objective: str, y: F64, margin: F64) -> tuple[F64, F64]:
     onehot = np.zeros_like(p)
     onehot[np.arange(len(y)), y.astype(np.int64)] = 1.0
     return p - onehot, np.maximum(2.0 * p * (1.0 - p), _MIN_HESS)
+
+
+def base_margin(task: str, y: F64, k: int) -> list[float]:
+    """The starting margin per class: log-odds of the mean (binary), the mean (regression), 0."""
+    if task == "binary":
+        p = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
+        return [float(np.log(p / (1 - p)))]
+    if task == "regression":
+        return [float(y.mean())]
+    return [0.0] * k
+
+
+def loss(task: str, y: F64, margin: F64) -> float:
+    """Logistic loss (binary), RMSE (regression) or cross-entropy (multiclass) at margins (n, k)."""
+    if task == "binary":
+        m = margin[:, 0]
+        return float(np.mean(np.logaddexp(0.0, m) - y * m))
+    if task == "regression":
+        return float(np.sqrt(np.mean((margin[:, 0] - y) ** 2)))
+    logp = margin - margin.max(axis=1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+    return float(-np.mean(logp[np.arange(len(y)), y.astype(np.int64)]))
+
+
+def id_rank(ids: np.ndarray) -> I64:
+    """Each row's position in id order: sampling and checkpoints follow ids, not the PSI row order."""
+    order = np.argsort(np.asarray([str(i) for i in ids], dtype=object), kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank
+
+
+def feature_permutation(key: bytes, tree: int, node: int, features: int) -> I64:
+    """A secret per-node shuffle of a host's features (keyed, so a resumed run shuffles alike)."""
+    digest = hmac.new(key, f"{tree}/{node}".encode(), hashlib.sha256).digest()
+    rng = np.random.default_rng(np.frombuffer(digest, dtype=np.uint64))
+    return rng.permutation(features).astype(np.int64)
+
+
+def node_histograms(
+    ct: Any,
+    bins: npt.NDArray[np.int32],
+    level: list[int],
+    rows_of: dict[int, I64],
+    parent_of: dict[int, int],
+    cache: dict[int, Any],
+    mod: Any,
+    n_bins: int,
+) -> dict[int, Any]:
+    """Encrypted (F * B) bin sums per node of `level`: the smaller sibling built, the other subtracted.
+
+    `cache` holds the previous level's sums (a parent's); it is replaced by this level's.
+    """
+    done: dict[int, Any] = {}
+    for nd in level:
+        if nd in done:
+            continue
+        parent = parent_of.get(nd)
+        sibs = [s for s in level if s != nd and parent is not None and parent_of.get(s) == parent]
+        if parent in cache and sibs:
+            small, big = sorted([nd, sibs[0]], key=lambda v: (len(rows_of[v]), v))
+            done[small] = hh.bin_products(ct, bins, rows_of[small], n_bins, mod)
+            done[big] = hh.subtract(cache[parent], done[small], mod)
+        else:
+            done[nd] = hh.bin_products(ct, bins, rows_of[nd], n_bins, mod)
+    cache.clear()
+    cache.update(done)
+    return done
