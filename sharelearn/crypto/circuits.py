@@ -480,29 +480,29 @@ def share_relu_circuit(n_bits: int = 64, masked: bool = True) -> Circuit:
     return bld.build(_mask_arith(bld, relu, masked), f"relu{n_bits}{'m' if masked else ''}")
 
 
-@functools.lru_cache(maxsize=64)
-def share_max_circuit(k: int, n_bits: int = 64, masked: bool = True) -> Circuit:
-    """Garbler k words x_0^i [, mask r], evaluator k words x_1^i -> max_i (x_0^i + x_1^i) [- r]."""
+def _shared_argmax(k: int, n_bits: int, name: str) -> tuple[CircuitBuilder, list[int], list[int]]:
+    """A builder with k garbler and k evaluator words, and the max word and argmax bits of their sums."""
     _check_bits(n_bits)
     if k < 2:
-        raise CryptoError(f"share_max_circuit needs k >= 2 values, got {k}")
+        raise CryptoError(f"{name} needs k >= 2 values, got {k}")
     bld = CircuitBuilder()
     g = [bld.garbler_input(n_bits) for _ in range(k)]
     e = [bld.evaluator_input(n_bits) for _ in range(k)]
-    best, _ = word_argmax(bld, [word_add(bld, a, b)[0] for a, b in zip(g, e, strict=True)])
+    best, index = word_argmax(bld, [word_add(bld, a, b)[0] for a, b in zip(g, e, strict=True)])
+    return bld, best, index
+
+
+@functools.lru_cache(maxsize=64)
+def share_max_circuit(k: int, n_bits: int = 64, masked: bool = True) -> Circuit:
+    """Garbler k words x_0^i [, mask r], evaluator k words x_1^i -> max_i (x_0^i + x_1^i) [- r]."""
+    bld, best, _ = _shared_argmax(k, n_bits, "share_max_circuit")
     return bld.build(_mask_arith(bld, best, masked), f"max{k}x{n_bits}{'m' if masked else ''}")
 
 
 @functools.lru_cache(maxsize=64)
 def share_argmax_circuit(k: int, n_bits: int = 64, masked: bool = True) -> Circuit:
     """Garbler k words [, mask bits], evaluator k words -> argmax index bits [xor mask] (LSB first)."""
-    _check_bits(n_bits)
-    if k < 2:
-        raise CryptoError(f"share_argmax_circuit needs k >= 2 values, got {k}")
-    bld = CircuitBuilder()
-    g = [bld.garbler_input(n_bits) for _ in range(k)]
-    e = [bld.evaluator_input(n_bits) for _ in range(k)]
-    _, index = word_argmax(bld, [word_add(bld, a, b)[0] for a, b in zip(g, e, strict=True)])
+    bld, _, index = _shared_argmax(k, n_bits, "share_argmax_circuit")
     if any(w < 0 for w in index):
         raise CryptoError(f"argmax of {k} values produced a constant index bit")
     return bld.build(_mask_bool(bld, index, masked), f"argmax{k}x{n_bits}{'m' if masked else ''}")

@@ -16,7 +16,7 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import gmpy2
 import numpy as np
@@ -46,6 +46,7 @@ __all__ = [
     "EncArray",
     "HEPrivateKey",
     "HEPublicKey",
+    "PublicKeyInfo",
     "add_all",
     "concatenate",
     "decrypt",
@@ -89,6 +90,30 @@ class HEPrivateKey(Protocol):
     @property
     def plaintext_modulus(self) -> int: ...
     def decrypt_residues(self, cts: list[Mpz], *, executor: Executor | None = None) -> list[int]: ...
+
+
+class PublicKeyInfo:
+    """What a Paillier and an OU public key say about themselves: scheme, size, a safe repr.
+
+    A mixin of the schemes' frozen key dataclasses (declared with `repr=False`, so that this
+    `__repr__`, which shows no key material beyond its size and fingerprint, is the one used).
+    """
+
+    __slots__ = ()
+    SCHEME: ClassVar[str] = ""
+    n: Mpz
+    key_id: str
+
+    def __repr__(self) -> str:
+        return f"{self.SCHEME}.PublicKey(bits={self.bits}, key_id={self.key_id})"
+
+    @property
+    def scheme(self) -> str:
+        return self.SCHEME
+
+    @property
+    def bits(self) -> int:
+        return int(self.n.bit_length())
 
 
 def key_fingerprint(scheme: str, modulus: int) -> str:

@@ -18,7 +18,7 @@ is the same trade-off as DJN-Paillier (see `paillier`) and as the OU implementat
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import gmpy2
 import numpy as np
@@ -27,7 +27,13 @@ from sharelearn.core.errors import CryptoError, DecodeError
 from sharelearn.core.executor import Executor
 from sharelearn.core.types import Wire
 from sharelearn.crypto import fixedbase, modexp
-from sharelearn.crypto.encarray import DEFAULT_KEY_BITS, MAX_KEY_BITS, MIN_KEY_BITS, key_fingerprint
+from sharelearn.crypto.encarray import (
+    DEFAULT_KEY_BITS,
+    MAX_KEY_BITS,
+    MIN_KEY_BITS,
+    PublicKeyInfo,
+    key_fingerprint,
+)
 from sharelearn.crypto.modexp import Mpz, RandBytes
 
 __all__ = ["PrivateKey", "PublicKey", "keygen"]
@@ -43,8 +49,8 @@ def _table(base: Mpz, n: Mpz, window_bits: int) -> fixedbase.FixedBaseTable:
     return fixedbase.table(base, n, window_bits)
 
 
-@dataclass(frozen=True, slots=True)
-class PublicKey:
+@dataclass(frozen=True, slots=True, repr=False)
+class PublicKey(PublicKeyInfo):
     """OU public key: n = p^2 q, g, h = g^n mod n, the public size of p, and the randomness length."""
 
     n: Mpz
@@ -54,6 +60,7 @@ class PublicKey:
     rand_bits: int
     g_inv: Mpz = field(init=False, repr=False)
     key_id: str = field(init=False)
+    SCHEME: ClassVar[str] = "ou"
 
     def __post_init__(self) -> None:
         n, g, h = gmpy2.mpz(self.n), gmpy2.mpz(self.g), gmpy2.mpz(self.h)
@@ -72,17 +79,6 @@ class PublicKey:
             object.__setattr__(self, name, v)
         object.__setattr__(self, "g_inv", gmpy2.invert(g, n))
         object.__setattr__(self, "key_id", key_fingerprint("ou", int(n)))
-
-    def __repr__(self) -> str:
-        return f"ou.PublicKey(bits={self.n.bit_length()}, key_id={self.key_id})"
-
-    @property
-    def scheme(self) -> str:
-        return "ou"
-
-    @property
-    def bits(self) -> int:
-        return int(self.n.bit_length())
 
     @property
     def cipher_modulus(self) -> Mpz:

@@ -34,7 +34,7 @@ exponentiations run on the mbx kernels when available.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import gmpy2
 
@@ -42,7 +42,13 @@ from sharelearn.core.errors import CryptoError, DecodeError
 from sharelearn.core.executor import Executor
 from sharelearn.core.types import Wire
 from sharelearn.crypto import fixedbase, modexp
-from sharelearn.crypto.encarray import DEFAULT_KEY_BITS, MAX_KEY_BITS, MIN_KEY_BITS, key_fingerprint
+from sharelearn.crypto.encarray import (
+    DEFAULT_KEY_BITS,
+    MAX_KEY_BITS,
+    MIN_KEY_BITS,
+    PublicKeyInfo,
+    key_fingerprint,
+)
 from sharelearn.crypto.modexp import Mpz, RandBytes
 
 __all__ = ["PrivateKey", "PublicKey", "keygen"]
@@ -58,8 +64,8 @@ def _hs_table(hs: Mpz, n2: Mpz) -> fixedbase.FixedBaseTable:
     return fixedbase.table(hs, n2, _table_window(int(n2.bit_length())))
 
 
-@dataclass(frozen=True, slots=True)
-class PublicKey:
+@dataclass(frozen=True, slots=True, repr=False)
+class PublicKey(PublicKeyInfo):
     """Paillier public key (n, h_s = h^n mod n^2) and the short-exponent length `rand_bits`."""
 
     n: Mpz
@@ -67,6 +73,7 @@ class PublicKey:
     rand_bits: int
     n2: Mpz = field(init=False, repr=False)
     key_id: str = field(init=False)
+    SCHEME: ClassVar[str] = "paillier"
 
     def __post_init__(self) -> None:
         n = gmpy2.mpz(self.n)
@@ -87,17 +94,6 @@ class PublicKey:
             raise CryptoError("Paillier h_s must be a unit modulo n^2")
         object.__setattr__(self, "hs", hs)
         object.__setattr__(self, "key_id", key_fingerprint("paillier", int(n)))
-
-    def __repr__(self) -> str:
-        return f"paillier.PublicKey(bits={self.n.bit_length()}, key_id={self.key_id})"
-
-    @property
-    def scheme(self) -> str:
-        return "paillier"
-
-    @property
-    def bits(self) -> int:
-        return int(self.n.bit_length())
 
     @property
     def cipher_modulus(self) -> Mpz:

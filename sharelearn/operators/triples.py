@@ -146,6 +146,33 @@ class _Queue:
         return triple
 
 
+class _Prefetching:
+    """What both triple sources share: a queue of prefetched triples that `_generate` fills."""
+
+    _queue: _Queue
+
+    def _generate(self, specs: list[TripleSpec]) -> list[Triple | MatrixTriple]:
+        raise NotImplementedError
+
+    def prefetch(self, specs: Sequence[TripleSpec]) -> None:
+        """Generate triples for `specs` now, in one exchange (the dealer's: one request to it)."""
+        for spec, triple in zip(specs, self._generate(list(specs)), strict=True):
+            self._queue.items.append((spec, triple))
+
+    def _one(self, spec: TripleSpec) -> Triple | MatrixTriple:
+        return self._queue.pop(spec) or self._generate([spec])[0]
+
+    def triple(self, shape: tuple[int, ...]) -> Triple:
+        out = self._one(mul_spec(shape))
+        assert isinstance(out, Triple)  # internal invariant: mul specs make Triples
+        return out
+
+    def matrix_triple(self, m: int, k: int, n: int) -> MatrixTriple:
+        out = self._one(matmul_spec(m, k, n))
+        assert isinstance(out, MatrixTriple)
+        return out
+
+
 # ---------------------------------------------------------------------------- trusted dealer
 
 
@@ -178,7 +205,7 @@ def run_dealer(link: Link, *, party0: PartyId, party1: PartyId, rng: Rng | None 
         request += 1
 
 
-class DealerTripleSource:
+class DealerTripleSource(_Prefetching):
     """A party's end of the dealer protocol (party 0 computes locally, party 1 asks the dealer)."""
 
     def __init__(self, link: Link, *, dealer: PartyId, index: int) -> None:
@@ -191,11 +218,6 @@ class DealerTripleSource:
             )
         self._link, self._dealer, self._index, self._seed = link, dealer, index, seed
         self._t, self._request, self._queue, self._closed = 0, 0, _Queue(), False
-
-    def prefetch(self, specs: Sequence[TripleSpec]) -> None:
-        """Generate triples for `specs` now (party 1: one request to the dealer)."""
-        for spec, triple in zip(specs, self._generate(list(specs)), strict=True):
-            self._queue.items.append((spec, triple))
 
     def _generate(self, specs: list[TripleSpec]) -> list[Triple | MatrixTriple]:
         if not specs:
@@ -222,19 +244,6 @@ class DealerTripleSource:
         for s, c in zip(specs, got, strict=True):
             shape = s.c_shape
             out.append(expect_array(c, peer=self._dealer, tag=tag, dtype=np.uint64, shape=shape))
-        return out
-
-    def _one(self, spec: TripleSpec) -> Triple | MatrixTriple:
-        return self._queue.pop(spec) or self._generate([spec])[0]
-
-    def triple(self, shape: tuple[int, ...]) -> Triple:
-        out = self._one(mul_spec(shape))
-        assert isinstance(out, Triple)  # internal invariant: mul specs make Triples
-        return out
-
-    def matrix_triple(self, m: int, k: int, n: int) -> MatrixTriple:
-        out = self._one(matmul_spec(m, k, n))
-        assert isinstance(out, MatrixTriple)
         return out
 
     def close(self) -> None:
@@ -291,7 +300,7 @@ def _cross(spec: TripleSpec, a: U64Array, enc_b: he.EncArray, executor: Executor
     return he.matmul_plain(a.astype(object), enc_b, frac_bits=0)
 
 
-class HETripleSource:
+class HETripleSource(_Prefetching):
     """Dealer-free triples: cross terms under each other's additively homomorphic key."""
 
     def __init__(
@@ -307,11 +316,6 @@ class HETripleSource:
         self._link, self._peer, self._index = link, peer, index
         self._sk, self._peer_pk, self._executor = sk, peer_pk, executor
         self._request, self._queue = 0, _Queue()
-
-    def prefetch(self, specs: Sequence[TripleSpec]) -> None:
-        """Generate triples for `specs` in one two-round exchange."""
-        for spec, triple in zip(specs, self._generate(list(specs)), strict=True):
-            self._queue.items.append((spec, triple))
 
     def _generate(self, specs: list[TripleSpec]) -> list[Triple | MatrixTriple]:
         if not specs:
@@ -358,19 +362,6 @@ class HETripleSource:
             parts.append((prod - r).reshape(-1))
             masks.append(limbs[0])  # r mod 2^64
         return he.concatenate(parts).rerandomize(executor=self._executor), masks
-
-    def _one(self, spec: TripleSpec) -> Triple | MatrixTriple:
-        return self._queue.pop(spec) or self._generate([spec])[0]
-
-    def triple(self, shape: tuple[int, ...]) -> Triple:
-        out = self._one(mul_spec(shape))
-        assert isinstance(out, Triple)
-        return out
-
-    def matrix_triple(self, m: int, k: int, n: int) -> MatrixTriple:
-        out = self._one(matmul_spec(m, k, n))
-        assert isinstance(out, MatrixTriple)
-        return out
 
     def close(self) -> None:
         """Nothing to release."""

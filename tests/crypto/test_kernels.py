@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import gmpy2
@@ -17,15 +17,6 @@ native = pytest.mark.skipif(not kernels.is_available(), reason="libcrypto_mb is 
 MOD = gmpy2.next_prime(gmpy2.mpz(random.Random(5).getrandbits(1023)) | (1 << 1022)) * 3  # odd 1024-bit-ish
 
 
-@pytest.fixture
-def portable() -> Iterator[None]:
-    kernels.force_portable(True)
-    try:
-        yield
-    finally:
-        kernels.force_portable(False)
-
-
 def _both(fn: Callable[[], Any]) -> tuple[Any, Any]:
     """`fn()` on the native kernels, then on the portable path."""
     fast = fn()
@@ -36,7 +27,7 @@ def _both(fn: Callable[[], Any]) -> tuple[Any, Any]:
         kernels.force_portable(False)
 
 
-def test_force_portable_turns_every_loader_off(portable: None) -> None:
+def test_force_portable_turns_every_loader_off(portable: None) -> None:  # conftest fixture
     assert kernels.is_portable()
     assert kernels.load() is None and kernels.load_ippcp() is None
     assert mbxmont.kernel(1024) is None
