@@ -97,3 +97,47 @@ def test_import_contracts_catch_a_protocol_reaching_past_crypto_he(tmp_path: Pat
     assert "sharelearn.operators.sneaky -> sharelearn.crypto.paillier" in run.stdout
     assert "sharelearn.operators.sneaky -> sharelearn.crypto.kernels" in run.stdout
     assert "sharelearn.crypto.sneaky -> sharelearn.runtime.procpool" in run.stdout
+
+
+ARCHITECTURE = PACKAGE.parent / "ARCHITECTURE.md"
+_PATH = re.compile(r"`((?:[a-z_0-9]+/)+[a-z_0-9]+)(?:\.py)?(?:\.([a-z_0-9]+))?")
+
+
+def _modules() -> set[str]:
+    """Every module of the package as `pkg/sub/name` (no __init__), relative to `sharelearn/`."""
+    return {
+        p.relative_to(PACKAGE).with_suffix("").as_posix()
+        for p in PACKAGE.rglob("*.py")
+        if p.name != "__init__.py"
+    }
+
+
+@pytest.mark.skipif(not ARCHITECTURE.exists(), reason="needs the source tree")
+def test_architecture_names_only_modules_and_functions_that_exist() -> None:
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    modules = _modules()
+
+    named = _PATH.findall(text)
+
+    assert len(named) >= 10
+    for path, attr in named:
+        if path.startswith("tests/") or (PACKAGE / path).is_dir():
+            continue
+        assert path in modules, f"ARCHITECTURE.md names {path!r}, which is not a module"
+        if attr:
+            source = (PACKAGE / f"{path}.py").read_text(encoding="utf-8")
+            assert re.search(rf"^(def|class) {attr}\b|^    def {attr}\b", source, re.M), (
+                f"{path}.{attr} not found"
+            )
+
+
+@pytest.mark.skipif(not ARCHITECTURE.exists(), reason="needs the source tree")
+def test_architecture_lists_every_package_and_module() -> None:
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    listed = set(re.findall(r"`([a-z_0-9]+)", text)) | {
+        p.rstrip("/").split("/")[-1] for p, _ in _PATH.findall(text)
+    }
+
+    missing = sorted(m for m in _modules() if m.split("/")[-1] not in listed)
+
+    assert not missing, f"add a line for these modules to ARCHITECTURE.md: {missing}"
