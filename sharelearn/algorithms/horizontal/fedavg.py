@@ -32,6 +32,7 @@ import numpy as np
 from sharelearn.algorithms.context import BaselineData, Dataset, StepContext, StepDef
 from sharelearn.algorithms.horizontal import models, secagg
 from sharelearn.algorithms.horizontal.dp_fedavg import DpConfig, DpTracker, clip_update, noisy_average
+from sharelearn.algorithms.horizontal.identity import Identity
 from sharelearn.algorithms.metrics import metrics_for
 from sharelearn.algorithms.package import ModelPackage, publish_model
 from sharelearn.core import codec
@@ -526,6 +527,25 @@ def _summary(
     return out
 
 
+def _identity(ctx: StepContext) -> Identity:
+    """This client's signing identity (its mTLS certificate and key, handed over by the worker)."""
+    if ctx.identity is None:
+        raise ConfigError(
+            f"fedavg.secure_aggregation: party {ctx.party!r} has no certificate to sign with "
+            "(run the job with `sharelearn run` or `sharelearn node --certs`)"
+        )
+    i = ctx.identity
+    return Identity(i.party, i.cert_pem, i.key_pem, i.ca_pem)
+
+
+def _policy(ctx: StepContext, params: FedAvgParams, length: int, round_index: int) -> secagg.ClientPolicy:
+    """What a client accepts in a round's setup: the configuration this job fixes, the job's clients."""
+    return secagg.ClientPolicy(
+        expected=lambda n: secagg_config(params, n, length, round_index),
+        clients=frozenset(_clients(ctx)),
+    )
+
+
 def _run_client(ctx: StepContext, params: FedAvgParams) -> dict[str, Any]:
     if ctx.data is None:
         raise ConfigError(f"fedavg: client {ctx.party!r} has no data")
@@ -541,6 +561,7 @@ def _run_client(ctx: StepContext, params: FedAvgParams) -> dict[str, Any]:
         )
     size = models.num_params(trainer.spec)
     drop = params.dropouts().get(ctx.party)
+    identity = _identity(ctx) if params.secure_aggregation else None
     joined = 0
     for r in range(params.rounds):
         rlink = link.scope("round", r)
@@ -549,7 +570,7 @@ def _run_client(ctx: StepContext, params: FedAvgParams) -> dict[str, Any]:
         if not codec.expect_type(doc.get("selected"), bool, peer=server, tag="global"):
             continue
         vector = trainer.update(weights, r)
-        if params.secure_aggregation:
+        if identity is not None:  # secure aggregation
             n_sum = len(_clients(ctx))
             q = secagg.quantize(
                 vector,
@@ -558,7 +579,15 @@ def _run_client(ctx: StepContext, params: FedAvgParams) -> dict[str, Any]:
                 max_summands=n_sum,
                 overwrite=True,
             )
-            joined += secagg.run_secagg_client(rlink.scope("sa"), server, q, drop_after=drop, overwrite=True)
+            joined += secagg.run_secagg_client(
+                rlink.scope("sa"),
+                server,
+                q,
+                identity=identity,
+                policy=_policy(ctx, params, q.size, r),
+                drop_after=drop,
+                overwrite=True,
+            )
         elif drop is not None:
             rlink.send(server, "update", None)
         else:
