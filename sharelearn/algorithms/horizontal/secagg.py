@@ -1069,6 +1069,21 @@ def run_secagg_server(
     return SecAggResult(total, tuple(everyone[int(i)] for i in u3_list), dropped)
 
 
+def _recv_setup(link: Link, server: PartyId) -> tuple[SecAggConfig, int, list[str]]:
+    """The server's setup message: the round's configuration, my index and the roster."""
+    setup = codec.expect_type(link.recv(server, "secagg/setup"), dict, peer=server, tag="secagg/setup")
+    cfg = SecAggConfig.from_wire(setup.get("config"), peer=server, tag="secagg/setup")
+    index = codec.expect_type(setup.get("index"), int, peer=server, tag="secagg/setup")
+    roster = codec.expect_type(setup.get("roster"), list, peer=server, tag="secagg/setup")
+    if not all(isinstance(name, str) for name in roster):
+        raise DecodeError(
+            f"message 'secagg/setup' from {server!r}: roster names must be strings",
+            peer=server,
+            tag="secagg/setup",
+        )
+    return cfg, index, roster
+
+
 def run_secagg_client(
     link: Link,
     server: PartyId,
@@ -1090,16 +1105,7 @@ def run_secagg_client(
     """
     if drop_after is not None and drop_after not in DROP_STAGES:
         raise ConfigError(f"secagg drop stage must be one of {', '.join(DROP_STAGES)}, got {drop_after!r}")
-    setup = codec.expect_type(link.recv(server, "secagg/setup"), dict, peer=server, tag="secagg/setup")
-    cfg = SecAggConfig.from_wire(setup.get("config"), peer=server, tag="secagg/setup")
-    index = codec.expect_type(setup.get("index"), int, peer=server, tag="secagg/setup")
-    roster = codec.expect_type(setup.get("roster"), list, peer=server, tag="secagg/setup")
-    if not all(isinstance(name, str) for name in roster):
-        raise DecodeError(
-            f"message 'secagg/setup' from {server!r}: roster names must be strings",
-            peer=server,
-            tag="secagg/setup",
-        )
+    cfg, index, roster = _recv_setup(link, server)
     state, keys_msg = client_advertise(cfg, index, identity, roster, policy, peer=server)
     link.send(server, "secagg/keys", keys_msg)
     if drop_after == "advertise":
