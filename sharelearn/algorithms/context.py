@@ -24,6 +24,7 @@ __all__ = [
     "BaselineData",
     "Dataset",
     "Engine",
+    "PartyIdentity",
     "Progress",
     "StepContext",
     "StepDef",
@@ -87,6 +88,20 @@ class TeeSession:
             self.cm.close()
 
 
+@dataclass(frozen=True)
+class PartyIdentity:
+    """This party's mTLS identity (PEM): the job's CA, its certificate and its private key.
+
+    Protocols that must bind a message to its sender across a relay (secure aggregation through
+    the server) sign with this key; receivers check the certificate against the same CA.
+    """
+
+    party: str
+    ca_pem: bytes
+    cert_pem: bytes
+    key_pem: bytes = field(repr=False)
+
+
 def _no_progress(message: str, metrics: Mapping[str, Any]) -> None:
     """The default progress hook: report nothing."""
 
@@ -119,6 +134,7 @@ class StepContext:
         tee: the TEE steps' shared session (cluster client, keys, embedded services), or None.
         catalog: the steps of this run by name, so `predict` can find the loader of a saved model.
         executor: where this party's heavy kernels run (its `compute:` block); None: in the caller.
+        identity: this party's certificate and key (set by the worker), or None.
     """
 
     link: Link
@@ -140,6 +156,7 @@ class StepContext:
     tee: TeeSession | None = None
     catalog: Mapping[str, StepDef] = field(default_factory=dict)
     executor: Executor | None = None
+    identity: PartyIdentity | None = None
 
     @property
     def role(self) -> str:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from sharelearn.algorithms.context import StepContext
+from sharelearn.algorithms.context import PartyIdentity, StepContext
 from sharelearn.algorithms.registry import step_params
 from sharelearn.algorithms.runner import StepResult, run_party_steps
 from sharelearn.core.audit import WireAudit
@@ -155,6 +155,7 @@ def run_node(options: NodeOptions, control: StdioControl) -> int:
         link.connect(control.peers(job, party))
         run_id = options.run_id or default_run_id(options.job_path)
         ctx = party_context(job, party, link, workdir, run_id)
+        ctx.identity = PartyIdentity(party, creds.ca_pem, creds.cert_pem, creds.key_pem)
         # The party's heavy kernels run on its `compute:` executor (default: threads, every core).
         executor = ctx.executor = make_executor(job.parties[party].compute)
         results = run_party_steps(ctx, link, [(s.name, s.params) for s in job.steps], control)

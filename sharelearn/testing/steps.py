@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from sharelearn.algorithms.context import Dataset, Engine, StepContext, TrainedModel
+from sharelearn.algorithms.context import Dataset, Engine, PartyIdentity, StepContext, TrainedModel
+from sharelearn.algorithms.horizontal.identity import ephemeral_identities
 from sharelearn.algorithms.runner import run_party_steps
 from sharelearn.core.audit import WireAudit
 from sharelearn.core.link import Link
@@ -88,6 +89,11 @@ def run_steps(
     roles = {p: role for p, (role, _) in parties.items()}
     data_parties = [p for p, (_, d) in parties.items() if d is not None]
     run_id = secrets.token_hex(16)
+    # A throwaway CA, as the launcher mints one: protocols that sign (secure aggregation) need it.
+    ids = {
+        p: PartyIdentity(p, i.ca_pem, i.cert_pem, i.key_pem)
+        for p, i in ephemeral_identities(list(parties)).items()
+    }
 
     def role_fn(party: str) -> Any:
         def body(link: Link) -> PartyRun:
@@ -106,6 +112,7 @@ def run_steps(
                 engine=engine,
                 model=(models or {}).get(party),
                 aligned=aligned,
+                identity=ids[party],
             )
             results = run_party_steps(ctx, link, steps)
             return PartyRun({name: r.outputs for name, r in results.items()}, ctx)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from sharelearn.algorithms.horizontal import secagg
+from sharelearn.algorithms.horizontal.identity import ephemeral_identities
 from sharelearn.core import codec
 from sharelearn.core.errors import ConfigError, CryptoError, DecodeError, PartyFailed, ProtocolError
 from sharelearn.core.link import Link
@@ -15,6 +16,7 @@ from sharelearn.testing.leaks import assert_no_leak
 from sharelearn.testing.roles import RoleRun, run_roles
 
 SERVER = "srv"
+IDS = ephemeral_identities([SERVER, *(f"c{i}" for i in range(16))])
 
 
 def _inputs(n: int, length: int, k: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -32,7 +34,9 @@ def _run(
         return secagg.run_secagg_server(link, list(xs), cfg, stage_timeout=20.0)
 
     def client(name: str) -> object:
-        return lambda link: secagg.run_secagg_client(link, SERVER, xs[name], drop_after=drops.get(name))
+        return lambda link: secagg.run_secagg_client(
+            link, SERVER, xs[name], identity=IDS[name], drop_after=drops.get(name)
+        )
 
     from sharelearn.core.audit import WireAudit
 
@@ -146,13 +150,25 @@ def _stages(
 ) -> tuple[secagg.ServerState, list[secagg.ClientState], dict[int, object]]:
     cfg = secagg.SecAggConfig(n_clients=n, threshold=t, length=length, modulus_bits=32)
     states, keys = [], {}
+    roster = [f"c{i}" for i in range(n)]
     for i in range(n):
-        st, msg = secagg.client_advertise(cfg, i)
+        st, msg = secagg.client_advertise(cfg, i, IDS[roster[i]], roster)
         states.append(st)
         keys[i] = msg
     server, routed = secagg.server_collect_keys(cfg, keys)
     shares = {i: secagg.client_share_keys(states[i], routed[i]) for i in range(n)}
     return server, states, secagg.server_route_shares(server, shares)
+
+
+def _signed(
+    server: secagg.ServerState,
+    states: list[secagg.ClientState],
+    survivors: np.ndarray,
+    members: Mapping[int, object],
+) -> dict[int, dict[str, object]]:
+    """The honest ConsistencyCheck: every member signs `survivors`, the server relays the signatures."""
+    sigs = {i: secagg.client_sign_survivors(states[i], survivors) for i in members}
+    return secagg.server_collect_signatures(server, sigs)
 
 
 def test_relayed_shares_are_sealed_and_tampering_is_detected() -> None:
@@ -165,8 +181,9 @@ def test_relayed_shares_are_sealed_and_tampering_is_detected() -> None:
     masked.update({i: secagg.client_masked_input(states[i], inboxes[i], x) for i in (1, 2)})
     survivors = secagg.server_collect_masked(server, masked)
 
+    signed = _signed(server, states, survivors, masked)
     with pytest.raises(ProtocolError, match="fail authentication"):
-        secagg.client_unmask(states[0], survivors)
+        secagg.client_unmask(states[0], signed[0])
     assert "secret" not in repr(states[0]) and "c_sk" not in repr(states[0])
 
 
@@ -181,7 +198,8 @@ def test_clients_and_server_on_different_keystream_backends_agree_exactly() -> N
             mbx.force_portable(backend == "openssl")
             masked[i] = secagg.client_masked_input(states[i], inboxes[i], xs[f"c{i}"])
         survivors = secagg.server_collect_masked(server, masked)
-        replies = {i: secagg.client_unmask(states[i], survivors) for i in masked}
+        signed = _signed(server, states, survivors, masked)
+        replies = {i: secagg.client_unmask(states[i], signed[i]) for i in masked}
         mbx.force_portable(True)  # the server rebuilds the self masks and c3's pairwise masks with OpenSSL
         total = secagg.server_unmask(server, replies)
     finally:
@@ -194,7 +212,11 @@ def test_malformed_messages_fail_naming_the_sender() -> None:
     cfg = secagg.SecAggConfig(n_clients=3, threshold=2, length=4)
     with pytest.raises(DecodeError, match="client 1"):
         secagg.server_collect_keys(
-            cfg, {0: {"c_pk": bytes(32), "s_pk": bytes(32)}, 1: {"c_pk": b"x", "s_pk": b"y"}}
+            cfg,
+            {
+                0: {"c_pk": bytes(32), "s_pk": bytes(32), "cert": b"c", "sig": b"s"},
+                1: {"c_pk": b"x", "s_pk": b"y", "cert": b"c", "sig": b"s"},
+            },
         )
     server, states, inboxes = _stages(3, 2, 4)
     with pytest.raises(DecodeError, match="client 2"):
@@ -207,7 +229,7 @@ def test_malformed_messages_fail_naming_the_sender() -> None:
     with pytest.raises(ConfigError, match="threshold"):
         secagg.SecAggConfig(n_clients=3, threshold=4, length=4)
     with pytest.raises(ConfigError, match="drop stage"):
-        secagg.run_secagg_client(None, SERVER, np.zeros(1, np.uint64), drop_after="later")  # type: ignore[arg-type]
+        secagg.run_secagg_client(None, SERVER, np.zeros(1, np.uint64), identity=IDS["c0"], drop_after="later")  # type: ignore[arg-type]
 
 
 def test_unmask_refuses_a_survivor_list_below_the_threshold() -> None:
@@ -215,7 +237,7 @@ def test_unmask_refuses_a_survivor_list_below_the_threshold() -> None:
     secagg.client_masked_input(states[0], inboxes[0], np.zeros(4, np.uint64))
 
     with pytest.raises(secagg.SecAggError, match="below the threshold"):
-        secagg.client_unmask(states[0], np.array([0, 1], dtype=np.int64))
+        secagg.client_sign_survivors(states[0], np.array([0, 1], dtype=np.int64))
 
 
 def test_quantize_round_trips_and_refuses_values_that_could_wrap() -> None:

@@ -2,7 +2,9 @@
 
 Roles: one `server` (its optional data is a test set), clients (`client` role, rows with labels).
 
-1. Each client sends the server its feature count and largest label (to agree on the model shape).
+1. Each client sends the server its column names and dtypes, its largest label and its class set;
+   the server checks them against its spec before round 1 (`schema`: a mismatch names the party
+   and the column) and agrees the model shape.
 2. The server sends the model description; then, per round, each client the global weights and
    whether it takes part (a seeded `fraction` of the clients).
 3. Each selected client trains locally (`local_epochs` of SGD/Adam, FedProx term if `proximal_mu` >
@@ -16,7 +18,7 @@ Roles: one `server` (its optional data is a test set), clients (`client` role, r
 
 Leaks: plain mode shows the server each client's update, sample count and loss; with secure
 aggregation only their sums over the round's survivors (and the survivor set). The final model is
-known to every party.
+known to every party, and every party can score its own rows with it (`predict`).
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from typing import Any
 import numpy as np
 
 from sharelearn.algorithms.context import BaselineData, Dataset, StepContext, StepDef
-from sharelearn.algorithms.horizontal import models, secagg
+from sharelearn.algorithms.horizontal import models, schema, secagg
 from sharelearn.algorithms.horizontal.dp_fedavg import DpConfig, DpTracker, clip_update, noisy_average
+from sharelearn.algorithms.horizontal.identity import Identity
 from sharelearn.algorithms.metrics import metrics_for
 from sharelearn.algorithms.package import ModelPackage, publish_model
 from sharelearn.core import codec
@@ -207,7 +210,7 @@ class FedAvgParams:
 
 @dataclass
 class FedAvgModel:
-    """The global model as one party holds it; only the server (with a test set) predicts."""
+    """The global model as one party holds it; every party with rows can score them."""
 
     spec: models.ModelSpec
     weights: F64Array
@@ -221,9 +224,14 @@ class FedAvgModel:
         return self.spec.task
 
     def predict(self, ctx: StepContext, data: Dataset | None) -> np.ndarray | None:
-        """The server scores its own test set locally; clients answer None without talking."""
-        if self.role != "server" or data is None:
+        """Every party scores its own rows locally with the global model (no messages); None without rows."""
+        if data is None:
             return None
+        if np.asarray(data.x).ndim != 2 or np.asarray(data.x).shape[1] != self.spec.n_features:
+            raise DataError(
+                f"fedavg: party {ctx.party!r}'s rows ({data.source}) have {np.asarray(data.x).shape[-1]} "
+                f"columns, the model {self.spec.n_features}"
+            )
         return models.predict(self.spec, self.weights, np.asarray(data.x, dtype=np.float64))
 
     @property
@@ -263,16 +271,6 @@ def load_fedavg_model(package: ModelPackage) -> FedAvgModel:
 
 
 # --- the client's side (shared by the Link protocol and the Ray simulation) --------------------
-
-
-def _labels_info(data: Dataset, party: str) -> dict[str, Any]:
-    if data.y is None:
-        raise DataError(f"fedavg: client {party!r} has no label column")
-    y = np.asarray(data.y, dtype=np.float64)
-    if len(y) == 0:
-        raise DataError(f"fedavg: client {party!r} has no rows")
-    integral = bool(np.all(y == np.round(y)) and y.min() >= 0)
-    return {"n_features": int(np.asarray(data.x).shape[1]), "max_label": float(y.max()), "integral": integral}
 
 
 class ClientTrainer:
@@ -436,6 +434,25 @@ def _server(ctx: StepContext) -> PartyId:
     return servers[0]
 
 
+def _agree_spec(ctx: StepContext, params: FedAvgParams, clients: Sequence[PartyId]) -> models.ModelSpec:
+    """Check every client's schema against the server's spec (before round 1); agree the model shape."""
+    infos = {c: schema.parse_info(ctx.link.recv(c, "info"), c) for c in clients}
+    test = ctx.data
+    if test is not None:
+        reference, source = list(test.feature_names), f"the server's test set ({test.source})"
+    else:
+        first = clients[0]
+        reference, source = (
+            list(infos[first]["features"]),
+            f"the columns of client {first!r} (first in the job)",
+        )
+    schema.check_columns(infos, reference, source)
+    spec = infer_spec(params, list(infos.values()), clients)
+    if spec.task in ("binary", "multiclass"):
+        schema.check_classes(infos, test)
+    return spec
+
+
 def _run_server(ctx: StepContext, params: FedAvgParams) -> dict[str, Any]:
     clients = _clients(ctx)
     if not clients:
@@ -443,18 +460,7 @@ def _run_server(ctx: StepContext, params: FedAvgParams) -> dict[str, Any]:
     if params.secure_aggregation and len(clients) < 2:
         raise ConfigError("fedavg.secure_aggregation needs at least two clients")
     link = ctx.link
-    infos = []
-    for c in clients:
-        doc = codec.expect_type(link.recv(c, "info"), dict, peer=c, tag="info")
-        for key, kind in (("n_features", int), ("max_label", float), ("integral", bool)):
-            codec.expect_type(doc.get(key), kind, peer=c, tag="info")
-        infos.append(doc)
-    spec = infer_spec(params, infos, clients)
-    if ctx.data is not None and np.asarray(ctx.data.x).shape[1] != spec.n_features:
-        raise DataError(
-            f"fedavg: the server's test set has {np.asarray(ctx.data.x).shape[1]} features, "
-            f"the clients {spec.n_features}"
-        )
+    spec = _agree_spec(ctx, params, clients)
     for c in clients:
         link.send(c, "spec", spec.to_meta())
     loop = ServerLoop(spec, params, len(clients), ctx.data)
@@ -526,12 +532,31 @@ def _summary(
     return out
 
 
+def _identity(ctx: StepContext) -> Identity:
+    """This client's signing identity (its mTLS certificate and key, handed over by the worker)."""
+    if ctx.identity is None:
+        raise ConfigError(
+            f"fedavg.secure_aggregation: party {ctx.party!r} has no certificate to sign with "
+            "(run the job with `sharelearn run` or `sharelearn node --certs`)"
+        )
+    i = ctx.identity
+    return Identity(i.party, i.cert_pem, i.key_pem, i.ca_pem)
+
+
+def _policy(ctx: StepContext, params: FedAvgParams, length: int, round_index: int) -> secagg.ClientPolicy:
+    """What a client accepts in a round's setup: the configuration this job fixes, the job's clients."""
+    return secagg.ClientPolicy(
+        expected=lambda n: secagg_config(params, n, length, round_index),
+        clients=frozenset(_clients(ctx)),
+    )
+
+
 def _run_client(ctx: StepContext, params: FedAvgParams) -> dict[str, Any]:
     if ctx.data is None:
         raise ConfigError(f"fedavg: client {ctx.party!r} has no data")
     server, link = _server(ctx), ctx.link
     trainer = ClientTrainer(ctx.party, ctx.data, params)
-    link.send(server, "info", _labels_info(ctx.data, ctx.party))
+    link.send(server, "info", schema.client_info(ctx.data, ctx.party))
     trainer.spec = models.ModelSpec.from_meta(
         codec.expect_type(link.recv(server, "spec"), dict, peer=server, tag="spec")
     )
@@ -541,6 +566,7 @@ def _run_client(ctx: StepContext, params: FedAvgParams) -> dict[str, Any]:
         )
     size = models.num_params(trainer.spec)
     drop = params.dropouts().get(ctx.party)
+    identity = _identity(ctx) if params.secure_aggregation else None
     joined = 0
     for r in range(params.rounds):
         rlink = link.scope("round", r)
@@ -549,7 +575,7 @@ def _run_client(ctx: StepContext, params: FedAvgParams) -> dict[str, Any]:
         if not codec.expect_type(doc.get("selected"), bool, peer=server, tag="global"):
             continue
         vector = trainer.update(weights, r)
-        if params.secure_aggregation:
+        if identity is not None:  # secure aggregation
             n_sum = len(_clients(ctx))
             q = secagg.quantize(
                 vector,
@@ -558,7 +584,15 @@ def _run_client(ctx: StepContext, params: FedAvgParams) -> dict[str, Any]:
                 max_summands=n_sum,
                 overwrite=True,
             )
-            joined += secagg.run_secagg_client(rlink.scope("sa"), server, q, drop_after=drop, overwrite=True)
+            joined += secagg.run_secagg_client(
+                rlink.scope("sa"),
+                server,
+                q,
+                identity=identity,
+                policy=_policy(ctx, params, q.size, r),
+                drop_after=drop,
+                overwrite=True,
+            )
         elif drop is not None:
             rlink.send(server, "update", None)
         else:

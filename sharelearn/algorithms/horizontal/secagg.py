@@ -16,7 +16,8 @@ One round, for clients u with index i(u) (Shamir x-coordinate i(u) + 1):
    KDF(DH(c_sk_u, c_pk_v)). The server forwards each sealed share to its addressee; U2 = senders.
 3. MaskedInput: u sends y_u = x_u + PRG(b_u) + sum_{v in U2 neighbours} +-PRG(KDF(DH(s_sk_u, s_pk_v)))
    mod 2^k (+ when i(u) < i(v), - otherwise), so pairwise masks cancel in the sum. U3 = senders.
-4. Unmasking: the server sends U3; each u in U3 opens its sealed shares and returns, for every
+4. ConsistencyCheck and Unmasking: the server sends U3; each u in U3 signs it (see below), then
+   on the relayed signatures of U4 opens its sealed shares and returns, for every
    neighbour v, the share of b_v if v is in U3, else (v dropped after sharing) the share of s_sk_v;
    never both for the same v. From t shares the server rebuilds the self masks of U3 and the
    pairwise masks that dropped clients left in the survivors' inputs, and removes them.
@@ -36,10 +37,27 @@ F_(2^31 - 1) evaluated only at the holders (`shamir.split_at`) and rebuilt at th
 client in one batch (`shamir.recover_many`); inputs in Z_2^k with k <= 32 travel and are summed as
 uint32 words, half the bytes of uint64.
 
-Leaks: the server learns the sum over U3, the sets U1..U4 and the vector length. Each masked input
-is uniform in Z_2^k to the server (one-time pad by PRG(b_u)), as long as fewer than t of a client's
-share holders collude with it. Semi-honest model: no signatures or consistency checks (the
-active-security additions of Bonawitz et al. §4.2 are not implemented).
+Malicious server (Bonawitz et al. 2017, §4.2, the active variant): the setup also names the
+round's clients in index order (the roster). Every client
+- checks the announced configuration against what the job fixes (`ClientPolicy`: length, k, round,
+  neighbours, graph seed) and refuses a threshold below the job's or below a strict majority of
+  its share holders (so two disjoint groups of t holders cannot both exist);
+- signs its public keys, the configuration and the roster (their digest) with the private key of
+  its mTLS certificate, and sends the certificate; a receiver verifies that the certificate comes
+  from the job's CA and names the roster's client at that index (`identity.Verifier`), so the
+  server can neither substitute keys of its own nor show two clients different configurations;
+- ConsistencyCheck: after being told U3, signs (digest, U3) and sends the signature; the server
+  relays to each responder in U4 the signatures of its share holders in U4; a client reveals
+  shares only if at least t of them signed, all within its U3, and every signature verifies over
+  the same U3 it signed (an honest client signs one U3 per round);
+- reveals at most once per round, for each peer either the b-share or the s_sk-share, never both.
+With the default threshold (a strict majority) this holds against a malicious server alone; a
+server colluding with c clients needs t > (holders + c) / 2 (Bonawitz et al., Theorem 6.5), which
+the job sets with `fedavg.secagg_threshold`.
+What each role learns: the server, the sum over U3, the sets U1..U4, the roster and the vector
+length; a client, the roster, the public keys and certificates of its neighbours and the sets it
+is shown. Each masked input is uniform in Z_2^k to the server (one-time pad by PRG(b_u)) as long as
+fewer than t of a client's share holders collude with it.
 
 Dropout knob (tests and simulation only): a client given `drop_after` = "advertise", "share" or
 "masked" leaves right after that stage and sends an empty message where its next one was due,
@@ -50,11 +68,12 @@ treats a receive timeout as a dropout, `stage_timeout`).
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import struct
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +81,7 @@ import numpy as np
 import numpy.typing as npt
 from nacl.bindings import crypto_scalarmult_base
 
+from sharelearn.algorithms.horizontal.identity import Identity, Verifier
 from sharelearn.core import codec
 from sharelearn.core.errors import ConfigError, CryptoError, DecodeError, PeerTimeout, ProtocolError
 from sharelearn.core.link import Link
@@ -70,6 +90,7 @@ from sharelearn.crypto import aead, kdf, maskadd, shamir, x25519
 
 __all__ = [
     "DROP_STAGES",
+    "ClientPolicy",
     "ClientState",
     "SecAggConfig",
     "SecAggError",
@@ -78,6 +99,7 @@ __all__ = [
     "client_advertise",
     "client_masked_input",
     "client_share_keys",
+    "client_sign_survivors",
     "client_unmask",
     "dequantize",
     "neighbour_sets",
@@ -86,6 +108,7 @@ __all__ = [
     "run_secagg_server",
     "server_collect_keys",
     "server_collect_masked",
+    "server_collect_signatures",
     "server_route_shares",
     "server_unmask",
 ]
@@ -398,6 +421,83 @@ def _open(key: bytes, sealed: bytes, u: int, v: int, cfg: SecAggConfig) -> tuple
 # --- client stages ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class ClientPolicy:
+    """What a client accepts in the server's setup: the job's own settings, never the server's word.
+
+    Attributes:
+        expected: the round's configuration as the job fixes it for n clients (the threshold in it
+            is a floor: the server may raise it, never lower it); None checks only the floor.
+        clients: the parties that may be in the roster (the job's clients); None: anyone the CA named.
+    """
+
+    expected: Callable[[int], SecAggConfig] | None = None
+    clients: frozenset[str] | None = None
+
+
+def min_threshold(cfg: SecAggConfig) -> int:
+    """The lowest threshold a client accepts: a strict majority of its share holders."""
+    return cfg.holders // 2 + 1
+
+
+def _digest(cfg: SecAggConfig, roster: Sequence[str]) -> bytes:
+    """SHA-256 of the round's configuration and roster: what every signature of the round binds."""
+    head = struct.pack(
+        "<qqqqqq", cfg.n_clients, cfg.threshold, cfg.length, cfg.modulus_bits, cfg.neighbours, cfg.round_id
+    )
+    names = b"\x00".join(name.encode() for name in roster)
+    return hashlib.sha256(b"sharelearn/secagg/v2/round" + head + cfg.graph_seed + names).digest()
+
+
+def _keys_statement(digest: bytes, index: int, c_pk: bytes, s_pk: bytes) -> bytes:
+    return b"sharelearn/secagg/v2/keys" + digest + struct.pack("<q", index) + c_pk + s_pk
+
+
+def _survivors_statement(digest: bytes, u3: Sequence[int]) -> bytes:
+    return b"sharelearn/secagg/v2/survivors" + digest + np.asarray(sorted(u3), dtype="<i8").tobytes()
+
+
+def check_setup(
+    cfg: SecAggConfig,
+    roster: Sequence[str],
+    index: int,
+    me: str,
+    policy: ClientPolicy,
+    *,
+    peer: str = "server",
+) -> None:
+    """Refuse a setup that departs from the job: lowered threshold, other parameters, a forged roster.
+
+    Raises:
+        ProtocolError: naming what the server announced and what the job requires.
+    """
+    where = f"secagg round {cfg.round_id}: the server {peer!r}"
+    if len(roster) != cfg.n_clients or len(set(roster)) != len(roster):
+        raise ProtocolError(
+            f"{where} named {len(roster)} clients ({len(set(roster))} distinct) for n={cfg.n_clients}"
+        )
+    if not 0 <= index < cfg.n_clients or roster[index] != me:
+        raise ProtocolError(f"{where} gave client {me!r} index {index}, which the roster does not give it")
+    if policy.clients is not None and not set(roster) <= policy.clients:
+        strangers = sorted(set(roster) - policy.clients)
+        raise ProtocolError(
+            f"{where} named {strangers[:5]} ({len(strangers)} in all), which are not clients of the job"
+        )
+    floor = min_threshold(cfg)
+    if policy.expected is not None:
+        want = policy.expected(cfg.n_clients)
+        floor = max(floor, want.threshold)
+        for name in ("length", "modulus_bits", "neighbours", "graph_seed", "round_id"):
+            if getattr(cfg, name) != getattr(want, name):
+                raise ProtocolError(
+                    f"{where} announced {name}={getattr(cfg, name)!r}; the job fixes {getattr(want, name)!r}"
+                )
+    if cfg.threshold < floor:
+        raise ProtocolError(
+            f"{where} announced threshold {cfg.threshold}, below the {floor} the job requires"
+        )
+
+
 @dataclass(repr=False)
 class ClientState:
     """One client's secrets and view of a round (never printed: it holds private keys)."""
@@ -407,6 +507,10 @@ class ClientState:
     c_sk: bytes
     s_sk: bytes
     neighbours: frozenset[int]
+    identity: Identity
+    verifier: Verifier
+    roster: tuple[str, ...]
+    digest: bytes
     advertised: frozenset[int] = frozenset()  # my neighbours whose keys the server relayed
     b_seed: bytes = b""
     own_shares: tuple[Shares, Shares] | None = None
@@ -414,17 +518,45 @@ class ClientState:
     u2: frozenset[int] = frozenset()
     enc_keys: dict[int, bytes] = field(default_factory=dict)
     mask_seeds: dict[int, bytes] = field(default_factory=dict)
+    u3: frozenset[int] | None = None  # the survivor set I signed (I sign one per round)
+    revealed: bool = False  # I answer one unmasking request per round
 
     def __repr__(self) -> str:
         return f"ClientState(index={self.index}, round={self.cfg.round_id})"
 
 
-def client_advertise(cfg: SecAggConfig, index: int) -> tuple[ClientState, dict[str, Any]]:
-    """Stage 1: make the two key pairs; return the state and the message {c_pk, s_pk} for the server."""
+def client_advertise(
+    cfg: SecAggConfig,
+    index: int,
+    identity: Identity,
+    roster: Sequence[str],
+    policy: ClientPolicy | None = None,
+    *,
+    peer: str = "server",
+) -> tuple[ClientState, dict[str, Any]]:
+    """Stage 1: check the setup, make the two key pairs, sign them; return the state and the message.
+
+    The message is {c_pk, s_pk, cert, sig}: sig signs the round digest, my index and both keys.
+    """
     if not 0 <= index < cfg.n_clients:
         raise ConfigError(f"secagg client index {index} outside 0..{cfg.n_clients - 1}")
-    state = ClientState(cfg, index, _new_secret(), _new_secret(), neighbour_sets(cfg)[index])
-    return state, {"c_pk": _public(state.c_sk), "s_pk": _public(state.s_sk)}
+    check_setup(cfg, roster, index, identity.party, policy or ClientPolicy(), peer=peer)
+    digest = _digest(cfg, roster)
+    c_sk, s_sk = _new_secret(), _new_secret()
+    state = ClientState(
+        cfg,
+        index,
+        c_sk,
+        s_sk,
+        neighbour_sets(cfg)[index],
+        identity,
+        identity.verifier(),
+        tuple(roster),
+        digest,
+    )
+    c_pk, s_pk = _public(c_sk), _public(s_sk)
+    sig = identity.sign(_keys_statement(digest, index, c_pk, s_pk))
+    return state, {"c_pk": c_pk, "s_pk": s_pk, "cert": identity.cert_pem, "sig": sig}
 
 
 def _check_quorum(count: int, cfg: SecAggConfig, what: str) -> None:
@@ -433,6 +565,14 @@ def _check_quorum(count: int, cfg: SecAggConfig, what: str) -> None:
             f"secure aggregation round {cfg.round_id}: only {count} {what}, below the threshold "
             f"{cfg.threshold}; the round is abandoned and nothing about any input is revealed"
         )
+
+
+def _expect_blobs(value: Wire, count: int, *, peer: str, tag: str) -> list[bytes]:
+    """A list of `count` byte strings (certificates, signatures) of at most 8 KiB each."""
+    items = codec.expect_type(value, list, peer=peer, tag=tag)
+    if len(items) != count or not all(isinstance(b, bytes) and len(b) <= 8192 for b in items):
+        raise DecodeError(f"message {tag!r} from {peer!r}: expected {count} byte strings", peer=peer, tag=tag)
+    return [bytes(b) for b in items]
 
 
 def client_share_keys(state: ClientState, routed: Wire, *, peer: str = "server") -> dict[str, Any]:
@@ -448,6 +588,14 @@ def client_share_keys(state: ClientState, routed: Wire, *, peer: str = "server")
     if len(set(members)) != len(members) or not set(members) <= state.neighbours:
         raise DecodeError(
             f"message {tag!r} from {peer!r}: key list names clients outside my neighbours", peer=peer, tag=tag
+        )
+    certs = _expect_blobs(doc.get("certs"), len(members), peer=peer, tag=tag)
+    sigs = _expect_blobs(doc.get("sigs"), len(members), peer=peer, tag=tag)
+    for r, v in enumerate(members):
+        row = keys[r].tobytes()
+        statement = _keys_statement(state.digest, v, row[:32], row[32:])
+        state.verifier.verify(
+            certs[r], state.roster[v], sigs[r], statement, f"its round {state.cfg.round_id} keys"
         )
     state.advertised = frozenset(members)
     _check_quorum(len(members) + 1, state.cfg, f"of client {state.index}'s share holders advertised keys")
@@ -533,27 +681,89 @@ def client_masked_input(
     return y
 
 
-def client_unmask(state: ClientState, survivors: Wire, *, peer: str = "server") -> dict[str, Any]:
-    """Stage 4: open my sealed shares; reveal b-shares of survivors and s-shares of the dropped.
-
-    Never reveals both shares of one client: a survivor's pairwise seeds stay secret.
-    """
+def client_sign_survivors(state: ClientState, survivors: Wire, *, peer: str = "server") -> dict[str, Any]:
+    """ConsistencyCheck: check the survivor set U3 I am told, sign it (once per round): {"sig"}."""
     tag = "secagg/survivors"
     cfg = state.cfg
     u3 = codec.expect_array(survivors, peer=peer, tag=tag, dtype=np.int64, shape=(None,))
     alive = {int(u) for u in u3}
     if len(alive) != len(u3) or state.index not in alive or not alive <= set(range(cfg.n_clients)):
         raise DecodeError(f"message {tag!r} from {peer!r}: a malformed survivor list", peer=peer, tag=tag)
-    holders = state.u2 | {state.index}
-    _check_quorum(len(alive), cfg, "clients sent masked inputs")
-    b_idx, b_rows, s_idx, s_rows = [], [], [], []
+    if state.u3 is not None:
+        raise ProtocolError(
+            f"secagg round {cfg.round_id}: {peer!r} asked client {state.index} to sign a second survivor set"
+        )
     if state.own_shares is None:
         raise ProtocolError(f"secagg: client {state.index} reached unmasking without sharing its keys")
-    for v in sorted(holders):
+    _check_quorum(len(alive), cfg, "clients sent masked inputs")
+    strangers = sorted(alive & state.neighbours - state.u2)
+    if strangers:
+        raise ProtocolError(
+            f"secagg round {cfg.round_id}: {peer!r} lists survivors {strangers} "
+            f"that never shared keys with client {state.index}"
+        )
+    state.u3 = frozenset(alive)
+    return {"sig": state.identity.sign(_survivors_statement(state.digest, sorted(alive)))}
+
+
+def _check_signatures(state: ClientState, signed: Wire, peer: str) -> None:
+    """Verify the relayed survivor-set signatures of my share holders in U4.
+
+    At least t of them (me included), all survivors of my U3 among my neighbours, all over my U3:
+    then at least t of the holders that could reveal shares for my neighbours saw the same U3.
+    """
+    tag = "secagg/signatures"
+    cfg = state.cfg
+    if state.u3 is None:
+        raise ProtocolError(f"secagg: client {state.index} was asked to unmask before signing a survivor set")
+    doc = codec.expect_type(signed, dict, peer=peer, tag=tag)
+    idx = [
+        int(v)
+        for v in codec.expect_array(doc.get("index"), peer=peer, tag=tag, dtype=np.int64, shape=(None,))
+    ]
+    certs = _expect_blobs(doc.get("certs"), len(idx), peer=peer, tag=tag)
+    sigs = _expect_blobs(doc.get("sigs"), len(idx), peer=peer, tag=tag)
+    u4 = set(idx)
+    if (
+        len(u4) != len(idx)
+        or state.index not in u4
+        or not u4 <= state.u3 & (state.neighbours | {state.index})
+    ):
+        raise ProtocolError(
+            f"secagg round {cfg.round_id}: {peer!r} relayed signers {sorted(u4)} that are not within the "
+            f"survivor set {sorted(state.u3)} it showed client {state.index}"
+        )
+    _check_quorum(len(u4), cfg, "clients signed the survivor set")
+    statement = _survivors_statement(state.digest, sorted(state.u3))
+    for v, cert, sig in zip(idx, certs, sigs, strict=True):
+        if v != state.index:
+            state.verifier.verify(
+                cert, state.roster[v], sig, statement, f"the survivor set of round {cfg.round_id}"
+            )
+
+
+def client_unmask(state: ClientState, signed: Wire, *, peer: str = "server") -> dict[str, Any]:
+    """Stage 4: on U4's signatures over my U3, reveal b-shares of U3 and s-shares of U2 - U3.
+
+    Never reveals both shares of one client (one answer per round, from the one U3 I signed): a
+    survivor's pairwise seeds stay secret.
+    """
+    _check_signatures(state, signed, peer)
+    if state.revealed:
+        raise ProtocolError(
+            f"secagg round {state.cfg.round_id}: {peer!r} asked client {state.index} to unmask twice"
+        )
+    state.revealed = True
+    alive = state.u3 or frozenset()
+    b_idx, b_rows, s_idx, s_rows = [], [], [], []
+    own = state.own_shares
+    if own is None:
+        raise ProtocolError(f"secagg: client {state.index} reached unmasking without sharing its keys")
+    for v in sorted(state.u2 | {state.index}):
         if v == state.index:
-            s_share, b_share = state.own_shares
+            s_share, b_share = own
         else:
-            s_share, b_share = _open(state.enc_keys[v], state.sealed[v], v, state.index, cfg)
+            s_share, b_share = _open(state.enc_keys[v], state.sealed[v], v, state.index, state.cfg)
         if v in alive:
             b_idx.append(v)
             b_rows.append(b_share)
@@ -578,8 +788,11 @@ class ServerState:
     cfg: SecAggConfig
     neighbours: list[frozenset[int]]
     keys: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
+    proofs: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)  # (certificate, key signature)
     u2: frozenset[int] = frozenset()
     u3: frozenset[int] = frozenset()
+    u4: frozenset[int] = frozenset()  # clients that signed the survivor set
+    certs: dict[int, bytes] = field(default_factory=dict)
     total: npt.NDArray[np.unsignedinteger[Any]] | None = None  # sum of U3's masked inputs, in words
 
 
@@ -596,7 +809,15 @@ def server_collect_keys(
             raise DecodeError(
                 f"message {tag!r} from client {u}: public keys must be 32 bytes each", peer=str(u), tag=tag
             )
+        cert, sig = doc.get("cert"), doc.get("sig")
+        if not (isinstance(cert, bytes) and isinstance(sig, bytes) and len(cert) <= 8192 and len(sig) <= 512):
+            raise DecodeError(
+                f"message {tag!r} from client {u}: a certificate and a key signature are required",
+                peer=str(u),
+                tag=tag,
+            )
         state.keys[u] = (c_pk, s_pk)
+        state.proofs[u] = (cert, sig)
     _check_quorum(len(state.keys), cfg, "clients advertised keys")
     out: dict[int, dict[str, Any]] = {}
     for u in state.keys:
@@ -604,7 +825,12 @@ def server_collect_keys(
         keys = np.zeros((len(members), 64), dtype=np.uint8)
         for r, v in enumerate(members):
             keys[r] = np.frombuffer(state.keys[v][0] + state.keys[v][1], dtype=np.uint8)
-        out[u] = {"index": np.asarray(members, dtype=np.int64), "keys": keys}
+        out[u] = {
+            "index": np.asarray(members, dtype=np.int64),
+            "keys": keys,
+            "certs": [state.proofs[v][0] for v in members],
+            "sigs": [state.proofs[v][1] for v in members],
+        }
     return state, out
 
 
@@ -662,6 +888,31 @@ def server_collect_masked(state: ServerState, replies: Mapping[int, Wire]) -> np
     return np.asarray(sorted(state.u3), dtype=np.int64)
 
 
+def server_collect_signatures(state: ServerState, replies: Mapping[int, Wire]) -> dict[int, dict[str, Any]]:
+    """ConsistencyCheck at the server: for each signer in U4, the signatures of its neighbours in U4."""
+    sigs: dict[int, bytes] = {}
+    for u in sorted(replies):
+        tag, peer = "secagg/consistency", f"client {u}"
+        if u not in state.u3:
+            raise DecodeError(f"message {tag!r} from {peer}: it is not a survivor", peer=peer, tag=tag)
+        doc = codec.expect_type(replies[u], dict, peer=peer, tag=tag)
+        sig = doc.get("sig")
+        if not isinstance(sig, bytes) or len(sig) > 512:
+            raise DecodeError(f"message {tag!r} from {peer}: a signature is required", peer=peer, tag=tag)
+        sigs[u] = sig
+    state.u4 = frozenset(sigs)
+    _check_quorum(len(state.u4), state.cfg, "clients signed the survivor set")
+    out: dict[int, dict[str, Any]] = {}
+    for u in sorted(state.u4):
+        members = sorted((state.neighbours[u] | {u}) & state.u4)
+        out[u] = {
+            "index": np.asarray(members, dtype=np.int64),
+            "certs": [state.proofs[v][0] for v in members],
+            "sigs": [sigs[v] for v in members],
+        }
+    return out
+
+
 def _collect_shares(
     state: ServerState, replies: Mapping[int, Wire], which: str
 ) -> dict[int, list[tuple[int, Shares]]]:
@@ -669,6 +920,10 @@ def _collect_shares(
     found: dict[int, list[tuple[int, Shares]]] = {}
     for holder, msg in replies.items():
         tag, peer = "secagg/unmask", f"client {holder}"
+        if holder not in state.u4:
+            raise DecodeError(
+                f"message {tag!r} from {peer}: it did not sign the survivor set", peer=peer, tag=tag
+            )
         doc = codec.expect_type(msg, dict, peer=peer, tag=tag)
         idx = codec.expect_array(doc.get(f"{which}_index"), peer=peer, tag=tag, dtype=np.int64, shape=(None,))
         rows = codec.expect_array(
@@ -783,7 +1038,7 @@ def run_secagg_server(
         raise ConfigError(f"secagg: {len(clients)} clients for a round configured for {cfg.n_clients}")
     everyone = dict(enumerate(clients))
     for index, party in everyone.items():
-        link.send(party, "secagg/setup", {"config": cfg.to_wire(), "index": index})
+        link.send(party, "secagg/setup", {"config": cfg.to_wire(), "index": index, "roster": list(clients)})
 
     def stage(members: Mapping[int, PartyId], tag: str) -> dict[int, Wire]:
         return _gather(link, members, tag, time.monotonic() + stage_timeout)
@@ -798,7 +1053,12 @@ def run_secagg_server(
     u3_list = server_collect_masked(state, stage({i: everyone[i] for i in sorted(state.u2)}, "secagg/masked"))
     for u in u3_list:
         link.send(everyone[int(u)], "secagg/survivors", u3_list)
-    unmask = stage({int(i): everyone[int(i)] for i in u3_list}, "secagg/unmask")
+    signed = server_collect_signatures(
+        state, stage({int(i): everyone[int(i)] for i in u3_list}, "secagg/consistency")
+    )
+    for u, msg in signed.items():
+        link.send(everyone[u], "secagg/signatures", msg)
+    unmask = stage({i: everyone[i] for i in sorted(state.u4)}, "secagg/unmask")
     total = server_unmask(state, unmask)
     dropped = {
         "advertise": tuple(everyone[i] for i in sorted(state.keys.keys() - state.u2)),
@@ -809,27 +1069,44 @@ def run_secagg_server(
     return SecAggResult(total, tuple(everyone[int(i)] for i in u3_list), dropped)
 
 
+def _recv_setup(link: Link, server: PartyId) -> tuple[SecAggConfig, int, list[str]]:
+    """The server's setup message: the round's configuration, my index and the roster."""
+    setup = codec.expect_type(link.recv(server, "secagg/setup"), dict, peer=server, tag="secagg/setup")
+    cfg = SecAggConfig.from_wire(setup.get("config"), peer=server, tag="secagg/setup")
+    index = codec.expect_type(setup.get("index"), int, peer=server, tag="secagg/setup")
+    roster = codec.expect_type(setup.get("roster"), list, peer=server, tag="secagg/setup")
+    if not all(isinstance(name, str) for name in roster):
+        raise DecodeError(
+            f"message 'secagg/setup' from {server!r}: roster names must be strings",
+            peer=server,
+            tag="secagg/setup",
+        )
+    return cfg, index, roster
+
+
 def run_secagg_client(
     link: Link,
     server: PartyId,
     x: npt.NDArray[np.unsignedinteger[Any]],
     *,
+    identity: Identity,
+    policy: ClientPolicy | None = None,
     drop_after: str | None = None,
     overwrite: bool = False,
 ) -> bool:
     """Run one round as a client: mask `x` and help unmask. Returns False if this client dropped.
 
     Args:
+        identity: this client's certificate and key (signs its keys and the survivor set).
+        policy: what the job fixes; a setup that departs from it fails with ProtocolError.
         overwrite: `x` may be masked in place (see `client_masked_input`).
         drop_after: test/simulation knob: "advertise", "share" or "masked" makes the client leave
             right after that stage (it sends an empty message where its next one was due).
     """
     if drop_after is not None and drop_after not in DROP_STAGES:
         raise ConfigError(f"secagg drop stage must be one of {', '.join(DROP_STAGES)}, got {drop_after!r}")
-    setup = codec.expect_type(link.recv(server, "secagg/setup"), dict, peer=server, tag="secagg/setup")
-    cfg = SecAggConfig.from_wire(setup.get("config"), peer=server, tag="secagg/setup")
-    index = codec.expect_type(setup.get("index"), int, peer=server, tag="secagg/setup")
-    state, keys_msg = client_advertise(cfg, index)
+    cfg, index, roster = _recv_setup(link, server)
+    state, keys_msg = client_advertise(cfg, index, identity, roster, policy, peer=server)
     link.send(server, "secagg/keys", keys_msg)
     if drop_after == "advertise":
         link.send(server, "secagg/shares", None)
@@ -847,9 +1124,11 @@ def run_secagg_client(
     )
     link.send(server, "secagg/masked", y)
     if drop_after == "masked":
-        link.send(server, "secagg/unmask", None)
+        link.send(server, "secagg/consistency", None)
         return False
+    sig = client_sign_survivors(state, link.recv(server, "secagg/survivors"), peer=server)
+    link.send(server, "secagg/consistency", sig)
     link.send(
-        server, "secagg/unmask", client_unmask(state, link.recv(server, "secagg/survivors"), peer=server)
+        server, "secagg/unmask", client_unmask(state, link.recv(server, "secagg/signatures"), peer=server)
     )
     return True

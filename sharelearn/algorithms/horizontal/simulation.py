@@ -34,6 +34,7 @@ from sharelearn.algorithms.horizontal.fedavg import (
     infer_spec,
     secagg_config,
 )
+from sharelearn.algorithms.horizontal.identity import Identity, ephemeral_identities
 from sharelearn.algorithms.package import publish_model
 from sharelearn.core.errors import ConfigError
 from sharelearn.core.types import F64Array
@@ -53,9 +54,16 @@ class ClientPool:
     """
 
     def __init__(
-        self, clients: Mapping[str, Dataset], params: FedAvgParams, n_total: int, own_process: bool = False
+        self,
+        clients: Mapping[str, Dataset],
+        params: FedAvgParams,
+        n_total: int,
+        own_process: bool = False,
+        *,
+        identities: Mapping[str, Identity] | None = None,
     ) -> None:
         self.params = params
+        self.identities = dict(identities or {})
         self.freeze_pending = own_process
         self.n_total = n_total
         self.trainers = {name: ClientTrainer(name, data, params) for name, data in clients.items()}
@@ -116,9 +124,14 @@ class ClientPool:
 
     def sa_advertise(self, cfg: secagg.SecAggConfig, indices: Mapping[str, int]) -> dict[int, Any]:
         self.sa, self.index, out = {}, {}, {}
+        roster = sorted(indices, key=indices.__getitem__)
+        policy = secagg.ClientPolicy(
+            expected=lambda n: secagg_config(self.params, n, cfg.length, cfg.round_id),
+            clients=None,  # the roster is checked against the simulation CA's certificates
+        )
         for name, i in indices.items():
             if name in self.trainers:
-                self.sa[name], out[i] = secagg.client_advertise(cfg, i)
+                self.sa[name], out[i] = secagg.client_advertise(cfg, i, self.identities[name], roster, policy)
                 self.index[i] = name
         return out
 
@@ -143,10 +156,15 @@ class ClientPool:
             for i, n in self._alive(routed, "share")
         }
 
-    def sa_unmask(self, survivors: np.ndarray) -> dict[int, Any]:
+    def sa_sign(self, survivors: np.ndarray) -> dict[int, Any]:
         alive = {int(u) for u in survivors}
         members = {i: survivors for i in self.index if i in alive}
-        out = {i: secagg.client_unmask(self.sa[n], members[i]) for i, n in self._alive(members, "masked")}
+        return {
+            i: secagg.client_sign_survivors(self.sa[n], members[i]) for i, n in self._alive(members, "masked")
+        }
+
+    def sa_unmask(self, signed: Mapping[int, Any]) -> dict[int, Any]:
+        out = {i: secagg.client_unmask(self.sa[n], signed[i]) for i, n in self.index.items() if i in signed}
         self._round_done()
         return out
 
@@ -186,8 +204,10 @@ def _start_pools(
     names = list(clients)
     n_workers = min(params.ray_actors, len(names)) if compute == "ray" else 1
     groups = [names[k::n_workers] for k in range(n_workers)]
+    # One throwaway CA for the simulated clients: they sign their keys and survivor sets with it.
+    ids = ephemeral_identities(names) if params.secure_aggregation else {}
     if compute != "ray":
-        return _Workers([ClientPool(clients, params, len(names))], False), lambda: None
+        return _Workers([ClientPool(clients, params, len(names), identities=ids)], False), lambda: None
     import ray
 
     started = False
@@ -196,7 +216,14 @@ def _start_pools(
         started = True
     actor = ray.remote(num_cpus=params.ray_cpus / n_workers)(ClientPool)
     pools: list[Any] = [
-        actor.remote({n: clients[n] for n in g}, params, len(names), own_process=True) for g in groups
+        actor.remote(
+            {n: clients[n] for n in g},
+            params,
+            len(names),
+            identities={n: ids[n] for n in g if n in ids},
+            own_process=True,
+        )
+        for g in groups
     ]
 
     def stop() -> None:
@@ -289,7 +316,8 @@ def _secagg_round(
     state, routed = secagg.server_collect_keys(cfg, workers.call("sa_advertise", cfg, indices))
     inboxes = secagg.server_route_shares(state, workers.call("sa_share", routed))
     survivors = secagg.server_collect_masked(state, workers.call("sa_masked", inboxes, weights, r))
-    total = secagg.server_unmask(state, workers.call("sa_unmask", survivors))
+    signed = secagg.server_collect_signatures(state, workers.call("sa_sign", survivors))
+    total = secagg.server_unmask(state, workers.call("sa_unmask", signed))
     values = secagg.dequantize(total, frac_bits=params.secagg_frac_bits, modulus_bits=cfg.modulus_bits)
     return values, len(chosen) - len(survivors)
 
