@@ -1,8 +1,10 @@
-"""Data envelopes (SMLE1): a party's table encrypted so that only attested enclaves open it.
+"""Data envelopes (SMLE2): a party's table encrypted so that only attested enclaves open it.
 
-    file   = "SMLE1\\0" ‖ u32 len ‖ header (canonical JSON) ‖ u32 len ‖ kem ‖ { u32 len ‖ chunk }*
+    file   = "SMLE2\\0" ‖ u32 len ‖ header (canonical JSON) ‖ u32 len ‖ sig ‖ u32 len ‖ kem
+             ‖ { u32 len ‖ chunk }*
     H      = SHA-256(header)
-    kem    = HPKE-Seal(ingest_pk, info = "SMLE1" ‖ H, DEK)      RFC 9180 base mode,
+    sig    = Ed25519(owner key, "SML-ENVELOPE-OWNER-v1" ‖ H)   the owner's signature
+    kem    = HPKE-Seal(ingest_pk, info = "SMLE2" ‖ H, DEK)      RFC 9180 base mode,
              X25519 / HKDF-SHA256 / AES-256-GCM (`cryptography.hazmat.primitives.hpke`)
     chunk_i = AES-256-GCM(DEK, nonce = prefix7 ‖ u32 i ‖ u8 last, aad = H ‖ u32 i ‖ u8 last, rows_i)
 
@@ -11,6 +13,15 @@ allowed operations, the cluster/epoch of the ingest key and an expiry; it is bou
 `info` and into every chunk's AAD, so changing any header byte (e.g. adding an audience entry),
 swapping headers between datasets, reordering, dropping, duplicating or truncating chunks all fail
 authentication (`CryptoError`). STREAM-style nonces (index + last flag) detect truncation.
+
+Owner authentication: the header lists the job's data parties with their envelope-signing keys
+(`parties`, exchanged over the job's mTLS links before upload, so each key is certified by the
+party's job certificate) and is signed by the owner's key. The reader refuses an unsigned
+envelope or one whose signature does not verify under `parties[owner]`; `check_parties` (run
+inside the enclave over all envelopes of a job) refuses envelopes whose party lists disagree, an
+owner with two envelopes, or a listed party without one. A forger who can attest the cluster and
+writes an envelope claiming `owner: bank` with its own key is caught: the other parties'
+envelopes, signed by them, list bank's real key.
 
 The tool side (`write_envelope`) runs at the data owner after attesting the target cluster
 (`keys.verify_statement`); the enclave side (`EnvelopeReader`) checks its own identity is in the
@@ -30,15 +41,16 @@ import json
 import os
 import struct
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hpke
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -53,12 +65,14 @@ __all__ = [
     "EnvelopeHeader",
     "EnvelopeReader",
     "Rows",
+    "check_parties",
     "open_url",
     "rows_of",
     "write_envelope",
 ]
 
-ENVELOPE_MAGIC = b"SMLE1\0"
+ENVELOPE_MAGIC = b"SMLE2\0"
+_OWNER_CTX = b"SML-ENVELOPE-OWNER-v1"
 HPKE_SUITE_NAME = "HPKE-base X25519/HKDF-SHA256/AES-256-GCM"
 _SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
 MAX_HEADER = 1 << 20
@@ -134,11 +148,12 @@ class EnvelopeHeader:
     created: int
     not_after: int
     nonce_prefix: str
-    owner_sig_pk: str = ""  # Ed25519 key (hex) that signs the owner's requests (e.g. for scores)
+    owner_sig_pk: str = ""  # the owner's Ed25519 key (hex): signs this envelope and its requests
+    parties: tuple[tuple[str, str], ...] = ()  # the job's data owners and their keys, sorted
 
     def to_bytes(self) -> bytes:
         obj = {
-            "fmt": "SMLE1",
+            "fmt": "SMLE2",
             "suite": HPKE_SUITE_NAME,
             "dataset": self.dataset,
             "owner": self.owner,
@@ -153,6 +168,7 @@ class EnvelopeHeader:
             "not_after": self.not_after,
             "nonce_prefix": self.nonce_prefix,
             "owner_sig_pk": self.owner_sig_pk,
+            "parties": [list(p) for p in self.parties],
         }
         return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
@@ -160,10 +176,11 @@ class EnvelopeHeader:
     def from_bytes(cls, raw: bytes) -> EnvelopeHeader:
         try:
             obj = json.loads(raw)
-            if obj.pop("fmt") != "SMLE1" or obj.pop("suite") != HPKE_SUITE_NAME:
+            if obj.pop("fmt") != "SMLE2" or obj.pop("suite") != HPKE_SUITE_NAME:
                 raise ValueError("unknown format or suite")
             obj["audience"], obj["allowed_ops"] = tuple(obj["audience"]), tuple(obj["allowed_ops"])
             obj["features"] = tuple(obj["features"])
+            obj["parties"] = tuple((str(n), str(k)) for n, k in obj["parties"])
             header = cls(**obj)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise DecodeError(f"envelope header is malformed: {exc}") from exc
@@ -196,15 +213,23 @@ def write_envelope(
     allowed_ops: Sequence[str],
     audience: Sequence[bytes] | None = None,
     ttl_s: int = 7 * 24 * 3600,
-    owner_sig_pk: bytes = b"",
+    owner_key: Ed25519PrivateKey | None = None,
+    parties: Mapping[str, bytes] | None = None,
 ) -> EnvelopeHeader:
-    """Encrypt row blocks to an *attested* cluster key and stream them to `url`.
+    """Encrypt row blocks to an *attested* cluster key, sign the header, stream them to `url`.
 
     `audience` defaults to the attested enclave's own MRENCLAVE. The DEK is random per envelope
-    and leaves this process only HPKE-wrapped to `target.ingest_pk`.
+    and leaves this process only HPKE-wrapped to `target.ingest_pk`. `owner_key` signs the header
+    (a fresh key when None: a single-owner envelope); `parties` maps every data owner of the job
+    to its Ed25519 public key (default: just this owner) and must give `owner` this key.
     """
     if not allowed_ops:
         raise ConfigError(f"envelope {dataset!r}: allowed_ops must not be empty")
+    owner_key = owner_key or Ed25519PrivateKey.generate()
+    own_pk = owner_key.public_key().public_bytes_raw()
+    listed = dict(parties) if parties is not None else {owner: own_pk}
+    if listed.get(owner) != own_pk:
+        raise ConfigError(f"envelope {dataset!r}: parties must list owner {owner!r} with the signing key")
     audience = [target.evidence.mrenclave] if audience is None else list(audience)
     if not audience or any(len(m) != 32 for m in audience):
         raise ConfigError(f"envelope {dataset!r}: audience must be a non-empty list of 32-byte MRENCLAVEs")
@@ -223,15 +248,18 @@ def write_envelope(
         created=now,
         not_after=now + ttl_s,
         nonce_prefix=prefix.hex(),
-        owner_sig_pk=owner_sig_pk.hex(),
+        owner_sig_pk=own_pk.hex(),
+        parties=tuple(sorted((str(n), bytes(k).hex()) for n, k in listed.items())),
     )
     raw = header.to_bytes()
     h = hashlib.sha256(raw).digest()
+    sig = owner_key.sign(_OWNER_CTX + h)
     dek = AESGCM.generate_key(bit_length=256)
-    kem = _SUITE.encrypt(dek, target.public_key, info=b"SMLE1" + h)
+    kem = _SUITE.encrypt(dek, target.public_key, info=b"SMLE2" + h)
     aead = AESGCM(dek)
     with open_url(url, "wb") as fh:
-        fh.write(ENVELOPE_MAGIC + struct.pack(">I", len(raw)) + raw + struct.pack(">I", len(kem)) + kem)
+        fh.write(ENVELOPE_MAGIC + struct.pack(">I", len(raw)) + raw + struct.pack(">I", len(sig)) + sig)
+        fh.write(struct.pack(">I", len(kem)) + kem)
         index, pending = 0, None
         for block in blocks:
             if pending is not None:
@@ -282,19 +310,18 @@ class EnvelopeReader:
         self.url = str(url)
         with open_url(url, "rb") as fh:
             if _read_exact(fh, len(ENVELOPE_MAGIC), "magic") != ENVELOPE_MAGIC:
-                raise DecodeError(f"{self.url}: not an SMLE1 envelope")
+                raise DecodeError(f"{self.url}: not an SMLE2 envelope")
             (hlen,) = struct.unpack(">I", _read_exact(fh, 4, "header length"))
             if hlen > MAX_HEADER:
                 raise DecodeError(f"{self.url}: header of {hlen} bytes is too large")
             self._raw = _read_exact(fh, hlen, "header")
-            (klen,) = struct.unpack(">I", _read_exact(fh, 4, "kem length"))
-            if klen > 4096:
-                raise DecodeError(f"{self.url}: kem of {klen} bytes is too large")
-            kem = _read_exact(fh, klen, "kem")
-            self._offset = len(ENVELOPE_MAGIC) + 8 + hlen + klen
+            sig = _read_exact(fh, _small_len(fh, self.url, "signature"), "signature")
+            kem = _read_exact(fh, _small_len(fh, self.url, "kem"), "kem")
+            self._offset = len(ENVELOPE_MAGIC) + 12 + hlen + len(sig) + len(kem)
         self.header = EnvelopeHeader.from_bytes(self._raw)
         hdr = self.header
         where = f"envelope {hdr.dataset!r} ({self.url})"
+        _check_owner_signature(hdr, hashlib.sha256(self._raw).digest(), sig, where)
         if not any(hmac.compare_digest(identity.mrenclave.hex(), a) for a in hdr.audience):
             raise AttestationError(
                 f"{where}: this enclave (MRENCLAVE {identity.mrenclave.hex()[:16]}…) is not in its audience"
@@ -310,7 +337,7 @@ class EnvelopeReader:
             )
         self._h = hashlib.sha256(self._raw).digest()
         try:
-            self._dek = _SUITE.decrypt(kem, key, info=b"SMLE1" + self._h)
+            self._dek = _SUITE.decrypt(kem, key, info=b"SMLE2" + self._h)
         except (InvalidTag, ValueError) as exc:
             raise CryptoError(
                 f"{where}: cannot unwrap the data key (other cluster key or tampered header)"
@@ -356,6 +383,55 @@ class EnvelopeReader:
             f"envelope {self.header.dataset!r}: chunk {index} failed authentication "
             "(tampered, reordered, duplicated or from another envelope)"
         )
+
+
+def _small_len(fh: IO[bytes], url: str, what: str) -> int:
+    (n,) = struct.unpack(">I", _read_exact(fh, 4, f"{what} length"))
+    if n > 4096:
+        raise DecodeError(f"{url}: {what} of {n} bytes is too large")
+    return int(n)
+
+
+def _check_owner_signature(hdr: EnvelopeHeader, h: bytes, sig: bytes, where: str) -> None:
+    """The header must be signed by the key its party list gives its owner."""
+    listed = dict(hdr.parties)
+    if len(listed) != len(hdr.parties):
+        raise AttestationError(f"{where}: its party list names a party twice")
+    key_hex = listed.get(hdr.owner)
+    if key_hex is None or key_hex != hdr.owner_sig_pk:
+        raise AttestationError(f"{where}: owner {hdr.owner!r} is not listed with its signing key")
+    try:
+        Ed25519PublicKey.from_public_bytes(bytes.fromhex(key_hex)).verify(sig, _OWNER_CTX + h)
+    except (InvalidSignature, ValueError) as exc:
+        raise AttestationError(
+            f"{where}: not signed by owner {hdr.owner!r}'s key (forged or tampered envelope)"
+        ) from exc
+
+
+def check_parties(headers: Sequence[EnvelopeHeader]) -> dict[str, str]:
+    """Inside the enclave: the envelopes of one job agree on its parties; one envelope per party.
+
+    Returns owner -> Ed25519 key (hex). Refuses envelopes whose party lists differ (a forger's
+    envelope lists its own key for the owner it impersonates; the genuine owners' do not), an
+    owner with two envelopes, or a listed party whose envelope is missing.
+    """
+    if not headers:
+        raise ConfigError("no envelopes to train on")
+    lists = {h.parties for h in headers}
+    if len(lists) != 1:
+        who = sorted({f"{h.dataset} (owner {h.owner!r})" for h in headers})
+        raise AttestationError(
+            f"envelopes {who} disagree on the job's parties and their keys: one of them is forged"
+        )
+    parties = dict(headers[0].parties)
+    owners = [h.owner for h in headers]
+    twice = sorted({o for o in owners if owners.count(o) > 1})
+    if twice:
+        raise AttestationError(f"owner(s) {twice} have more than one envelope in this job")
+    missing = sorted(set(parties) - set(owners))
+    if missing:
+        raise AttestationError(f"no envelope from listed party(ies) {missing}")
+    return parties
 
 
 def rows_of(ids: Sequence[str], x: np.ndarray, y: np.ndarray | None, chunk_rows: int) -> Iterator[Rows]:

@@ -116,3 +116,46 @@ def test_tee_block_points_the_job_at_a_running_cluster(tmp_path: Path) -> None:
     finally:
         for proc in reversed(procs):
             stop_service(proc)
+
+
+def test_partial_overlap_is_inner_joined_in_the_enclave_with_a_relative_report_dir(tmp_path: Path) -> None:
+    """Each party has rows the other lacks; the enclave trains on the inner join and says its size."""
+    from sklearn.datasets import load_breast_cancer
+
+    x, y = load_breast_cancer(return_X_y=True)
+    ids = [f"p{i}" for i in range(len(y))]
+    cols = [f"f{k}" for k in range(x.shape[1])]
+    guest_rows, host_rows = range(0, 450), range(100, len(y))  # 350 rows in common
+
+    def write(name: str, rows: range, feats: range, label: bool) -> None:
+        head = ["id", *(cols[k] for k in feats), *(["y"] if label else [])]
+        lines = [",".join(head)]
+        for i in rows:
+            vals = [ids[i], *(repr(float(x[i, k])) for k in feats), *([str(int(y[i]))] if label else [])]
+            lines.append(",".join(vals))
+        (tmp_path / f"{name}.csv").write_text("\n".join(lines) + "\n")
+
+    write("bank", guest_rows, range(0, 15), True)
+    write("shop", host_rows, range(15, 30), False)
+    job = tmp_path / "partial.yaml"
+    job.write_text(
+        "job: tee-partial\nengine: tee\ntimeout_s: 240\nparties:\n"
+        "  bank: {role: guest, data: {path: bank.csv, id: id, label: y}}\n"
+        "  shop: {role: host, data: {path: shop.csv, id: id}}\n"
+        "steps:\n  - tee_upload: {chunk_rows: 64}\n"
+        "  - tee_train: {model: lr, memory_cap_mb: 1}\n  - evaluate: {plots: false}\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "sharelearn", "run", "partial.yaml", "--json", "--report-dir", "reports"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    steps = json.loads(proc.stdout)["steps"]
+    train, evaluate = steps["tee_train"], steps["evaluate"]
+    assert train["joined_rows"] == train["rows"] == 350
+    assert train["party_rows"] == {"bank": 450, "shop": 469}
+    assert evaluate["rows"] == 350 and evaluate["auc"] > 0.95  # scored on the joined rows only
+    assert (tmp_path / "reports").is_dir()

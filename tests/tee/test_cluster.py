@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from sharelearn.algorithms.tee.service import HPKE_SUITE, sign_upgrade
+from sharelearn.algorithms.tee.service import HPKE_SUITE, predict_digest, sign_upgrade
 from sharelearn.core.codec import decode, encode
 from sharelearn.core.errors import ProtocolError
 from sharelearn.tee.cluster import TeeClient, call_endpoint
@@ -89,6 +89,8 @@ def _train(client: TeeClient, ep: str, iid: str, tmp: Path) -> tuple[str, bytes,
     xa, xb = rng.normal(size=(n, 3)), rng.normal(size=(n, 2))
     y = ((xa[:, 0] - xb[:, 1]) > 0).astype(float)
     key = client.attest(ep, iid)
+    signers = {"bank": _BANK, "shop": Ed25519PrivateKey.generate()}
+    parties = {name: k.public_key().public_bytes_raw() for name, k in signers.items()}
     for name, x, lab in (("bank", xa, y), ("shop", xb, None)):
         write_envelope(
             tmp / f"{name}.smle",
@@ -99,6 +101,8 @@ def _train(client: TeeClient, ep: str, iid: str, tmp: Path) -> tuple[str, bytes,
             features=tuple(f"{name}{k}" for k in range(x.shape[1])),
             label=None if lab is None else "y",
             allowed_ops=["tee_train"],
+            owner_key=signers[name],
+            parties=parties,
         )
     out: Any = call_endpoint(
         ep,
@@ -117,14 +121,27 @@ def _train(client: TeeClient, ep: str, iid: str, tmp: Path) -> tuple[str, bytes,
     return str(out["model_id"]), bytes(out["model"]), np.hstack([xa, xb])
 
 
+_BANK = Ed25519PrivateKey.generate()  # the label holder's envelope key: the model's authorised client
+
+
+def _request(model_id: str, x: np.ndarray, resp_pk: bytes) -> bytes:
+    """A predict request signed by the label holder (the model answers only its clients)."""
+    req: dict[str, Any] = {
+        "model_id": model_id,
+        "x": x,
+        "resp_pk": resp_pk,
+        "client_pk": _BANK.public_key().public_bytes_raw().hex(),
+    }
+    req["sig"] = _BANK.sign(predict_digest(model_id, req))
+    return encode(req)
+
+
 def _predict(client: TeeClient, model_id: str, x: np.ndarray) -> tuple[float, str]:
     resp = X25519PrivateKey.generate()
     resp_pk = x25519_public(resp)
 
     def make(key: AttestedClusterKey) -> bytes:
-        return HPKE_SUITE.encrypt(
-            encode({"model_id": model_id, "x": x, "resp_pk": resp_pk}), key.public_key, info=b"sml-predict"
-        )
+        return HPKE_SUITE.encrypt(_request(model_id, x, resp_pk), key.public_key, info=b"sml-predict")
 
     ct, fpr = client.call("predict", make)
     assert isinstance(ct, bytes)
@@ -205,7 +222,7 @@ def test_failover_scale_out_and_rolling_upgrade_across_processes(cluster: dict[s
     assert isinstance(new_iid, str)
     assert client.attest(ep, new_iid).fingerprint == v1_fpr
     resp = X25519PrivateKey.generate()
-    request = encode({"model_id": model_id, "x": x[:1], "resp_pk": x25519_public(resp)})
+    request = _request(model_id, x[:1], x25519_public(resp))
     ct = HPKE_SUITE.encrypt(request, client.attest(ep, new_iid).public_key, info=b"sml-predict")
     answer = call_endpoint(ep, {"op": "call", "instance": new_iid, "method": "predict", "arg": ct})
     assert isinstance(answer, bytes)

@@ -6,10 +6,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sharelearn.core.errors import AttestationError, CryptoError
 from sharelearn.tee.backend import EnclaveIdentity
-from sharelearn.tee.envelope import ENVELOPE_MAGIC, EnvelopeReader, Rows, rows_of, write_envelope
+from sharelearn.tee.envelope import (
+    ENVELOPE_MAGIC,
+    EnvelopeHeader,
+    EnvelopeReader,
+    Rows,
+    check_parties,
+    rows_of,
+    write_envelope,
+)
 from sharelearn.tee.keys import AttestedClusterKey, ClusterKeys, make_statement, verify_statement
 from sharelearn.tee.policy import AttestationPolicy, EnclaveIdentityRule
 from sharelearn.tee.simplatform import SimPlatform
@@ -64,8 +73,9 @@ def _chunks(path: Path) -> tuple[bytes, list[bytes]]:
     off = len(ENVELOPE_MAGIC)
     (hlen,) = struct.unpack_from(">I", raw, off)
     off += 4 + hlen
-    (klen,) = struct.unpack_from(">I", raw, off)
-    off += 4 + klen
+    for _ in ("signature", "kem"):
+        (n,) = struct.unpack_from(">I", raw, off)
+        off += 4 + n
     head, chunks = raw[:off], []
     while off < len(raw):
         (n,) = struct.unpack_from(">I", raw, off)
@@ -129,8 +139,8 @@ def test_header_edit_adding_an_audience_member_breaks_the_key_wrap(
     edited = raw.replace(ident.mrenclave.hex().encode(), intruder.mrenclave.hex().encode())
     (tmp_path / "f").write_bytes(edited)
 
-    with pytest.raises(CryptoError, match="cannot unwrap"):
-        _reader(tmp_path / "f", intruder, keys)
+    with pytest.raises(AttestationError, match="not signed by owner 'bank'"):
+        _reader(tmp_path / "f", intruder, keys)  # the owner's signature covers the header
 
 
 @pytest.mark.parametrize("attack", ["reorder", "drop_last", "duplicate", "truncate", "swap_header"])
@@ -187,3 +197,68 @@ def test_fsspec_urls_are_supported(platform: SimPlatform) -> None:
     )
     (block,) = list(_reader("memory://sml/bank.smle", ident, keys).blocks())  # type: ignore[arg-type]
     assert block.ids == ["a", "b"] and block.y is None
+
+
+def _signed(
+    path: Path,
+    target: AttestedClusterKey,
+    owner: str,
+    key: Ed25519PrivateKey,
+    parties: dict[str, bytes],
+    label: bool,
+) -> EnvelopeHeader:
+    ids, x, y = _table()
+    return write_envelope(
+        path,
+        rows_of(ids, x, y if label else None, 10),
+        target=target,
+        dataset=f"{owner}-data",
+        owner=owner,
+        features=("a", "b", "c"),
+        label="y" if label else None,
+        allowed_ops=["tee_train"],
+        owner_key=key,
+        parties=parties,
+    )
+
+
+def test_forger_who_attests_the_cluster_cannot_pass_an_envelope_off_as_the_banks(
+    tmp_path: Path, platform: SimPlatform
+) -> None:
+    """The adversary attests the cluster, writes `owner: bank` at bank's storage URL with its own key."""
+    ident, keys = _ident(), ClusterKeys.generate("train")
+    target = _attested(platform, ident, keys)
+    bank, shop, forger = (Ed25519PrivateKey.generate() for _ in range(3))
+    job = {"bank": bank.public_key().public_bytes_raw(), "shop": shop.public_key().public_bytes_raw()}
+    genuine_shop = _signed(tmp_path / "shop", target, "shop", shop, job, False)
+    genuine_bank = _signed(tmp_path / "bank", target, "bank", bank, job, True)
+    assert check_parties([genuine_bank, genuine_shop]) == {k: v.hex() for k, v in job.items()}
+
+    # (a) the forger lists its own key for bank: its envelope verifies alone, the job does not
+    lied = dict(job, bank=forger.public_key().public_bytes_raw())
+    forged = _signed(tmp_path / "forged", target, "bank", forger, lied, True)
+    assert _reader(tmp_path / "forged", ident, keys).header.owner == "bank"
+    with pytest.raises(AttestationError, match="disagree on the job's parties"):
+        check_parties([forged, genuine_shop])
+    # (b) the forger copies the genuine party list but signs with its own key
+    raw = (tmp_path / "forged").read_bytes()
+    good_head = (tmp_path / "bank").read_bytes()
+    spliced = good_head[: len(ENVELOPE_MAGIC) + 4 + struct.unpack_from(">I", good_head, 6)[0]]
+    rest = raw[len(ENVELOPE_MAGIC) + 4 + struct.unpack_from(">I", raw, 6)[0] :]
+    (tmp_path / "spliced").write_bytes(spliced + rest)
+    with pytest.raises(AttestationError, match="not signed by owner 'bank'"):
+        _reader(tmp_path / "spliced", ident, keys)
+    # (c) the header edited to name the forger's key is caught by the signature or the key wrap
+    edited = (
+        (tmp_path / "bank")
+        .read_bytes()
+        .replace(job["bank"].hex().encode(), forger.public_key().public_bytes_raw().hex().encode())
+    )
+    (tmp_path / "edited").write_bytes(edited)
+    with pytest.raises(AttestationError, match="not signed by owner 'bank'"):
+        _reader(tmp_path / "edited", ident, keys)
+    # (d) a second envelope for one owner, or a listed party's envelope missing, is refused
+    with pytest.raises(AttestationError, match="more than one envelope"):
+        check_parties([genuine_bank, genuine_bank, genuine_shop])
+    with pytest.raises(AttestationError, match="no envelope from listed"):
+        check_parties([genuine_bank])

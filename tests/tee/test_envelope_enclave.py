@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sharelearn.algorithms.tee.service import build_bundle
 from sharelearn.core.errors import ProtocolError
@@ -23,6 +24,8 @@ def _envelopes(tmp: Path, client: TeeClient, endpoint: str, iid: str) -> list[st
     xa, xb = rng.normal(size=(n, 3)), rng.normal(size=(n, 2))
     y = ((xa[:, 0] + xb[:, 1]) > 0).astype(float)
     target = client.attest(endpoint, iid)
+    bank, shop = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    job = {"bank": bank.public_key().public_bytes_raw(), "shop": shop.public_key().public_bytes_raw()}
     write_envelope(
         tmp / "a.smle",
         rows_of(ids, xa, y, 64),
@@ -32,6 +35,8 @@ def _envelopes(tmp: Path, client: TeeClient, endpoint: str, iid: str) -> list[st
         features=("a0", "a1", "a2"),
         label="y",
         allowed_ops=["tee_train"],
+        owner_key=bank,
+        parties=job,
     )
     order = rng.permutation(n)  # the other party's rows in another order: joined on ids in the enclave
     write_envelope(
@@ -43,6 +48,8 @@ def _envelopes(tmp: Path, client: TeeClient, endpoint: str, iid: str) -> list[st
         features=("b0", "b1"),
         label=None,
         allowed_ops=["tee_train"],
+        owner_key=shop,
+        parties=job,
     )
     return [str(tmp / "a.smle"), str(tmp / "b.smle")]
 

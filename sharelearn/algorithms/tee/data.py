@@ -5,7 +5,9 @@ holds is reserved against `memory_cap_mb`, and a reservation beyond the cap rais
 must stream. (It caps data buffers, not the interpreter: it is not a performance model of EPC
 paging, only a hard limit that forces external-memory algorithms.)
 
-`JoinedTable.build` joins feature-split tables without ever holding a whole table:
+`JoinedTable.build` inner-joins feature-split tables without ever holding a whole table (partial
+overlap is the normal case: rows without a match in every party are dropped, and the joined
+size and each party's size are reported):
 1. one streaming pass per envelope collects keyed 64-bit hashes of the ids (8 bytes/row) and
    intersects them; the common rows, sorted by hash, get row numbers;
 2. a second pass scatters each party's rows into per-block spill files;
@@ -160,6 +162,7 @@ class JoinedTable:
     parties: tuple[str, ...]
     widths: tuple[int, ...]
     positives: int = 0
+    party_rows: tuple[int, ...] = ()  # each party's rows before the join
 
     @property
     def n_rows(self) -> int:
@@ -178,7 +181,11 @@ class JoinedTable:
         *,
         block_rows: int = 0,
     ) -> JoinedTable:
-        """Join the envelopes' tables on ids (exactly one of them must carry the label)."""
+        """Inner-join the envelopes' tables on ids (exactly one of them must carry the label).
+
+        Rows of a party without a match in every other party are dropped; `n_rows` is the
+        joined size and `party_rows` each party's size before the join.
+        """
         labelled = [r for r in readers if r.has_label]
         if len(labelled) != 1:
             raise DataError(
@@ -189,64 +196,14 @@ class JoinedTable:
         features = tuple(f"{r.header.owner}.{f}" for r in readers for f in r.header.features)
         if block_rows <= 0:
             block_rows = block_rows_for(budget.cap, len(features))
-        common: np.ndarray | None = None
-        for r in readers:  # pass 1: ids only
-            hashes = [_hash_ids(b.ids, salt) for b in r.blocks()]
-            mine = np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)
-            budget.reserve(mine.nbytes, f"ids of {r.header.dataset}")
-            if np.unique(mine).shape[0] != mine.shape[0]:
-                raise DataError(f"dataset {r.header.dataset!r} of {r.header.owner!r} has duplicate ids")
-            before = 0 if common is None else common.nbytes
-            common = mine if common is None else np.intersect1d(common, mine, assume_unique=True)
-            budget.release(mine.nbytes + before - common.nbytes)
-        assert common is not None  # invariant: readers is non-empty (one labelled)
-        common = np.sort(common)
-        if common.shape[0] == 0:
-            raise DataError("the parties' datasets have no id in common")
+        common, sizes = _common_ids(readers, budget, salt)
         n_blocks = -(-common.shape[0] // block_rows)
-        for p, r in enumerate(readers):  # pass 2: scatter each party's rows into blocks
-            for b in r.blocks():
-                with budget.hold(
-                    b.x.nbytes + len(b.ids) * 16,
-                    f"an envelope chunk of {r.header.dataset} ({len(b.ids)} rows; "
-                    "upload with fewer chunk_rows)",
-                ):
-                    h = _hash_ids(b.ids, salt)
-                    pos = np.searchsorted(common, h)
-                    pos[pos >= common.shape[0]] = 0
-                    keep = common[pos] == h
-                    rows = pos[keep].astype(np.int64)
-                    x, y = b.x[keep], None if b.y is None else b.y[keep]
-                    blk = rows // block_rows
-                    for k in np.unique(blk):
-                        sel = blk == k
-                        msg: dict[str, object] = {"rows": rows[sel], "x": x[sel]}
-                        if y is not None:
-                            msg["y"] = y[sel]
-                        spill.append(f"p{p}_b{int(k)}", encode(msg))  # type: ignore[arg-type]
-        widths = [len(r.header.features) for r in readers]
-        offsets = np.concatenate([[0], np.cumsum(widths)]).astype(int)
-        positives = 0
-        for k in range(n_blocks):  # pass 3: assemble joined blocks
-            lo = k * block_rows
-            n = min(block_rows, common.shape[0] - lo)
-            with budget.hold(2 * n * (len(features) + 1) * 8, "joined block"):
-                xb = np.zeros((n, len(features)))
-                yb = np.full(n, np.nan)
-                for p in range(len(readers)):
-                    name = f"p{p}_b{k}"
-                    for rec in spill.records(name):
-                        msg2 = decode(rec, peer="spill", tag=name)
-                        assert isinstance(msg2, dict)  # invariant: written by this enclave, authenticated
-                        rows = expect_array(msg2["rows"], peer="spill", tag=name, dtype=np.int64) - lo
-                        xb[rows, offsets[p] : offsets[p + 1]] = msg2["x"]
-                        if "y" in msg2:
-                            yb[rows] = msg2["y"]
-                    spill.remove(name)
-                if np.isnan(yb).any():
-                    raise DataError("in-enclave join: some joined rows have no label")
-                positives += int((yb > 0.5).sum())
-                spill.append(f"joined_{k}", encode({"x": xb, "y": yb}))
+        for p, r in enumerate(readers):
+            _scatter(r, p, common, salt, block_rows, budget, spill)
+        widths = tuple(len(r.header.features) for r in readers)
+        positives = sum(
+            _assemble(k, common.shape[0], block_rows, widths, budget, spill) for k in range(n_blocks)
+        )
         return cls(
             spill,
             budget,
@@ -256,8 +213,9 @@ class JoinedTable:
             n_blocks,
             features,
             tuple(r.header.owner for r in readers),
-            tuple(widths),
+            widths,
             positives,
+            sizes,
         )
 
     def blocks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -277,6 +235,89 @@ class JoinedTable:
         pos = np.searchsorted(self.row_hashes, h)
         pos[pos >= self.n_rows] = 0
         return np.where(self.row_hashes[pos] == h, pos, -1).astype(np.int64)
+
+
+def _common_ids(
+    readers: Sequence[EnvelopeReader], budget: MemoryBudget, salt: bytes
+) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Pass 1 (ids only): the sorted keyed hashes of the ids every party has, and each party's size."""
+    common: np.ndarray | None = None
+    sizes: list[int] = []
+    for r in readers:
+        hashes = [_hash_ids(b.ids, salt) for b in r.blocks()]
+        mine = np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)
+        sizes.append(int(mine.shape[0]))
+        budget.reserve(mine.nbytes, f"ids of {r.header.dataset}")
+        if np.unique(mine).shape[0] != mine.shape[0]:
+            raise DataError(f"dataset {r.header.dataset!r} of {r.header.owner!r} has duplicate ids")
+        before = 0 if common is None else common.nbytes
+        common = mine if common is None else np.intersect1d(common, mine, assume_unique=True)
+        budget.release(mine.nbytes + before - common.nbytes)
+    assert common is not None  # invariant: readers is non-empty (one labelled)
+    if common.shape[0] == 0:
+        owners = [r.header.owner for r in readers]
+        raise DataError(
+            f"the parties' datasets have no id in common (rows: {dict(zip(owners, sizes, strict=True))})"
+        )
+    return np.sort(common), tuple(sizes)
+
+
+def _scatter(
+    r: EnvelopeReader,
+    p: int,
+    common: np.ndarray,
+    salt: bytes,
+    block_rows: int,
+    budget: MemoryBudget,
+    spill: SpillStore,
+) -> None:
+    """Pass 2: scatter party `p`'s joined rows into per-block spill files (unmatched rows dropped)."""
+    for b in r.blocks():
+        with budget.hold(
+            b.x.nbytes + len(b.ids) * 16,
+            f"an envelope chunk of {r.header.dataset} ({len(b.ids)} rows; upload with fewer chunk_rows)",
+        ):
+            h = _hash_ids(b.ids, salt)
+            pos = np.searchsorted(common, h)
+            pos[pos >= common.shape[0]] = 0
+            keep = common[pos] == h
+            rows = pos[keep].astype(np.int64)
+            x, y = b.x[keep], None if b.y is None else b.y[keep]
+            blk = rows // block_rows
+            for k in np.unique(blk):
+                sel = blk == k
+                msg: dict[str, object] = {"rows": rows[sel], "x": x[sel]}
+                if y is not None:
+                    msg["y"] = y[sel]
+                spill.append(f"p{p}_b{int(k)}", encode(msg))  # type: ignore[arg-type]
+
+
+def _assemble(
+    k: int, n_rows: int, block_rows: int, widths: Sequence[int], budget: MemoryBudget, spill: SpillStore
+) -> int:
+    """Pass 3: assemble joined block `k` from every party's pieces; return its positive labels."""
+    offsets = np.concatenate([[0], np.cumsum(widths)]).astype(int)
+    lo = k * block_rows
+    n = min(block_rows, n_rows - lo)
+    with budget.hold(2 * n * (int(offsets[-1]) + 1) * 8, "joined block"):
+        xb = np.zeros((n, int(offsets[-1])))
+        yb = np.full(n, np.nan)
+        for p in range(len(widths)):
+            name = f"p{p}_b{k}"
+            for rec in spill.records(name):
+                msg = decode(rec, peer="spill", tag=name)
+                assert isinstance(msg, dict)  # invariant: written by this enclave, authenticated
+                rows = expect_array(msg["rows"], peer="spill", tag=name, dtype=np.int64) - lo
+                xb[rows, offsets[p] : offsets[p + 1]] = expect_array(
+                    msg["x"], peer="spill", tag=name, dtype=np.float64
+                )
+                if "y" in msg:
+                    yb[rows] = expect_array(msg["y"], peer="spill", tag=name, dtype=np.float64)
+            spill.remove(name)
+        if np.isnan(yb).any():
+            raise DataError("in-enclave join: some joined rows have no label")
+        spill.append(f"joined_{k}", encode({"x": xb, "y": yb}))
+        return int((yb > 0.5).sum())
 
 
 class InMemoryTable:

@@ -40,7 +40,7 @@ from sharelearn.core.types import Wire
 from sharelearn.tee import channel
 from sharelearn.tee.attestation import QuoteAppraiser
 from sharelearn.tee.backend import EnclaveRuntime
-from sharelearn.tee.envelope import EnvelopeReader
+from sharelearn.tee.envelope import EnvelopeReader, check_parties
 from sharelearn.tee.keys import ClusterKeys, make_statement
 from sharelearn.tee.policy import AttestationPolicy, EnclaveIdentityRule
 
@@ -279,6 +279,7 @@ class _Service:
             )
             for u in urls
         ]
+        check_parties([r.header for r in readers])  # owner-signed, one per listed party
         budget = MemoryBudget(cap)
         started = time.perf_counter()
         table = JoinedTable.build(readers, budget, SpillStore(keys.spill_key))
@@ -309,6 +310,7 @@ class _Service:
             "model": blob,
             "kind": kind,
             "rows": table.n_rows,
+            "party_rows": dict(zip(table.parties, table.party_rows, strict=True)),
             "features": list(table.features),
             "history": {k: [float(v) for v in vals] for k, vals in model.history.items()},
             "memory_cap_bytes": cap,

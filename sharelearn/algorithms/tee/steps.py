@@ -150,7 +150,9 @@ def _connect(ctx: StepContext, params: TeeUploadParams) -> TeeSession:
         atexit.register(host.close)
         atexit.register(cm.close)
         bundle = build_bundle(
-            ctx.workdir / "tee" / "bundle", cluster=params.cluster, simulation_root_der=host.platform.root_der
+            (ctx.workdir / "tee" / "bundle").resolve(),
+            cluster=params.cluster,
+            simulation_root_der=host.platform.root_der,
         )
         image = host.load(bundle)
         for _ in range(params.instances):
@@ -195,6 +197,47 @@ def _attested(client: TeeClient) -> tuple[AttestedClusterKey, tuple[str, str]]:
         time.sleep(0.05)
 
 
+def _storage_prefix(ctx: StepContext, storage: str) -> str:
+    """Where envelopes go, as a URL the enclave (another process, another cwd) can open.
+
+    Local paths are made absolute: `storage` relative to the job file's folder, the default
+    (the party's workdir) relative to the current folder, so a relative `--report-dir` works.
+    """
+    if storage and "://" in storage and not storage.startswith("file://"):
+        return storage
+    if not storage:
+        return str((ctx.workdir / "tee").resolve())
+    path = Path(storage.removeprefix("file://"))
+    return str((path if path.is_absolute() else ctx.job_dir / path).resolve())
+
+
+def _exchange_owner_keys(ctx: StepContext, signer: Ed25519PrivateKey) -> dict[str, bytes]:
+    """Every data party's envelope-signing key, learned over the job's authenticated links.
+
+    Each party sends its key to every other party on its mTLS link (so the key is vouched for by
+    the sender's job certificate); every envelope lists all of them, and the enclave refuses a
+    job whose envelopes disagree (`envelope.check_parties`).
+    """
+    mine = signer.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    for peer in _others(ctx):
+        ctx.link.send(peer, "tee/owner_key", mine if ctx.data is not None else b"")
+    keys = {ctx.party: mine} if ctx.data is not None else {}
+    for peer in _others(ctx):
+        got = ctx.link.recv(peer, "tee/owner_key")
+        if not isinstance(got, bytes) or len(got) not in (0, 32):
+            raise ProtocolError("tee/owner_key must be a 32-byte Ed25519 key", peer=peer, tag="tee/owner_key")
+        if (len(got) == 32) != (peer in ctx.data_parties):
+            raise ProtocolError(
+                f"party {peer!r} {'sent no' if got == b'' else 'sent a'} envelope key but "
+                f"{'holds' if peer in ctx.data_parties else 'holds no'} data in this job",
+                peer=peer,
+                tag="tee/owner_key",
+            )
+        if got:
+            keys[peer] = got
+    return keys
+
+
 def run_tee_upload(ctx: StepContext, params: TeeUploadParams) -> dict[str, Any]:
     """Attest the cluster with this party's own policy, encrypt its table, hand the URL to the trainer."""
     _require_tee(ctx, "tee_upload")
@@ -203,15 +246,14 @@ def run_tee_upload(ctx: StepContext, params: TeeUploadParams) -> dict[str, Any]:
     trainer = _trainer(ctx)
     out: dict[str, Any] = {"simulation": session.simulation}
     url = ""
+    signer = Ed25519PrivateKey.generate()
+    parties = _exchange_owner_keys(ctx, signer)
     if ctx.data is not None:
         key, _ = _attested(client)
-        prefix = params.storage or str(ctx.workdir / "tee")
+        prefix = _storage_prefix(ctx, params.storage)
         url = f"{prefix.rstrip('/')}/{ctx.party}.smle"
-        owner_pk = b""
         if ctx.data.y is not None:
-            signer = Ed25519PrivateKey.generate()
             session.signer = signer
-            owner_pk = signer.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         data = ctx.data
         header = write_envelope(
             url,
@@ -223,7 +265,8 @@ def run_tee_upload(ctx: StepContext, params: TeeUploadParams) -> dict[str, Any]:
             label=None if data.y is None else "label",
             allowed_ops=[TRAIN_OP],
             ttl_s=params.ttl_s,
-            owner_sig_pk=owner_pk,
+            owner_key=signer,
+            parties=parties,
         )
         ctx.progress(f"attested cluster {key.cluster!r} ({key.evidence.measurement}); envelope -> {url}", {})
         out |= {
@@ -314,6 +357,20 @@ class TeeModel:
     task: str = "binary"
 
     def predict(self, ctx: StepContext, data: Dataset | None) -> np.ndarray | None:
+        scores = self.scores_in_join(ctx, data)
+        if scores is not None and np.isnan(scores).any():
+            raise DataError(
+                f"{int(np.isnan(scores).sum())} of party {ctx.party!r}'s rows have no match in the "
+                "other parties' data (the enclave scores only the rows of its inner join)"
+            )
+        return scores
+
+    def scores_in_join(self, ctx: StepContext, data: Dataset | None) -> np.ndarray | None:
+        """Scores of the label holder's rows, NaN where a row is not in the enclave's join.
+
+        The label holder learns which of its rows matched (what PSI would tell it); the other
+        parties learn nothing (None).
+        """
         session = ctx.tee
         signer = None if session is None else session.signer
         if session is None or signer is None or data is None:
@@ -339,13 +396,7 @@ class TeeModel:
             peer=ep,
             tag="scores",
         )
-        scores = expect_array(msg["scores"], peer=ep, tag="scores", dtype=np.float64, shape=(len(ids),))  # type: ignore[index, call-overload]
-        if np.isnan(scores).any():
-            raise DataError(
-                f"{int(np.isnan(scores).sum())} of party {ctx.party!r}'s rows have no match in the "
-                "other parties' data"
-            )
-        return scores
+        return expect_array(msg["scores"], peer=ep, tag="scores", dtype=np.float64, shape=(len(ids),))  # type: ignore[index, call-overload]
 
     @property
     def aligned_rows(self) -> bool:
@@ -399,10 +450,14 @@ def run_tee_train(ctx: StepContext, params: TeeTrainParams) -> dict[str, Any]:
         str(summary["model_id"]), blob, str(summary["kind"]), history, (str(route_l[0]), str(route_l[1]))
     )
     sealed = publish_model(ctx, model)
+    own_rows = _keep_joined_rows(ctx, model)
     return {
         "model": str(summary["kind"]),
         "model_id": model.model_id,
         "rows": summary["rows"],
+        "joined_rows": summary["rows"],
+        "party_rows": summary.get("party_rows", {}),
+        **({"label_holder_rows": own_rows} if own_rows is not None else {}),
         "blocks": summary["blocks"],
         "memory_cap_bytes": summary["memory_cap_bytes"],
         "data_bytes": summary["data_bytes"],
@@ -411,6 +466,23 @@ def run_tee_train(ctx: StepContext, params: TeeTrainParams) -> dict[str, Any]:
         "sealed_model": str(sealed),
         "simulation": session.simulation,
     }
+
+
+def _keep_joined_rows(ctx: StepContext, model: TeeModel) -> int | None:
+    """Partial overlap: the label holder keeps only its rows in the enclave's inner join.
+
+    Later steps (evaluate, tee_serve) then score exactly the rows the model was trained on.
+    Returns the label holder's row count before the join (None at the other parties).
+    """
+    scores = model.scores_in_join(ctx, ctx.data)
+    if scores is None or ctx.data is None:
+        return None
+    before = len(ctx.data)
+    keep = np.flatnonzero(~np.isnan(scores))
+    if keep.shape[0] < before:
+        ctx.data = ctx.data.take(keep)
+        ctx.progress(f"the enclave joined {keep.shape[0]} of this party's {before} rows on ids", {})
+    return before
 
 
 def tee_baseline(params: TeeTrainParams, datasets: Mapping[str, BaselineData]) -> dict[str, float]:

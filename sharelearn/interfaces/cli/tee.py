@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sharelearn.algorithms.tee.service import TRAIN_OP, build_bundle
 from sharelearn.core.errors import ConfigError
@@ -131,10 +132,18 @@ def encrypt_command(
     owner: Annotated[str, typer.Option(help="owner name (in the header)")] = "owner",
     ops: Annotated[str, typer.Option(help="comma-separated allowed operations")] = TRAIN_OP,
     chunk_rows: Annotated[int, typer.Option(help="rows per encrypted chunk")] = 4096,
+    owner_key: Annotated[
+        Path | None, typer.Option(help="your Ed25519 signing key (raw 32 bytes; created 0600 if absent)")
+    ] = None,
+    parties: Annotated[
+        Path | None, typer.Option(help="JSON {owner: Ed25519 public key hex} of every data owner of the job")
+    ] = None,
 ) -> None:
-    """Attest the target enclave cluster with YOUR policy, then encrypt a table to its key."""
+    """Attest the target enclave cluster with YOUR policy, then encrypt and sign a table to its key."""
     if not cm and not endpoint:
         raise ConfigError("tee encrypt: give --cm or --endpoint")
+    signer = _owner_key(owner_key)
+    listed = _parties(parties) if parties is not None else None
     try:
         accepted = bytes.fromhex(mrenclave)
     except ValueError:
@@ -164,6 +173,8 @@ def encrypt_command(
         features=table.feature_names,
         label=label,
         allowed_ops=[o.strip() for o in ops.split(",") if o.strip()],
+        owner_key=signer,
+        parties=listed,
     )
     summary = {
         "envelope": out,
@@ -172,5 +183,30 @@ def encrypt_command(
         "audience": list(header.audience),
         "cluster": header.cluster,
         "simulation": target.evidence.simulated,
+        "owner_pk": header.owner_sig_pk,
     }
     typer.echo(json.dumps(summary))
+
+
+def _owner_key(path: Path | None) -> Ed25519PrivateKey:
+    """Load the owner's Ed25519 key (raw 32 bytes), creating it 0600 when the file is absent."""
+    if path is None:
+        return Ed25519PrivateKey.generate()
+    if not path.exists():
+        key = Ed25519PrivateKey.generate()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key.private_bytes_raw())
+        return key
+    raw = path.read_bytes()
+    if len(raw) != 32:
+        raise ConfigError(f"{path}: an owner key is 32 raw bytes, got {len(raw)}")
+    return Ed25519PrivateKey.from_private_bytes(raw)
+
+
+def _parties(path: Path) -> dict[str, bytes]:
+    try:
+        obj = json.loads(path.read_text())
+        return {str(k): bytes.fromhex(str(v)) for k, v in dict(obj).items()}
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(f"{path}: --parties must be a JSON map owner -> public key hex ({exc})") from exc
