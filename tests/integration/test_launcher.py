@@ -17,7 +17,7 @@ from sharelearn.runtime.control import ControlEvent, Listening, StepStarted
 pytestmark = [pytest.mark.grpc, pytest.mark.timeout(180)]
 
 
-def _write_job(folder: Path, n: int, common: int, *, extra_b: str = "") -> Path:
+def _write_job(folder: Path, n: int, common: int, *, extra_b: str = "", timeout_s: float = 60) -> Path:
     rng = np.random.default_rng(n)
     ids = rng.choice(10**9, size=2 * n - common, replace=False) + 10**9
     a = np.concatenate([ids[:common], ids[common:n]])
@@ -28,7 +28,7 @@ def _write_job(folder: Path, n: int, common: int, *, extra_b: str = "") -> Path:
     (folder / "shop.csv").write_text("id,x1\n" + "".join(f"{i},{k % 5}\n" for k, i in enumerate(b)) + extra_b)
     job = folder / "job.yaml"
     job.write_text(
-        "job: itest\ntimeout_s: 60\nparties:\n"
+        f"job: itest\ntimeout_s: {timeout_s}\nparties:\n"
         "  bank: {role: guest, data: {path: bank.csv, id: id}}\n"
         "  shop: {role: host, data: {path: shop.csv, id: id}}\n"
         "  coord: {role: arbiter}\n"
@@ -81,6 +81,25 @@ def test_party_killed_mid_job_fails_the_job_naming_it_and_leaves_no_process(tmp_
     assert not [p for p in pids.values() if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
     assert json.loads((tmp_path / "report" / "summary.json").read_text())["status"] == "failed"
     assert not list((tmp_path / "report").rglob("*.tmp"))
+
+
+def test_a_stopped_party_is_blamed_not_the_peer_whose_receive_timed_out(tmp_path: Path) -> None:
+    job = _write_job(tmp_path, 200_000, 1000, timeout_s=2)
+    pids: dict[str, int] = {}
+
+    def on_event(event: ControlEvent) -> None:
+        if isinstance(event, Listening):
+            pids[event.party] = event.pid
+        if isinstance(event, StepStarted) and event.party == "shop" and "stopped" not in pids:
+            os.kill(pids["shop"], signal.SIGSTOP)
+            pids["stopped"] = pids["shop"]
+
+    summary = run_job(job, report_dir=tmp_path / "report", on_event=on_event)
+
+    assert summary["status"] == "failed"
+    assert summary["error"].startswith("party 'shop' failed: hung"), summary["error"]
+    live = [p for p in pids.values() if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    assert not live
 
 
 def test_bad_data_file_fails_the_job_naming_party_file_and_column(tmp_path: Path) -> None:
