@@ -6,7 +6,9 @@ relays their progress, and collects their outputs and traffic into a report fold
 dies, errs, hangs or times out, every other party is stopped and the job fails naming the party
 that failed *first*: a party that was killed or stopped (SIGSTOP: its /proc state is `T`) is blamed
 rather than the peer whose receive timed out waiting for it. Nothing is left half-written: the
-summary is written atomically at the end, failed or not.
+summary is written atomically at the end, failed or not — also when the launcher gets SIGTERM or
+SIGINT (exit 143 / 130). The certificates (the throwaway CA key and every party's key) live in a
+private folder that is deleted on every way out, even SIGKILL (see `certs.throwaway_certs`).
 """
 
 from __future__ import annotations
@@ -23,14 +25,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sharelearn.algorithms.registry import step_params
 from sharelearn.core.errors import PartyFailed, SharelearnError
-from sharelearn.runtime.certs import init_certs
+from sharelearn.runtime.certs import throwaway_certs
 from sharelearn.runtime.control import ControlEvent, Exited, Listening, PartyDone, PartyError, event_from_json
 from sharelearn.runtime.jobspec import JobSpec, load_job
 from sharelearn.runtime.report import write_summary
@@ -52,6 +54,38 @@ class LaunchOptions:
     audit: bool = True
     timeout_s: float | None = None
     on_event: Callable[[ControlEvent], None] = field(default=lambda event: None)
+
+
+class _Signalled(BaseException):
+    """The launcher got SIGTERM or SIGINT: stop every party, write the summary, exit 128 + signum."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[list[bool]]:
+    """Turn the first SIGTERM / SIGINT into `_Signalled` while `armed[0]`; later ones are ignored.
+
+    The launcher disarms it before writing the summary, so cleanup and the summary always finish.
+    """
+    armed = [True]
+    if threading.current_thread() is not threading.main_thread():
+        yield armed
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if armed[0]:
+            armed[0] = False
+            raise _Signalled(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield armed
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -280,27 +314,42 @@ def _report_dir(job: JobSpec, wanted: Path | None) -> Path:
 def launch(job_path: Path | str, options: LaunchOptions = LaunchOptions()) -> dict[str, Any]:
     """Run a job locally, one process per party; return the summary (also in `report_dir/summary.json`).
 
-    Raises nothing for a failed party: the summary says `"status": "failed"` and names it. Raises
-    `ConfigError` when the job file itself is invalid (no party was started).
+    Raises nothing for a failed party: the summary says `"status": "failed"`, names it, and gives
+    the `exit_code` the CLI exits with. Raises `ConfigError` when the job file itself is invalid
+    (no party was started).
     """
     job = load_job(Path(job_path), step_params=step_params())
     report = _report_dir(job, options.report_dir)
     started = time.perf_counter()
     error: SharelearnError | None = None
+    exit_code = 0
     run: _Run | None = None
-    with tempfile.TemporaryDirectory(prefix="sharelearn-certs-") as certs:
-        init_certs(list(job.parties), certs)
+    with _signals_raise() as armed:
         try:
-            run = _Run(job, options, report, Path(certs))
-            run.handshake()
-            run.wait()
+            with throwaway_certs(list(job.parties)) as certs:
+                try:
+                    run = _Run(job, options, report, certs)
+                    run.handshake()
+                    run.wait()
+                finally:
+                    if run is not None:
+                        _stop_all(run.parties)
         except SharelearnError as exc:
-            error = exc
-        except KeyboardInterrupt:
-            error = PartyFailed("launcher", "interrupted")
-        finally:
-            if run is not None:
-                _stop_all(run.parties)
-    pids = {} if run is None else {name: p.proc.pid for name, p in run.parties.items()}
-    done = {} if run is None else run.done
-    return write_summary(job, report, time.perf_counter() - started, error, pids, done, audit=options.audit)
+            error, exit_code = exc, 1
+        except (_Signalled, KeyboardInterrupt) as exc:
+            signum = exc.signum if isinstance(exc, _Signalled) else signal.SIGINT
+            error = PartyFailed("launcher", f"stopped by {signal.Signals(signum).name}")
+            exit_code = 128 + signum
+        armed[0] = False
+        pids = {} if run is None else {name: p.proc.pid for name, p in run.parties.items()}
+        done = {} if run is None else run.done
+        return write_summary(
+            job,
+            report,
+            time.perf_counter() - started,
+            error,
+            pids,
+            done,
+            audit=options.audit,
+            exit_code=exit_code,
+        )

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import psutil
 import pytest
 
 from sharelearn.interfaces.api import run_job
+from sharelearn.runtime.certs import THROWAWAY_PREFIX
 from sharelearn.runtime.control import ControlEvent, Listening, StepStarted
 
 pytestmark = [pytest.mark.grpc, pytest.mark.timeout(180)]
@@ -136,3 +138,61 @@ def test_demo_runs_from_the_embedded_data(tmp_path: Path) -> None:
     assert {"auc", "auc_centralized", "auc_delta", "ks", "accuracy"} <= set(ev)
     assert summary["steps"]["hetero_lr"]["key_bits"] == 2048
     assert (tmp_path / "demo" / "loss_curve.png").is_file() and (tmp_path / "demo" / "roc.png").is_file()
+
+
+def _start_cli_until_parties_run(job: Path, report: Path) -> tuple[subprocess.Popen[str], Path]:
+    """Start `sharelearn run --json` and wait until every party has started; return it and its keys."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sharelearn", "run", str(job), "--json", "--report-dir", str(report)],
+        cwd=job.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        keys = list(Path("/dev/shm").glob(f"{THROWAWAY_PREFIX}{proc.pid}-*"))
+        parties = report / "parties"
+        if keys and parties.is_dir() and len(list(parties.iterdir())) == 3:
+            time.sleep(1.0)
+            return proc, keys[0]
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("the parties did not start")
+
+
+def _party_pids(launcher: int) -> list[int]:
+    return [c.pid for c in psutil.Process(launcher).children(recursive=True) if "node" in c.cmdline()]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signalled_launcher_writes_a_failed_summary_and_deletes_every_key(tmp_path: Path, sig: int) -> None:
+    job = _write_job(tmp_path, 200_000, 1000)
+    proc, keys = _start_cli_until_parties_run(job, tmp_path / "report")
+    assert (keys / "ca.key").is_file() and (keys.stat().st_mode & 0o777) == 0o700
+    parties = _party_pids(proc.pid)
+
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+
+    assert proc.returncode == 128 + sig, err[-2000:]
+    summary = json.loads(out)
+    assert summary["status"] == "failed" and summary["exit_code"] == 128 + sig
+    assert summary["failed_party"] == "launcher" and signal.Signals(sig).name in summary["error"]
+    assert json.loads((tmp_path / "report" / "summary.json").read_text()) == summary
+    assert not keys.exists()
+    assert len(parties) == 3 and not [p for p in parties if psutil.pid_exists(p)]
+    assert not list((tmp_path / "report").rglob("*.tmp"))
+
+
+def test_sigkilled_launcher_leaves_no_key_behind(tmp_path: Path) -> None:
+    job = _write_job(tmp_path, 200_000, 1000)
+    proc, keys = _start_cli_until_parties_run(job, tmp_path / "report")
+
+    proc.kill()
+    proc.communicate(timeout=30)
+
+    deadline = time.monotonic() + 10
+    while keys.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not keys.exists()
