@@ -4,14 +4,25 @@ Each party certificate names the party in its subject CN and as a DNS subject al
 and is valid for both TLS server and client authentication. A worker accepts a peer only if the
 peer's certificate chains to the job's CA *and* names a party of the job; a client verifies that
 the server it reached is the party it meant (the party name is the TLS target name).
+
+`throwaway_certs` is the local launcher's key lifecycle: a private (0700) folder, in /dev/shm when
+there is one so the keys never reach a disk, removed when the block ends however it ends. A reaper
+process deletes it if the launcher is killed outright (SIGKILL), and the next run deletes any
+throwaway folder whose launcher is gone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
+import os
 import re
-from collections.abc import Sequence
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +34,20 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from sharelearn.core.errors import ConfigError
 from sharelearn.core.fileio import atomic_write_bytes
 
-__all__ = ["PARTY_NAME", "PartyCredentials", "check_party_name", "init_certs", "load_credentials"]
+__all__ = [
+    "PARTY_NAME",
+    "THROWAWAY_PREFIX",
+    "PartyCredentials",
+    "check_party_name",
+    "init_certs",
+    "load_credentials",
+    "reap_orphaned_certs",
+    "throwaway_certs",
+]
+
+THROWAWAY_PREFIX = "sharelearn-certs-"
+# The reaper blocks reading its stdin; EOF means every copy of the write end closed: the launcher ended.
+_REAPER = "import shutil, sys; sys.stdin.buffer.read(); shutil.rmtree(sys.argv[1], ignore_errors=True)"
 
 PARTY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _VALIDITY = dt.timedelta(days=365)
@@ -143,3 +167,62 @@ def load_credentials(certs_dir: Path | str, party: str) -> PartyCredentials:
                 f"{path}: missing; create it with `sharelearn certs init --parties ... --out {d}`"
             )
     return PartyCredentials(party, *(p.read_bytes() for p in paths))
+
+
+def _throwaway_base() -> Path:
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK):
+        return shm
+    return Path(tempfile.gettempdir())
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_orphaned_certs(base: Path | None = None) -> list[Path]:
+    """Delete throwaway certificate folders (ours) whose launcher process is gone; return them."""
+    root = _throwaway_base() if base is None else base
+    reaped = []
+    for folder in root.glob(f"{THROWAWAY_PREFIX}*-*"):
+        pid = folder.name[len(THROWAWAY_PREFIX) :].split("-", 1)[0]
+        with contextlib.suppress(OSError):
+            if pid.isdigit() and folder.stat().st_uid == os.getuid() and not _pid_alive(int(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
+                reaped.append(folder)
+    return reaped
+
+
+@contextlib.contextmanager
+def throwaway_certs(parties: Sequence[str], *, base: Path | None = None) -> Iterator[Path]:
+    """A private folder with a fresh CA and every party's key, deleted on every way out.
+
+    The folder is mode 0700 and named after this process, under /dev/shm when available. A reaper
+    process deletes it when this process dies, even by SIGKILL; folders left by dead launchers whose
+    reaper was killed too are deleted by the next call.
+    """
+    root = _throwaway_base() if base is None else base
+    reap_orphaned_certs(root)
+    folder = Path(tempfile.mkdtemp(prefix=f"{THROWAWAY_PREFIX}{os.getpid()}-", dir=root))
+    reaper = subprocess.Popen(
+        [sys.executable, "-c", _REAPER, str(folder)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # outlives a kill of the launcher's process group
+    )
+    try:
+        init_certs(list(parties), folder)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        if reaper.stdin is not None:
+            reaper.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            reaper.wait(5)

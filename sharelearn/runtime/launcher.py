@@ -3,8 +3,12 @@
 `launch(job_path)` makes fresh certificates, starts one `sharelearn node` process per party (each
 in its own process group, killed if the launcher dies), tells each party where its peers listen,
 relays their progress, and collects their outputs and traffic into a report folder. If any party
-dies, errs or times out, every other party is stopped and the job fails naming that party and its
-error. Nothing is left half-written: the summary is written atomically at the end, failed or not.
+dies, errs, hangs or times out, every other party is stopped and the job fails naming the party
+that failed *first*: a party that was killed or stopped (SIGSTOP: its /proc state is `T`) is blamed
+rather than the peer whose receive timed out waiting for it. Nothing is left half-written: the
+summary is written atomically at the end, failed or not — also when the launcher gets SIGTERM or
+SIGINT (exit 143 / 130). The certificates (the throwaway CA key and every party's key) live in a
+private folder that is deleted on every way out, even SIGKILL (see `certs.throwaway_certs`).
 """
 
 from __future__ import annotations
@@ -21,14 +25,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sharelearn.algorithms.registry import step_params
 from sharelearn.core.errors import PartyFailed, SharelearnError
-from sharelearn.runtime.certs import init_certs
+from sharelearn.runtime.certs import throwaway_certs
 from sharelearn.runtime.control import ControlEvent, Exited, Listening, PartyDone, PartyError, event_from_json
 from sharelearn.runtime.jobspec import JobSpec, load_job
 from sharelearn.runtime.report import write_summary
@@ -37,6 +41,9 @@ __all__ = ["LaunchOptions", "launch"]
 
 _STARTUP_TIMEOUT_S = 60.0
 _PR_SET_PDEATHSIG = 1
+_POLL_S = 0.25  # how often the event loop looks at the parties' process states
+_STOPPED_GRACE_S = 3.0  # a party stopped this long is hung (a job never stops its own parties)
+_BLAME_GRACE_S = 1.0  # after an error, how long to look for a party that died or hung before it
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +54,38 @@ class LaunchOptions:
     audit: bool = True
     timeout_s: float | None = None
     on_event: Callable[[ControlEvent], None] = field(default=lambda event: None)
+
+
+class _Signalled(BaseException):
+    """The launcher got SIGTERM or SIGINT: stop every party, write the summary, exit 128 + signum."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[list[bool]]:
+    """Turn the first SIGTERM / SIGINT into `_Signalled` while `armed[0]`; later ones are ignored.
+
+    The launcher disarms it before writing the summary, so cleanup and the summary always finish.
+    """
+    armed = [True]
+    if threading.current_thread() is not threading.main_thread():
+        yield armed
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if armed[0]:
+            armed[0] = False
+            raise _Signalled(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield armed
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -63,6 +102,17 @@ class _Party:
     name: str
     proc: subprocess.Popen[str]
     log_path: Path
+    reported_error: bool = False  # set by the pump when the party sent a PartyError
+    stopped_since: float | None = None
+
+
+def _proc_state(pid: int) -> str:
+    """The one-letter state of a process from /proc (`T`/`t`: stopped); "" when unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat[stat.rfind(")") + 2 :][:1]
 
 
 def _spawn(
@@ -113,6 +163,8 @@ def _spawn(
         assert proc.stdout is not None  # invariant: Popen was given stdout=PIPE
         for line in proc.stdout:
             event = event_from_json(line, name)
+            if isinstance(event, PartyError):
+                party.reported_error = True
             if event is not None:
                 events.put(event)
         events.put(Exited(name))
@@ -126,6 +178,7 @@ def _stop_all(parties: dict[str, _Party]) -> None:
         if p.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.proc.pid, signal.SIGTERM)
+                os.killpg(p.proc.pid, signal.SIGCONT)  # a stopped party must run to handle SIGTERM
     deadline = time.monotonic() + 5.0
     for p in parties.values():
         try:
@@ -157,28 +210,67 @@ class _Run:
         self.done: dict[str, PartyDone] = {}
         self.ports: dict[str, int] = {}
 
-    def _failure(self, event: ControlEvent) -> PartyFailed | None:
-        name = event.party
-        if isinstance(event, PartyError):
-            return PartyFailed(name, event.error)
-        if isinstance(event, Exited) and name not in self.done:
-            code = self.parties[name].proc.wait()
-            detail = _last_log_line(self.parties[name])
+    def _crashed(self, name: str) -> PartyFailed | None:
+        """`name` died without reporting an error, or has been stopped too long; else None."""
+        party = self.parties[name]
+        code = party.proc.poll()
+        if code not in (None, 0) and name not in self.done and (code < 0 or not party.reported_error):
+            detail = _last_log_line(party)
             return PartyFailed(
                 name, f"process exited with code {code} before finishing" + (f" ({detail})" if detail else "")
             )
+        if code is None and _proc_state(party.proc.pid) in ("T", "t"):
+            now = time.monotonic()
+            party.stopped_since = party.stopped_since or now
+            if now - party.stopped_since >= _STOPPED_GRACE_S:
+                return PartyFailed(name, f"hung: its process {party.proc.pid} is stopped (SIGSTOP)")
+        else:
+            party.stopped_since = None
         return None
 
+    def _root_cause(self, failure: PartyFailed) -> PartyFailed:
+        """The party that failed first: one that died or hung, or else the one that reported."""
+        deadline = time.monotonic() + _BLAME_GRACE_S
+        while True:
+            for name in self.parties:
+                if name == failure.party:
+                    continue
+                stopped = _proc_state(self.parties[name].proc.pid) in ("T", "t")
+                if stopped:  # blame at once: the others' errors are waiting on it
+                    self.parties[name].stopped_since = time.monotonic() - _STOPPED_GRACE_S
+                cause = self._crashed(name)
+                if cause is not None:
+                    return PartyFailed(cause.party, f"{cause.reason}; then {failure}")
+            if time.monotonic() >= deadline:
+                return failure
+            time.sleep(0.05)
+
+    def _failure(self, event: ControlEvent) -> PartyFailed | None:
+        name = event.party
+        if isinstance(event, PartyError):
+            return self._root_cause(PartyFailed(name, event.error))
+        if isinstance(event, Exited) and name not in self.done:
+            self.parties[name].proc.wait()
+            cause = self._crashed(name)
+            return self._root_cause(cause or PartyFailed(name, "process exited before finishing"))
+        return None
+
+    def _check_health(self) -> None:
+        for name in self.parties:
+            cause = self._crashed(name)
+            if cause is not None:
+                raise self._root_cause(cause)
+
     def _next(self, deadline: float | None, waiting_for: str) -> ControlEvent:
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
-            pending = [p for p in self.parties if p not in self.done]
-            raise PartyFailed(",".join(pending), f"timed out {waiting_for}")
-        try:
-            return self.events.get(timeout=remaining)
-        except queue.Empty:
-            pending = [p for p in self.parties if p not in self.done]
-            raise PartyFailed(",".join(pending), f"timed out {waiting_for}") from None
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                pending = [p for p in self.parties if p not in self.done]
+                raise self._root_cause(PartyFailed(",".join(pending), f"timed out {waiting_for}"))
+            try:
+                return self.events.get(timeout=_POLL_S if remaining is None else min(_POLL_S, remaining))
+            except queue.Empty:
+                self._check_health()
 
     def handshake(self) -> None:
         deadline = time.monotonic() + _STARTUP_TIMEOUT_S
@@ -222,27 +314,42 @@ def _report_dir(job: JobSpec, wanted: Path | None) -> Path:
 def launch(job_path: Path | str, options: LaunchOptions = LaunchOptions()) -> dict[str, Any]:
     """Run a job locally, one process per party; return the summary (also in `report_dir/summary.json`).
 
-    Raises nothing for a failed party: the summary says `"status": "failed"` and names it. Raises
-    `ConfigError` when the job file itself is invalid (no party was started).
+    Raises nothing for a failed party: the summary says `"status": "failed"`, names it, and gives
+    the `exit_code` the CLI exits with. Raises `ConfigError` when the job file itself is invalid
+    (no party was started).
     """
     job = load_job(Path(job_path), step_params=step_params())
     report = _report_dir(job, options.report_dir)
     started = time.perf_counter()
     error: SharelearnError | None = None
+    exit_code = 0
     run: _Run | None = None
-    with tempfile.TemporaryDirectory(prefix="sharelearn-certs-") as certs:
-        init_certs(list(job.parties), certs)
+    with _signals_raise() as armed:
         try:
-            run = _Run(job, options, report, Path(certs))
-            run.handshake()
-            run.wait()
+            with throwaway_certs(list(job.parties)) as certs:
+                try:
+                    run = _Run(job, options, report, certs)
+                    run.handshake()
+                    run.wait()
+                finally:
+                    if run is not None:
+                        _stop_all(run.parties)
         except SharelearnError as exc:
-            error = exc
-        except KeyboardInterrupt:
-            error = PartyFailed("launcher", "interrupted")
-        finally:
-            if run is not None:
-                _stop_all(run.parties)
-    pids = {} if run is None else {name: p.proc.pid for name, p in run.parties.items()}
-    done = {} if run is None else run.done
-    return write_summary(job, report, time.perf_counter() - started, error, pids, done, audit=options.audit)
+            error, exit_code = exc, 1
+        except (_Signalled, KeyboardInterrupt) as exc:
+            signum = exc.signum if isinstance(exc, _Signalled) else signal.SIGINT
+            error = PartyFailed("launcher", f"stopped by {signal.Signals(signum).name}")
+            exit_code = 128 + signum
+        armed[0] = False
+        pids = {} if run is None else {name: p.proc.pid for name, p in run.parties.items()}
+        done = {} if run is None else run.done
+        return write_summary(
+            job,
+            report,
+            time.perf_counter() - started,
+            error,
+            pids,
+            done,
+            audit=options.audit,
+            exit_code=exit_code,
+        )

@@ -16,7 +16,7 @@ import numpy as np
 from sharelearn.algorithms.context import BaselineData
 from sharelearn.algorithms.registry import get_step
 from sharelearn.core.audit import WireAudit
-from sharelearn.core.errors import SharelearnError
+from sharelearn.core.errors import PartyFailed, SharelearnError
 from sharelearn.core.fileio import atomic_write_json
 from sharelearn.runtime.control import PartyDone
 from sharelearn.runtime.data import read_ids, read_party_data
@@ -64,6 +64,9 @@ class RunSummary:
     job: str
     status: Literal["success", "failed"]
     error: str | None
+    error_type: str | None
+    failed_party: str | None
+    exit_code: int
     elapsed_s: float
     report_dir: str
     steps: dict[str, Any]
@@ -181,6 +184,7 @@ def write_summary(
     done: dict[str, PartyDone],
     *,
     audit: bool,
+    exit_code: int | None = None,
 ) -> dict[str, Any]:
     """Build the run's summary, write it atomically to `report/summary.json`, and return it."""
     parties = {
@@ -195,6 +199,9 @@ def write_summary(
         job=job.name,
         status="failed" if error is not None else "success",
         error=None if error is None else str(error),
+        error_type=None if error is None else type(error).__name__,
+        failed_party=error.party if isinstance(error, PartyFailed) else None,
+        exit_code=(0 if error is None else 1) if exit_code is None else exit_code,
         elapsed_s=round(elapsed_s, 4),
         report_dir=str(report),
         steps=steps,

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +13,13 @@ import psutil
 import pytest
 
 from sharelearn.interfaces.api import run_job
+from sharelearn.runtime.certs import THROWAWAY_PREFIX
 from sharelearn.runtime.control import ControlEvent, Listening, StepStarted
 
 pytestmark = [pytest.mark.grpc, pytest.mark.timeout(180)]
 
 
-def _write_job(folder: Path, n: int, common: int, *, extra_b: str = "") -> Path:
+def _write_job(folder: Path, n: int, common: int, *, extra_b: str = "", timeout_s: float = 60) -> Path:
     rng = np.random.default_rng(n)
     ids = rng.choice(10**9, size=2 * n - common, replace=False) + 10**9
     a = np.concatenate([ids[:common], ids[common:n]])
@@ -28,7 +30,7 @@ def _write_job(folder: Path, n: int, common: int, *, extra_b: str = "") -> Path:
     (folder / "shop.csv").write_text("id,x1\n" + "".join(f"{i},{k % 5}\n" for k, i in enumerate(b)) + extra_b)
     job = folder / "job.yaml"
     job.write_text(
-        "job: itest\ntimeout_s: 60\nparties:\n"
+        f"job: itest\ntimeout_s: {timeout_s}\nparties:\n"
         "  bank: {role: guest, data: {path: bank.csv, id: id}}\n"
         "  shop: {role: host, data: {path: shop.csv, id: id}}\n"
         "  coord: {role: arbiter}\n"
@@ -83,6 +85,25 @@ def test_party_killed_mid_job_fails_the_job_naming_it_and_leaves_no_process(tmp_
     assert not list((tmp_path / "report").rglob("*.tmp"))
 
 
+def test_a_stopped_party_is_blamed_not_the_peer_whose_receive_timed_out(tmp_path: Path) -> None:
+    job = _write_job(tmp_path, 200_000, 1000, timeout_s=2)
+    pids: dict[str, int] = {}
+
+    def on_event(event: ControlEvent) -> None:
+        if isinstance(event, Listening):
+            pids[event.party] = event.pid
+        if isinstance(event, StepStarted) and event.party == "shop" and "stopped" not in pids:
+            os.kill(pids["shop"], signal.SIGSTOP)
+            pids["stopped"] = pids["shop"]
+
+    summary = run_job(job, report_dir=tmp_path / "report", on_event=on_event)
+
+    assert summary["status"] == "failed"
+    assert summary["error"].startswith("party 'shop' failed: hung"), summary["error"]
+    live = [p for p in pids.values() if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    assert not live
+
+
 def test_bad_data_file_fails_the_job_naming_party_file_and_column(tmp_path: Path) -> None:
     job = _write_job(tmp_path, 50, 10, extra_b="9999999999,notanumber\n")
 
@@ -117,3 +138,61 @@ def test_demo_runs_from_the_embedded_data(tmp_path: Path) -> None:
     assert {"auc", "auc_centralized", "auc_delta", "ks", "accuracy"} <= set(ev)
     assert summary["steps"]["hetero_lr"]["key_bits"] == 2048
     assert (tmp_path / "demo" / "loss_curve.png").is_file() and (tmp_path / "demo" / "roc.png").is_file()
+
+
+def _start_cli_until_parties_run(job: Path, report: Path) -> tuple[subprocess.Popen[str], Path]:
+    """Start `sharelearn run --json` and wait until every party has started; return it and its keys."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sharelearn", "run", str(job), "--json", "--report-dir", str(report)],
+        cwd=job.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        keys = list(Path("/dev/shm").glob(f"{THROWAWAY_PREFIX}{proc.pid}-*"))
+        parties = report / "parties"
+        if keys and parties.is_dir() and len(list(parties.iterdir())) == 3:
+            time.sleep(1.0)
+            return proc, keys[0]
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("the parties did not start")
+
+
+def _party_pids(launcher: int) -> list[int]:
+    return [c.pid for c in psutil.Process(launcher).children(recursive=True) if "node" in c.cmdline()]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signalled_launcher_writes_a_failed_summary_and_deletes_every_key(tmp_path: Path, sig: int) -> None:
+    job = _write_job(tmp_path, 200_000, 1000)
+    proc, keys = _start_cli_until_parties_run(job, tmp_path / "report")
+    assert (keys / "ca.key").is_file() and (keys.stat().st_mode & 0o777) == 0o700
+    parties = _party_pids(proc.pid)
+
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+
+    assert proc.returncode == 128 + sig, err[-2000:]
+    summary = json.loads(out)
+    assert summary["status"] == "failed" and summary["exit_code"] == 128 + sig
+    assert summary["failed_party"] == "launcher" and signal.Signals(sig).name in summary["error"]
+    assert json.loads((tmp_path / "report" / "summary.json").read_text()) == summary
+    assert not keys.exists()
+    assert len(parties) == 3 and not [p for p in parties if psutil.pid_exists(p)]
+    assert not list((tmp_path / "report").rglob("*.tmp"))
+
+
+def test_sigkilled_launcher_leaves_no_key_behind(tmp_path: Path) -> None:
+    job = _write_job(tmp_path, 200_000, 1000)
+    proc, keys = _start_cli_until_parties_run(job, tmp_path / "report")
+
+    proc.kill()
+    proc.communicate(timeout=30)
+
+    deadline = time.monotonic() + 10
+    while keys.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not keys.exists()

@@ -100,7 +100,7 @@ def _run(job: Path, as_json: bool, report_dir: Path | None, audit: bool, timeout
         sys.stdout.write(json.dumps(summary) + "\n")
     else:
         print_summary(summary, Console())
-    return 0 if summary["status"] == "success" else 1
+    return int(summary.get("exit_code", 0 if summary["status"] == "success" else 1))
 
 
 def run_command(
