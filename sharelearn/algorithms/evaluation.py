@@ -83,10 +83,13 @@ class EvaluateParams:
     Attributes:
         plots: write roc.png (binary) and the training curve (loss_curve.png) at the label holder.
         threshold: the score above which a binary prediction is positive.
+        seed: the common order of the `psi` this step runs when no earlier step aligned the rows
+            (the job's `seed:` unless set).
     """
 
     plots: bool = True
     threshold: float = 0.5
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -96,7 +99,7 @@ class EvaluateParams:
 def run_evaluate(ctx: StepContext, params: EvaluateParams) -> dict[str, Any]:
     """Predict on this party's rows collaboratively; the label holder returns the metrics."""
     model = _model(ctx, "evaluate")
-    ensure_aligned(ctx, model, "evaluate")
+    ensure_aligned(ctx, model, "evaluate", params.seed)
     ctx.progress(f"predicting with the {model.step} model", {})
     scores = model.predict(ctx, ctx.data)
     if scores is None:
@@ -136,10 +139,13 @@ class PredictParams:
             to the job file's folder. Empty: use the model trained earlier in the same job.
         step: optionally, the training step the package must come from (e.g. hetero_lr); the package
             itself records its step.
+        seed: the common order of the `psi` this step runs when no earlier step aligned the rows
+            (the job's `seed:` unless set).
     """
 
     model: str = ""
     step: str = ""
+    seed: int = 0
 
 
 def load_party_model(ctx: StepContext, template: str, step: str = "") -> ModelPackage:
@@ -162,12 +168,13 @@ def load_party_model(ctx: StepContext, template: str, step: str = "") -> ModelPa
     return package
 
 
-def ensure_aligned(ctx: StepContext, model: TrainedModel, step: str) -> None:
+def ensure_aligned(ctx: StepContext, model: TrainedModel, step: str, seed: int = 0) -> None:
     """Align this party's rows with the other data parties' before a vertical model scores them.
 
     A vertical model pairs row i of every party; rows that `psi` did not align would pair one
     person's features with another's. Without an earlier `psi` step this runs it (default
-    parameters) first; an empty intersection is a data error naming the step.
+    parameters, the common order keyed by `seed`) first; an empty intersection is a data error
+    naming the step.
     """
     if not model.aligned_rows or ctx.aligned or len(ctx.data_parties) < 2 or ctx.data is None:
         return
@@ -175,7 +182,7 @@ def ensure_aligned(ctx: StepContext, model: TrainedModel, step: str) -> None:
     link = ctx.link
     ctx.link = link.scope("psi")
     try:
-        run_psi(ctx, PsiParams())
+        run_psi(ctx, PsiParams(seed=seed))
     finally:
         ctx.link = link
 
@@ -189,7 +196,7 @@ def run_predict(ctx: StepContext, params: PredictParams) -> dict[str, Any]:
             f"predict.step is {params.step!r} but the job's model comes from {ctx.model.step!r}"
         )
     model = _model(ctx, "predict")
-    ensure_aligned(ctx, model, "predict")
+    ensure_aligned(ctx, model, "predict", params.seed)
     scores = model.predict(ctx, ctx.data)
     if scores is None or ctx.data is None:
         return {}
