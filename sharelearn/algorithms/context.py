@@ -119,6 +119,8 @@ class StepContext:
         tee: the TEE steps' shared session (cluster client, keys, embedded services), or None.
         catalog: the steps of this run by name, so `predict` can find the loader of a saved model.
         executor: where this party's heavy kernels run (its `compute:` block); None: in the caller.
+        splits: after `split`: this party's rows by part ("all", "train", "validation", "test");
+            `data` is then the train part, `evaluate` scores "test" and `predict` scores "all".
     """
 
     link: Link
@@ -140,6 +142,7 @@ class StepContext:
     tee: TeeSession | None = None
     catalog: Mapping[str, StepDef] = field(default_factory=dict)
     executor: Executor | None = None
+    splits: dict[str, Dataset] = field(default_factory=dict)
 
     @property
     def role(self) -> str:

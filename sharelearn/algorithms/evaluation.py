@@ -100,13 +100,17 @@ def run_evaluate(ctx: StepContext, params: EvaluateParams) -> dict[str, Any]:
     """Predict on this party's rows collaboratively; the label holder returns the metrics."""
     model = _model(ctx, "evaluate")
     ensure_aligned(ctx, model, "evaluate", params.seed)
-    ctx.progress(f"predicting with the {model.step} model", {})
-    scores = model.predict(ctx, ctx.data)
+    held_out = len(ctx.splits.get("test", ())) > 0
+    data = ctx.splits["test"] if held_out else ctx.data
+    ctx.progress(
+        f"predicting with the {model.step} model on the {'test' if held_out else 'training'} rows", {}
+    )
+    scores = model.predict(ctx, data)
     if scores is None:
         return {}
-    if ctx.data is None or ctx.data.y is None:
+    if data is None or data.y is None:
         raise DataError(f"party {ctx.party!r} received predictions but holds no label column to evaluate")
-    y = np.asarray(ctx.data.y)
+    y = np.asarray(data.y)
     if model.task == "binary":
         out: dict[str, Any] = binary_metrics(y, scores, params.threshold)
     else:
@@ -118,6 +122,7 @@ def run_evaluate(ctx: StepContext, params: EvaluateParams) -> dict[str, Any]:
         out["dp_epsilon"] = round(float(epsilon), 6)
     out["task"] = model.task
     out["rows"] = len(y)
+    out["evaluated_on"] = "test" if held_out else "train"
     if params.plots:
         if model.task == "binary" and "auc" in out:
             _plot_roc(ctx.workdir / "roc.png", y, scores, out["auc"])
@@ -197,11 +202,12 @@ def run_predict(ctx: StepContext, params: PredictParams) -> dict[str, Any]:
         )
     model = _model(ctx, "predict")
     ensure_aligned(ctx, model, "predict", params.seed)
-    scores = model.predict(ctx, ctx.data)
-    if scores is None or ctx.data is None:
+    data = ctx.splits.get("all", ctx.data)  # after `split`: every row, not only the train part
+    scores = model.predict(ctx, data)
+    if scores is None or data is None:
         return {}
-    _write_predictions(ctx.workdir / "predictions.csv", ctx.data, np.asarray(scores), model.task)
-    return {"predicted_rows": len(ctx.data), "predictions": str(ctx.workdir / "predictions.csv")}
+    _write_predictions(ctx.workdir / "predictions.csv", data, np.asarray(scores), model.task)
+    return {"predicted_rows": len(data), "predictions": str(ctx.workdir / "predictions.csv")}
 
 
 def _write_predictions(path: Path, data: Dataset, scores: np.ndarray, task: str) -> None:

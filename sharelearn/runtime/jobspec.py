@@ -494,7 +494,31 @@ def _step(doc: _Doc, index: int, item: Any, step_params: StepParams | None, seed
             path, f"unknown step {name!r}; known steps: {', '.join(sorted(step_params)) or '(none)'}"
         )
     factory = step_params[name]
-    return StepSpec(name, _build(doc, path, factory, _with_seed(factory, params, seed)), doc.line(path))
+    built = _build(doc, path, factory, _with_seed(factory, params, seed))
+    return StepSpec(name, _nested_params(doc, path, built, step_params, seed), doc.line(path))
+
+
+def _nested_params(doc: _Doc, path: KeyPath, built: Any, step_params: StepParams, seed: int) -> Any:
+    """Build a step's parameters that are another step's (`metadata={"params_of": "<field>"}`).
+
+    `cross_validate: {step: hetero_lr, params: {...}}`: `params` is checked as hetero_lr's.
+    """
+    if not dataclasses.is_dataclass(built) or isinstance(built, type):
+        return built
+    for f in dataclasses.fields(built):
+        other = f.metadata.get("params_of")
+        value = getattr(built, f.name)
+        if other is None or not isinstance(value, dict):
+            continue
+        target = getattr(built, other)
+        if target not in step_params:
+            raise doc.error((*path, other), f"unknown step {target!r}")
+        factory = step_params[target]
+        inner = _build(
+            doc, (*path, f.name), factory, _with_seed(factory, value, getattr(built, "seed", seed))
+        )
+        built = dataclasses.replace(built, **{f.name: inner})
+    return built
 
 
 def _build(doc: _Doc, path: KeyPath, factory: Callable[..., Any], params: dict[str, Any]) -> Any:
