@@ -16,6 +16,12 @@ the same split every run, yet the hosts, who know the seed but not the guest's f
 labels, cannot recompute the draw and test label guesses against it (a draw keyed by the public
 seed alone would tell a host which rows share a class).
 
+`converged_reference` is the launcher's second centralised reference: the model a user would train
+on the pooled data (scikit-learn's logistic regression on standardised features, or its histogram
+gradient boosting for tree steps, both run to convergence), trained on the same train rows and
+scored on the same rows `evaluate` scored, rebuilt from the job's seed exactly as the parties drew
+them (psi's common order, then the label holder's keyed draw).
+
 `cross_validate` runs a training step k times, each time on k-1 of k stratified folds, scores the
 held-out fold, and reports each metric's mean and standard deviation over the folds. The fold
 models are written under `<workdir>/cv/fold<i>/` and are not the job's model.
@@ -33,11 +39,12 @@ from typing import Any
 
 import numpy as np
 
-from sharelearn.algorithms.context import Dataset, StepContext, StepDef, TrainedModel
+from sharelearn.algorithms.context import BaselineData, Dataset, StepContext, StepDef, TrainedModel
 from sharelearn.algorithms.metrics import binary_metrics, metrics_for
 from sharelearn.algorithms.package import data_fingerprint
 from sharelearn.core.codec import expect_array
 from sharelearn.core.errors import ConfigError, DataError, DecodeError
+from sharelearn.operators.psi import common_order, hash_ids
 
 __all__ = [
     "CROSS_VALIDATE_STEP",
@@ -46,6 +53,8 @@ __all__ = [
     "CrossValidateParams",
     "SplitParams",
     "assign_parts",
+    "converged_reference",
+    "pooled_parts",
     "run_cross_validate",
     "run_split",
 ]
@@ -53,6 +62,7 @@ __all__ = [
 PARTS = ("train", "validation", "test")
 CV_STEPS = ("hetero_lr", "secureboost", "ss_lr")
 HORIZONTAL_ROLES = ("server", "client")
+TREE_STEPS = ("secureboost",)
 _MAX_STRATA = 64  # more distinct labels than this: a regression target, split without strata
 
 
@@ -251,6 +261,69 @@ def run_cross_validate(ctx: StepContext, params: CrossValidateParams) -> dict[st
             folds.append(scored)
         ctx.progress(f"fold {fold + 1}/{params.k} done", {"fold": fold + 1})
     return _summarise(folds, params.k) if folds else {"k": params.k}
+
+
+def pooled_parts(
+    datasets: Mapping[str, BaselineData], *, psi_seed: int, split: SplitParams | None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The pooled (x, y) of each part, rows in the order and parts the parties used.
+
+    Rebuilds psi's common order (the intersection sorted by the keyed PRF of the seed) and the
+    label holder's split draw on its aligned table; without `split`, "train" and "test" are both
+    every common row (evaluate then scored the training rows).
+    """
+    tables = [(role, t) for role, t in datasets.values()]
+    common = tables[0][1].ids
+    for _, t in tables[1:]:
+        common = np.intersect1d(common, t.ids)
+    if common.size == 0:
+        raise DataError("the parties' tables have no id in common")
+    common = np.asarray(common, dtype=object)[common_order(hash_ids(common), psi_seed)]
+    aligned = []
+    for _, t in tables:
+        index = {str(i): k for k, i in enumerate(t.ids)}
+        aligned.append(t.take(np.asarray([index[str(i)] for i in common], dtype=np.int64)))
+    holder = next((k for k, (role, _) in enumerate(tables) if role == "guest"), 0)
+    label = next((a for a in aligned if a.y is not None), None)
+    if label is None:
+        raise ConfigError("no party has a label column to pool")
+    x, y = np.hstack([np.asarray(a.x, dtype=np.float64) for a in aligned]), np.asarray(label.y)
+    if split is None:
+        return {"train": (x, y), "test": (x, y)}
+    fractions = (split.train, split.validation, split.test)
+    parts = assign_parts(aligned[holder], fractions, stratify=split.stratify, seed=split.seed)
+    return {name: (x[parts == i], y[parts == i]) for i, name in enumerate(PARTS)}
+
+
+def _task(y: np.ndarray) -> str:
+    values = np.unique(y)
+    if values.size <= 2 and set(values.tolist()) <= {0.0, 1.0}:
+        return "binary"
+    return "multiclass" if values.size <= _MAX_STRATA and np.all(values == np.round(values)) else "regression"
+
+
+def converged_reference(
+    step: str, datasets: Mapping[str, BaselineData], *, psi_seed: int, split: SplitParams | None
+) -> dict[str, float]:
+    """Metrics of the pooled model trained to convergence on the train rows, scored like `evaluate`."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    parts = pooled_parts(datasets, psi_seed=psi_seed, split=split)
+    (x, y), (x_score, y_score) = parts["train"], parts["test"]
+    task, trees = _task(y), step in TREE_STEPS
+    if task == "regression":
+        model: Any = HistGradientBoostingRegressor(max_iter=1000, early_stopping=True, random_state=0)
+        if not trees:
+            model = make_pipeline(StandardScaler(), LinearRegression())
+        return metrics_for(task, y_score, model.fit(x, y).predict(x_score))
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=10_000, tol=1e-8))
+    if trees:
+        model = HistGradientBoostingClassifier(max_iter=1000, early_stopping=True, random_state=0)
+    proba = model.fit(x, y).predict_proba(x_score)
+    return metrics_for(task, y_score, proba[:, 1] if task == "binary" else proba)
 
 
 SPLIT_STEP = StepDef(

@@ -47,6 +47,7 @@ class LaunchOptions:
     audit: bool = True
     timeout_s: float | None = None
     on_event: Callable[[ControlEvent], None] = field(default=lambda event: None)
+    baseline: bool = True  # train the centralised references after the run (False: --no-baseline)
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -245,4 +246,7 @@ def launch(job_path: Path | str, options: LaunchOptions = LaunchOptions()) -> di
                 _stop_all(run.parties)
     pids = {} if run is None else {name: p.proc.pid for name, p in run.parties.items()}
     done = {} if run is None else run.done
-    return write_summary(job, report, time.perf_counter() - started, error, pids, done, audit=options.audit)
+    elapsed = time.perf_counter() - started
+    return write_summary(
+        job, report, elapsed, error, pids, done, audit=options.audit, baseline=options.baseline
+    )

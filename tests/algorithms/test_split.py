@@ -12,7 +12,13 @@ from sklearn.metrics import roc_auc_score
 
 from sharelearn.algorithms.evaluation import EvaluateParams, PredictParams
 from sharelearn.algorithms.registry import step_params
-from sharelearn.algorithms.split import CrossValidateParams, SplitParams, assign_parts
+from sharelearn.algorithms.split import (
+    CrossValidateParams,
+    SplitParams,
+    assign_parts,
+    converged_reference,
+    pooled_parts,
+)
 from sharelearn.algorithms.vertical.hetero_lr import HeteroLrParams
 from sharelearn.algorithms.vertical.secureboost_params import SecureBoostParams
 from sharelearn.core.errors import ConfigError, PartyFailed
@@ -141,3 +147,20 @@ def test_cross_validate_params_are_checked_as_the_named_step_s() -> None:
 
     cv = job.steps[0].params
     assert isinstance(cv.params, HeteroLrParams) and cv.params.epochs == 2 and cv.params.seed == 5
+
+
+def test_the_pooled_reference_sees_the_parties_own_split(tmp_path: Path) -> None:
+    parties = _vertical()
+    split = SplitParams(train=0.7, test=0.3, seed=8)
+    run = run_steps(parties, [("psi", PsiParams(seed=6)), ("split", split)], tmp_path)
+    tables = {p: (role, d) for p, (role, d) in parties.items() if d is not None}
+
+    pooled = pooled_parts(tables, psi_seed=6, split=split)
+    reference = converged_reference("hetero_lr", tables, psi_seed=6, split=split)
+
+    bank = run.parties["bank"].context.splits
+    for part in ("train", "test"):
+        x, y = pooled[part]
+        np.testing.assert_array_equal(x[:, :10], bank[part].x)
+        np.testing.assert_array_equal(y, bank[part].y)
+    assert 0.98 < reference["auc"] <= 1.0
