@@ -135,6 +135,8 @@ class StepContext:
         catalog: the steps of this run by name, so `predict` can find the loader of a saved model.
         executor: where this party's heavy kernels run (its `compute:` block); None: in the caller.
         identity: this party's certificate and key (set by the worker), or None.
+        splits: after `split`: this party's rows by part ("all", "train", "validation", "test");
+            `data` is then the train part, `evaluate` scores "test" and `predict` scores "all".
     """
 
     link: Link
@@ -157,6 +159,7 @@ class StepContext:
     catalog: Mapping[str, StepDef] = field(default_factory=dict)
     executor: Executor | None = None
     identity: PartyIdentity | None = None
+    splits: dict[str, Dataset] = field(default_factory=dict)
 
     @property
     def role(self) -> str:

@@ -83,10 +83,13 @@ class EvaluateParams:
     Attributes:
         plots: write roc.png (binary) and the training curve (loss_curve.png) at the label holder.
         threshold: the score above which a binary prediction is positive.
+        seed: the common order of the `psi` this step runs when no earlier step aligned the rows
+            (the job's `seed:` unless set).
     """
 
     plots: bool = True
     threshold: float = 0.5
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -96,14 +99,18 @@ class EvaluateParams:
 def run_evaluate(ctx: StepContext, params: EvaluateParams) -> dict[str, Any]:
     """Predict on this party's rows collaboratively; the label holder returns the metrics."""
     model = _model(ctx, "evaluate")
-    ensure_aligned(ctx, model, "evaluate")
-    ctx.progress(f"predicting with the {model.step} model", {})
-    scores = model.predict(ctx, ctx.data)
+    ensure_aligned(ctx, model, "evaluate", params.seed)
+    held_out = len(ctx.splits.get("test", ())) > 0
+    data = ctx.splits["test"] if held_out else ctx.data
+    ctx.progress(
+        f"predicting with the {model.step} model on the {'test' if held_out else 'training'} rows", {}
+    )
+    scores = model.predict(ctx, data)
     if scores is None:
         return {}
-    if ctx.data is None or ctx.data.y is None:
+    if data is None or data.y is None:
         raise DataError(f"party {ctx.party!r} received predictions but holds no label column to evaluate")
-    y = np.asarray(ctx.data.y)
+    y = np.asarray(data.y)
     if model.task == "binary":
         out: dict[str, Any] = binary_metrics(y, scores, params.threshold)
     else:
@@ -115,6 +122,7 @@ def run_evaluate(ctx: StepContext, params: EvaluateParams) -> dict[str, Any]:
         out["dp_epsilon"] = round(float(epsilon), 6)
     out["task"] = model.task
     out["rows"] = len(y)
+    out["evaluated_on"] = "test" if held_out else "train"
     if params.plots:
         if model.task == "binary" and "auc" in out:
             _plot_roc(ctx.workdir / "roc.png", y, scores, out["auc"])
@@ -136,10 +144,13 @@ class PredictParams:
             to the job file's folder. Empty: use the model trained earlier in the same job.
         step: optionally, the training step the package must come from (e.g. hetero_lr); the package
             itself records its step.
+        seed: the common order of the `psi` this step runs when no earlier step aligned the rows
+            (the job's `seed:` unless set).
     """
 
     model: str = ""
     step: str = ""
+    seed: int = 0
 
 
 def load_party_model(ctx: StepContext, template: str, step: str = "") -> ModelPackage:
@@ -162,12 +173,13 @@ def load_party_model(ctx: StepContext, template: str, step: str = "") -> ModelPa
     return package
 
 
-def ensure_aligned(ctx: StepContext, model: TrainedModel, step: str) -> None:
+def ensure_aligned(ctx: StepContext, model: TrainedModel, step: str, seed: int = 0) -> None:
     """Align this party's rows with the other data parties' before a vertical model scores them.
 
     A vertical model pairs row i of every party; rows that `psi` did not align would pair one
     person's features with another's. Without an earlier `psi` step this runs it (default
-    parameters) first; an empty intersection is a data error naming the step.
+    parameters, the common order keyed by `seed`) first; an empty intersection is a data error
+    naming the step.
     """
     if not model.aligned_rows or ctx.aligned or len(ctx.data_parties) < 2 or ctx.data is None:
         return
@@ -175,7 +187,7 @@ def ensure_aligned(ctx: StepContext, model: TrainedModel, step: str) -> None:
     link = ctx.link
     ctx.link = link.scope("psi")
     try:
-        run_psi(ctx, PsiParams())
+        run_psi(ctx, PsiParams(seed=seed))
     finally:
         ctx.link = link
 
@@ -189,12 +201,13 @@ def run_predict(ctx: StepContext, params: PredictParams) -> dict[str, Any]:
             f"predict.step is {params.step!r} but the job's model comes from {ctx.model.step!r}"
         )
     model = _model(ctx, "predict")
-    ensure_aligned(ctx, model, "predict")
-    scores = model.predict(ctx, ctx.data)
-    if scores is None or ctx.data is None:
+    ensure_aligned(ctx, model, "predict", params.seed)
+    data = ctx.splits.get("all", ctx.data)  # after `split`: every row, not only the train part
+    scores = model.predict(ctx, data)
+    if scores is None or data is None:
         return {}
-    _write_predictions(ctx.workdir / "predictions.csv", ctx.data, np.asarray(scores), model.task)
-    return {"predicted_rows": len(ctx.data), "predictions": str(ctx.workdir / "predictions.csv")}
+    _write_predictions(ctx.workdir / "predictions.csv", data, np.asarray(scores), model.task)
+    return {"predicted_rows": len(data), "predictions": str(ctx.workdir / "predictions.csv")}
 
 
 def _write_predictions(path: Path, data: Dataset, scores: np.ndarray, task: str) -> None:

@@ -9,6 +9,7 @@ from sharelearn.algorithms.context import StepDef
 from sharelearn.algorithms.evaluation import EVALUATE_STEP, PREDICT_STEP
 from sharelearn.algorithms.horizontal.fedavg import FEDAVG_STEP
 from sharelearn.algorithms.mpc.ss_lr import SS_LR_STEP
+from sharelearn.algorithms.split import CROSS_VALIDATE_STEP, SPLIT_STEP
 from sharelearn.algorithms.tee.steps import TEE_STEPS
 from sharelearn.algorithms.vertical.hetero_lr import HETERO_LR_STEP
 from sharelearn.algorithms.vertical.secureboost import SECUREBOOST_STEP
@@ -20,6 +21,8 @@ STEPS: Mapping[str, StepDef] = {
     s.name: s
     for s in (
         PSI_STEP,
+        SPLIT_STEP,
+        CROSS_VALIDATE_STEP,
         EVALUATE_STEP,
         PREDICT_STEP,
         HETERO_LR_STEP,

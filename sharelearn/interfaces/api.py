@@ -20,13 +20,18 @@ def run_job(
     audit: bool = True,
     timeout_s: float | None = None,
     on_event: Callable[[ControlEvent], None] | None = None,
+    baseline: bool = True,
 ) -> dict[str, Any]:
-    """Run every party of a job as a local process; return the summary dict (see the README)."""
+    """Run every party of a job as a local process; return the summary dict (see the README).
+
+    `baseline=False` skips the centralised references (`--no-baseline`).
+    """
     options = LaunchOptions(
         report_dir=None if report_dir is None else Path(report_dir),
         audit=audit,
         timeout_s=timeout_s,
         on_event=on_event or (lambda event: None),
+        baseline=baseline,
     )
     return launch(job_path, options)
 

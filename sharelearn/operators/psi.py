@@ -7,9 +7,15 @@ leader L and each follower F_k, with H the hash onto the curve and [s]P = X25519
 2. F_k -> L: y = [b_k]H(F_k's ids), shuffled, in batches.      L computes d = [a_k]y.
 3. L -> F_k: x = [a_k]H(L's ids), shuffled, in batches.        F_k returns xx = [b_k]x, same order.
 4. L un-shuffles xx: its own ids blinded twice, [a_k b_k]H(id), comparable with d.
-5. L intersects its rows over every follower, picks a fresh random final order, and sends each
-   follower that is a receiver the positions (in F_k's shuffled batch order) of the common ids.
-   F_k maps positions back through its own permutation to its rows.
+5. L intersects its rows over every follower, puts the common ids in the common order, and sends
+   each follower that is a receiver the positions (in F_k's shuffled batch order) of the common
+   ids. F_k maps positions back through its own permutation to its rows.
+
+The common order is not fresh randomness: it sorts the common ids by a keyed PRF of H(id) (AES
+CBC-MAC over the 32-byte point, key derived from the job's public `seed`), so the same seed and the
+same ids give the same order in every run (bit-identical reruns). It reveals nothing more than a
+random order did: it is a function of the intersection and the public seed alone, which every
+receiver already knows, and it does not depend on either party's row order or file.
 
 4 X25519 operations per id pair (2 per party), streamed in batches so memory stays O(n * 32 B).
 
@@ -17,7 +23,7 @@ What each role learns: L learns the intersection and |F_k's set|. A follower tha
 learns which of its rows are common (in the common order) and |L's set|; one that is not learns
 only |L's set|. Under the decisional Diffie-Hellman assumption in the random-oracle model the
 blinded values are pseudorandom, so nobody learns anything about ids outside the intersection;
-the shuffles hide the other party's row order. Semi-honest security only.
+the shuffles (fresh per run) hide the other party's row order. Semi-honest security only.
 """
 
 from __future__ import annotations
@@ -35,9 +41,9 @@ from sharelearn.core.errors import ConfigError, CryptoError, DecodeError
 from sharelearn.core.executor import Executor
 from sharelearn.core.link import Link
 from sharelearn.core.types import I64Array, PartyId, U8Array
-from sharelearn.crypto import x25519
+from sharelearn.crypto import kdf, prg, x25519
 
-__all__ = ["PsiParams", "PsiResult", "hash_ids", "psi_follower", "psi_leader"]
+__all__ = ["PsiParams", "PsiResult", "common_order", "hash_ids", "psi_follower", "psi_leader"]
 
 A = TypeVar("A")
 B = TypeVar("B")
@@ -50,14 +56,19 @@ class PsiParams:
     Attributes:
         batch_size: ids per message (65,536 ids = 2 MiB of points).
         receivers: parties that learn the intersection; empty = every party with data.
+        seed: keys the common order of the intersection (the job's `seed:` unless the step sets
+            one); the same seed and ids give the same order, hence the same models, every run.
 
     The curve operations run on the party's executor (its `compute:` block), not on a parameter.
     """
 
     batch_size: int = 65536
     receivers: tuple[str, ...] = ()
+    seed: int = 0
 
     def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ConfigError(f"psi.seed must be an integer, got {self.seed!r}")
         if not 1 <= self.batch_size <= 1 << 22:
             raise ConfigError(f"psi.batch_size must be in 1..4194304, got {self.batch_size}")
 
@@ -135,6 +146,21 @@ def _secure_permutation(n: int) -> I64Array:
     return np.argsort(keys, kind="stable").astype(np.int64)
 
 
+def common_order(points: U8Array, seed: int) -> I64Array:
+    """Return the permutation that sorts hashed ids by a PRF keyed with `seed`.
+
+    The PRF is AES-128 CBC-MAC over each 32-byte point (two blocks, a fixed-length input, so CBC-MAC
+    is a PRF); the key is HKDF-SHA256 of the seed. Points are H(id), so the order depends on the
+    ids and the seed only, never on a party's row order.
+    """
+    key = kdf.hkdf_sha256(str(int(seed)).encode(), salt=None, info=b"sharelearn/psi/common-order", length=16)
+    pts = np.ascontiguousarray(points, dtype=np.uint8).reshape(-1, 32)
+    first = prg.aes_ecb(key, np.ascontiguousarray(pts[:, :16]))
+    tag = prg.aes_ecb(key, np.ascontiguousarray(first ^ pts[:, 16:]))
+    words = np.ascontiguousarray(tag).view(">u8").reshape(-1, 2)
+    return np.lexsort((words[:, 1], words[:, 0])).astype(np.int64)
+
+
 def _both(first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
     """Run two jobs concurrently (curve work releases the GIL); re-raise the first failure."""
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -204,7 +230,7 @@ def psi_leader(
         hit[mine] = True
         common &= hit
     common_rows = np.flatnonzero(common).astype(np.int64)
-    rows = common_rows[_secure_permutation(common_rows.shape[0])]
+    rows = common_rows[common_order(points[common_rows], params.seed)]
     for f, (mine, other) in zip(followers, matches, strict=True):
         if f in receivers:
             position = np.full(points.shape[0], -1, dtype=np.int64)

@@ -3,6 +3,7 @@
 ```yaml
 job: credit-scoring            # optional; default: the file's stem
 timeout_s: 600                 # optional: per-receive deadline for every party (seconds, > 0)
+seed: 7                        # optional (default 0): every step's `seed` unless the step sets one
 parties:                       # party name -> spec; order is preserved
   bank:  {role: guest, data: {path: bank.csv, id: id, label: y}}
   shop:  {role: host,  data: shop.csv, endpoint: "shop.example.org:7443",
@@ -19,6 +20,11 @@ at a running cluster manager and the measurement to accept (`cm`, `mrenclave`, `
 A party's optional `compute:` block picks the executor of its heavy kernels (`runtime.executors`):
 `backend: threads` (the default, `workers:` every core), `processes` (`workers:`), or `ray`
 (`address: local | auto | ray://host:port`, `num_cpus:`).
+
+`seed:` makes reruns bit-identical: it becomes the `seed` parameter of every step that has one and
+does not set it (psi's common order, batch orders, splits, initial models, client sampling). What
+stays fresh randomness every run, by design (keys, masks, blinding, DP noise), is listed by each
+step's docstring and by `tests/algorithms/test_reproducible.py`.
 
 Only safe YAML loading is used. Every error is a `ConfigError` that names the file, the key path
 and the line: `job.yaml: parties.bank.role (line 4): unknown role 'gust'; expected one of ...`.
@@ -67,7 +73,8 @@ DUPLICATE_ID_MODES: tuple[str, ...] = ("error", "first", "drop")
 # Party names become TLS names and link ids (the rule of runtime.certs); job names become folder names.
 _JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _ENDPOINT = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):([0-9]{1,5})$")
-_JOB_KEYS = ("job", "timeout_s", "engine", "tee", "parties", "steps")
+_JOB_KEYS = ("job", "timeout_s", "seed", "engine", "tee", "parties", "steps")
+_MAX_SEED = (1 << 63) - 1
 ENGINES = ("federated", "tee")
 _TEE_KEYS = ("cm", "mrenclave", "allow_simulation", "simulation_root", "storage")
 _PARTY_KEYS = ("role", "data", "endpoint", "compute")
@@ -142,7 +149,7 @@ class StepSpec:
 
 @dataclass(frozen=True, slots=True)
 class JobSpec:
-    """A whole job: parties in file order, steps in run order, and the per-receive deadline."""
+    """A whole job: parties in file order, steps in run order, the per-receive deadline, the seed."""
 
     name: str
     path: Path | None
@@ -152,6 +159,7 @@ class JobSpec:
     timeout_s: float = DEFAULT_TIMEOUT_S
     engine: str = "federated"
     tee: dict[str, Any] | None = None
+    seed: int = 0
 
     def by_role(self, role: str) -> list[PartySpec]:
         """Return the parties that have `role`, in job order."""
@@ -213,16 +221,26 @@ def _parse(
     for key in ("parties", "steps"):
         if key not in data:
             raise doc.error((), f"missing required key {key!r}")
+    seed = _seed(doc, data.get("seed"))
     return JobSpec(
         name=_job_name(doc, data.get("job"), name),
         path=path,
         base_dir=base,
         parties=_parties(doc, data["parties"], base),
-        steps=_steps(doc, data["steps"], steps),
+        steps=_steps(doc, data["steps"], steps, seed),
         timeout_s=_timeout(doc, data.get("timeout_s")),
         engine=_engine(doc, data.get("engine", "federated"), data.get("tee")),
         tee=_tee(doc, data.get("tee")),
+        seed=seed,
     )
+
+
+def _seed(doc: _Doc, value: Any) -> int:
+    if value is None:
+        return 0
+    if not (isinstance(value, int) and not isinstance(value, bool)) or not 0 <= value <= _MAX_SEED:
+        raise doc.error(("seed",), f"must be an integer in 0..2**63-1, got {_kind(value)}")
+    return int(value)
 
 
 def _engine(doc: _Doc, value: Any, tee: Any) -> str:
@@ -438,15 +456,24 @@ def _features(doc: _Doc, path: KeyPath, value: Any) -> tuple[str, ...]:
     return tuple(_string(doc, (*path, i), item, "a column name") for i, item in enumerate(value))
 
 
-def _steps(doc: _Doc, value: Any, step_params: StepParams | None) -> tuple[StepSpec, ...]:
+def _steps(doc: _Doc, value: Any, step_params: StepParams | None, seed: int = 0) -> tuple[StepSpec, ...]:
     if not isinstance(value, list):
         raise doc.error(("steps",), f"must be a list of `- step_name: {{params}}` items, got {_kind(value)}")
     if not value:
         raise doc.error(("steps",), "no steps; a job needs at least one")
-    return tuple(_step(doc, index, item, step_params) for index, item in enumerate(value))
+    return tuple(_step(doc, index, item, step_params, seed) for index, item in enumerate(value))
 
 
-def _step(doc: _Doc, index: int, item: Any, step_params: StepParams | None) -> StepSpec:
+def _with_seed(factory: Callable[..., Any], params: dict[str, Any], seed: int) -> dict[str, Any]:
+    """`params` with the job's seed as `seed` when the step has that parameter and does not set it."""
+    if "seed" in params or not (isinstance(factory, type) and dataclasses.is_dataclass(factory)):
+        return params
+    if "seed" not in {f.name for f in dataclasses.fields(factory) if f.init}:
+        return params
+    return {**params, "seed": seed}
+
+
+def _step(doc: _Doc, index: int, item: Any, step_params: StepParams | None, seed: int = 0) -> StepSpec:
     if not isinstance(item, dict) or len(item) != 1:
         raise doc.error(
             ("steps", index), f"a step must be a single-key mapping like `- psi: {{}}`, got {_kind(item)}"
@@ -466,7 +493,32 @@ def _step(doc: _Doc, index: int, item: Any, step_params: StepParams | None) -> S
         raise doc.error(
             path, f"unknown step {name!r}; known steps: {', '.join(sorted(step_params)) or '(none)'}"
         )
-    return StepSpec(name, _build(doc, path, step_params[name], params), doc.line(path))
+    factory = step_params[name]
+    built = _build(doc, path, factory, _with_seed(factory, params, seed))
+    return StepSpec(name, _nested_params(doc, path, built, step_params, seed), doc.line(path))
+
+
+def _nested_params(doc: _Doc, path: KeyPath, built: Any, step_params: StepParams, seed: int) -> Any:
+    """Build a step's parameters that are another step's (`metadata={"params_of": "<field>"}`).
+
+    `cross_validate: {step: hetero_lr, params: {...}}`: `params` is checked as hetero_lr's.
+    """
+    if not dataclasses.is_dataclass(built) or isinstance(built, type):
+        return built
+    for f in dataclasses.fields(built):
+        other = f.metadata.get("params_of")
+        value = getattr(built, f.name)
+        if other is None or not isinstance(value, dict):
+            continue
+        target = getattr(built, other)
+        if target not in step_params:
+            raise doc.error((*path, other), f"unknown step {target!r}")
+        factory = step_params[target]
+        inner = _build(
+            doc, (*path, f.name), factory, _with_seed(factory, value, getattr(built, "seed", seed))
+        )
+        built = dataclasses.replace(built, **{f.name: inner})
+    return built
 
 
 def _build(doc: _Doc, path: KeyPath, factory: Callable[..., Any], params: dict[str, Any]) -> Any:

@@ -54,6 +54,7 @@ class LaunchOptions:
     audit: bool = True
     timeout_s: float | None = None
     on_event: Callable[[ControlEvent], None] = field(default=lambda event: None)
+    baseline: bool = True  # train the centralised references after the run (False: --no-baseline)
 
 
 class _Signalled(BaseException):
@@ -352,4 +353,5 @@ def launch(job_path: Path | str, options: LaunchOptions = LaunchOptions()) -> di
             done,
             audit=options.audit,
             exit_code=exit_code,
+            baseline=options.baseline,
         )

@@ -7,6 +7,7 @@ intersection, found in the bytes another party received (see `core.audit`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +16,7 @@ import numpy as np
 
 from sharelearn.algorithms.context import BaselineData
 from sharelearn.algorithms.registry import get_step
+from sharelearn.algorithms.split import CV_STEPS, converged_reference
 from sharelearn.core.audit import WireAudit
 from sharelearn.core.errors import PartyFailed, SharelearnError
 from sharelearn.core.fileio import atomic_write_json
@@ -100,11 +102,14 @@ def merge_step_outputs(job: JobSpec, done: dict[str, PartyDone]) -> dict[str, An
 
 
 def add_centralized(job: JobSpec, steps: dict[str, Any]) -> None:
-    """Add `<metric>_centralized` and `<metric>_delta` to each `evaluate` output, in place.
+    """Add the centralised references to each `evaluate` output, in place.
 
     The launcher has every party's data at hand, so it trains the evaluated model's centralised
-    twin (the training step's `baseline`) on the pooled data. A baseline that fails is reported as
-    `centralized_error` rather than failing a finished run.
+    twin (the training step's `baseline`, the same budget) on the pooled data
+    (`<metric>_centralized`, `<metric>_delta`), and for vertical steps the model a user would train
+    on the pooled data to convergence, on the same train rows, scored on the rows `evaluate`
+    scored (`<metric>_converged`, `<metric>_converged_delta`; `algorithms.split`). A baseline that
+    fails is reported as `centralized_error` / `converged_error` rather than failing a finished run.
     """
     trained: str | None = None
     for step in job.steps:
@@ -124,10 +129,32 @@ def add_centralized(job: JobSpec, steps: dict[str, Any]) -> None:
         except (SharelearnError, ValueError) as exc:
             out["centralized_error"] = f"{type(exc).__name__}: {exc}"
             continue
-        for metric, value in central.items():
-            out[f"{metric}_centralized"] = round(float(value), 6)
-            if isinstance(out.get(metric), int | float):
-                out[f"{metric}_delta"] = round(abs(float(out[metric]) - float(value)), 6)
+        _add_metrics(out, central, "centralized", "delta")
+        if trained in CV_STEPS:
+            _add_converged(job, out, trained, datasets)
+
+
+def _add_metrics(out: dict[str, Any], reference: Mapping[str, float], name: str, delta: str) -> None:
+    for metric, value in reference.items():
+        out[f"{metric}_{name}"] = round(float(value), 6)
+        if isinstance(out.get(metric), int | float):
+            out[f"{metric}_{delta}"] = round(abs(float(out[metric]) - float(value)), 6)
+
+
+def _add_converged(
+    job: JobSpec, out: dict[str, Any], trained: str, datasets: dict[str, BaselineData]
+) -> None:
+    """The pooled model trained to convergence, on the rows the parties split (the job's seeds)."""
+    psi = next((s.params for s in job.steps if s.name == "psi"), None)
+    split = next((s.params for s in job.steps if s.name == "split"), None)
+    try:
+        converged = converged_reference(
+            trained, datasets, psi_seed=getattr(psi, "seed", job.seed), split=split
+        )
+    except (SharelearnError, ValueError) as exc:
+        out["converged_error"] = f"{type(exc).__name__}: {exc}"
+        return
+    _add_metrics(out, converged, "converged", "converged_delta")
 
 
 def collect_plots(job: JobSpec, report: Path) -> list[str]:
@@ -185,15 +212,19 @@ def write_summary(
     *,
     audit: bool,
     exit_code: int | None = None,
+    baseline: bool = True,
 ) -> dict[str, Any]:
-    """Build the run's summary, write it atomically to `report/summary.json`, and return it."""
+    """Build the run's summary, write it atomically to `report/summary.json`, and return it.
+
+    The centralised references (`baseline`) are trained here, after the run's `elapsed_s` was taken.
+    """
     parties = {
         name: _party_summary(spec.role, pids.get(name, 0), done.get(name))
         for name, spec in job.parties.items()
     }
     leaks = count_id_leaks(job, report) if audit and error is None else 0
     steps = merge_step_outputs(job, done) if error is None else {}
-    if error is None:
+    if error is None and baseline:
         add_centralized(job, steps)
     summary = RunSummary(
         job=job.name,

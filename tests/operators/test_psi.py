@@ -9,6 +9,7 @@ import pytest
 from psi_roles import follower, leader  # type: ignore[import-not-found]
 
 from sharelearn.crypto.kernels import mbx
+from sharelearn.operators.psi import common_order, hash_ids
 from sharelearn.testing.processes import run_roles_grpc
 from sharelearn.testing.roles import run_roles
 
@@ -18,11 +19,11 @@ def _ids(rng: np.random.Generator, universe: int, n: int) -> list[str]:
 
 
 def _psi_roles(
-    a: list[str], b: list[str], receivers: list[str], batch: int = 700
+    a: list[str], b: list[str], receivers: list[str], batch: int = 700, seed: int = 0
 ) -> dict[str, Callable[..., Any]]:
     return {
-        "bank": partial(leader, ids=a, followers=["shop"], receivers=receivers, batch=batch),
-        "shop": partial(follower, ids=b, leader="bank", receiver="shop" in receivers, batch=batch),
+        "bank": partial(leader, ids=a, followers=["shop"], receivers=receivers, batch=batch, seed=seed),
+        "shop": partial(follower, ids=b, leader="bank", receiver="shop" in receivers, batch=batch, seed=seed),
     }
 
 
@@ -80,6 +81,41 @@ def test_psi_three_parties_intersect_all_of_them() -> None:
     rows = [[ids[i] for i in out[p]] for p, ids in (("bank", a), ("shop", b), ("telco", c))]
     assert rows[0] == rows[1] == rows[2]
     assert set(rows[0]) == set(a) & set(b) & set(c)
+
+
+@pytest.mark.timeout(60)
+def test_psi_common_order_is_the_same_every_run_with_the_same_seed() -> None:
+    rng = np.random.default_rng(11)
+    a, b = _ids(rng, 3000, 1200), _ids(rng, 3000, 1500)
+
+    first = run_roles(_psi_roles(a, b, ["bank", "shop"], seed=5))
+    again = run_roles(_psi_roles(a, b, ["bank", "shop"], seed=5))
+    other = run_roles(_psi_roles(a, b, ["bank", "shop"], seed=6))
+
+    np.testing.assert_array_equal(first["bank"], again["bank"])
+    np.testing.assert_array_equal(first["shop"], again["shop"])
+    assert [a[i] for i in other["bank"]] != [a[i] for i in first["bank"]]
+    assert {a[i] for i in other["bank"]} == {a[i] for i in first["bank"]}
+
+
+def test_psi_common_order_reveals_nothing_beyond_the_set_and_the_seed() -> None:
+    # The adversary (a receiver) predicts the order from what it already knows: its common ids
+    # and the public seed. The order does not depend on either side's row order either.
+    rng = np.random.default_rng(12)
+    a, b = _ids(rng, 2000, 800), _ids(rng, 2000, 900)
+    shuffled_a = [a[i] for i in rng.permutation(len(a))]
+
+    out = run_roles(_psi_roles(a, b, ["bank", "shop"], seed=3))
+    out_shuffled = run_roles(_psi_roles(shuffled_a, b, ["bank", "shop"], seed=3))
+
+    mine = [b[i] for i in out["shop"]]
+    predicted = sorted(mine)
+    points = hash_ids(predicted)
+    predicted = [predicted[i] for i in common_order(points, 3)]
+    assert mine == predicted
+    assert [b[i] for i in out_shuffled["shop"]] == mine
+    # the order is not the id order nor the shop's row order
+    assert mine != sorted(mine) and mine != [i for i in b if i in set(mine)]
 
 
 def test_psi_handles_empty_and_disjoint_sets() -> None:

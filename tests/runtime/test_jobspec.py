@@ -360,3 +360,24 @@ def test_a_parameter_alias_lets_a_job_use_a_python_keyword_name() -> None:
     assert job.steps[0].params.reg_lambda == 2.5 and job.steps[0].params.gamma == 0.1
     with pytest.raises(ConfigError, match="either 'lambda' or 'reg_lambda'"):
         parse_job(base + "  - secureboost: {lambda: 2.5, reg_lambda: 1}\n", step_params=step_params())
+
+
+def test_job_seed_becomes_every_step_seed_the_step_does_not_set() -> None:
+    from sharelearn.algorithms.registry import step_params
+
+    text = MINIMAL.replace("timeout_s: 60\n", "timeout_s: 60\nseed: 42\n").replace(
+        "  - psi: {}", "  - psi: {}\n  - hetero_lr: {seed: 3}\n  - secureboost: {}"
+    )
+
+    job = parse_job(text, step_params=step_params())
+
+    assert job.seed == 42
+    assert [getattr(s.params, "seed", None) for s in job.steps] == [42, 3, 42]
+    assert parse_job(MINIMAL, step_params=step_params()).steps[0].params.seed == 0
+
+
+@pytest.mark.parametrize("value", ["-1", "1.5", "true", "'7'"])
+def test_job_seed_must_be_a_non_negative_integer(value: str) -> None:
+    message = error_of(MINIMAL.replace("timeout_s: 60\n", f"timeout_s: 60\nseed: {value}\n"))
+
+    assert "seed (line 3): must be an integer" in message

@@ -91,10 +91,22 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     console.print(f"time: {summary['elapsed_s']:.2f} s; report: {summary['report_dir']}")
 
 
-def _run(job: Path, as_json: bool, report_dir: Path | None, audit: bool, timeout: float | None) -> int:
+def _run(
+    job: Path,
+    as_json: bool,
+    report_dir: Path | None,
+    audit: bool,
+    timeout: float | None,
+    baseline: bool = True,
+) -> int:
     console = Console(stderr=True)
     summary = run_job(
-        job, report_dir=report_dir, audit=audit, timeout_s=timeout, on_event=_progress_printer(console)
+        job,
+        report_dir=report_dir,
+        audit=audit,
+        timeout_s=timeout,
+        on_event=_progress_printer(console),
+        baseline=baseline,
     )
     if as_json:
         sys.stdout.write(json.dumps(summary) + "\n")
@@ -111,9 +123,12 @@ def run_command(
     ] = None,
     audit: Annotated[bool, typer.Option(help="record every message and count leaks")] = True,
     timeout: Annotated[float | None, typer.Option(help="fail the job after this many seconds")] = None,
+    baseline: Annotated[
+        bool, typer.Option(help="train the centralised references on the pooled data (after the run)")
+    ] = True,
 ) -> int:
     """Run every party of JOB as its own process over gRPC + mutual TLS on this machine."""
-    return _run(job, as_json, report_dir, audit, timeout)
+    return _run(job, as_json, report_dir, audit, timeout, baseline)
 
 
 def demo_command(
