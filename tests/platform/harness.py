@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
+import pandas as pd
 
 from sharelearn.interfaces.api import demo_job_path
 
@@ -31,6 +33,20 @@ steps:
 """
 DATA = {"bank": "breast_hetero_guest.csv", "shop": "breast_hetero_host.csv", "coord": None}
 APPROVE_ALL = "default: ask\nauto_approve:\n  - peers: [bank, shop, coord]\n"
+
+
+def write_party_csv(source: Path, dest: Path, party: str) -> None:
+    """The demo split with scannable values: ids become `pid<hex>`, features get 9 decimals, and each
+    party drops rows the other keeps (bank: every 13th, shop: every 11th), so both own ids outside
+    the intersection."""
+    frame = pd.read_csv(source)
+    frame["id"] = [f"pid{hashlib.sha256(str(i).encode()).hexdigest()[:12]}" for i in frame["id"]]
+    rng = np.random.default_rng(7)
+    for col in frame.columns:
+        if col.startswith("x"):
+            frame[col] = frame[col] + rng.uniform(1e-8, 9e-7, len(frame))
+    keep = np.arange(len(frame)) % (13 if party == "bank" else 11) != 5
+    frame[keep].to_csv(dest, index=False, float_format="%.9f")
 
 
 def _spawn(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -120,8 +136,8 @@ class Platform:
     def data_dir(self, party: str) -> Path:
         d = self.root / f"{party}-data"
         d.mkdir(exist_ok=True)
-        if DATA.get(party):
-            shutil.copy(DEMO / str(DATA[party]), d)
+        if DATA.get(party) and not (d / str(DATA[party])).exists():
+            write_party_csv(DEMO / str(DATA[party]), d / str(DATA[party]), party)
         return d
 
     def start_worker(self, party: str, index: int, policy: str | None = APPROVE_ALL, token: str = "") -> None:
