@@ -124,6 +124,7 @@ def sign_request(
         raise ConfigError(f"certificate request names party {cn!r}, but it was presented for {party!r}")
     ca, ca_key = _load_ca(Path(ca_dir))
     now = dt.datetime.now(dt.UTC)
+    after = now + dt.timedelta(days=days)
     san = x509.SubjectAlternativeName([x509.DNSName(cn), x509.DNSName("localhost")])
     cert = (
         x509.CertificateBuilder()
@@ -131,8 +132,8 @@ def sign_request(
         .issuer_name(ca.subject)
         .public_key(csr.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
+        .not_valid_before(min(now - dt.timedelta(minutes=5), after - dt.timedelta(minutes=1)))
+        .not_valid_after(after)
         .add_extension(san, critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
