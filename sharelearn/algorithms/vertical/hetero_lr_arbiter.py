@@ -56,8 +56,7 @@ from sharelearn.algorithms.vertical.hetero_lr_core import (
 )
 from sharelearn.core.link import Link
 from sharelearn.crypto import he
-from sharelearn.crypto.he import EncArray
-from sharelearn.crypto.paillier_encoding import Encoded
+from sharelearn.crypto.he import EncArray, Encoded
 from sharelearn.operators.he_arith import recv_encrypted, recv_public_key, send_encrypted
 
 __all__ = ["run_arbiter", "run_guest", "run_host"]

@@ -33,8 +33,7 @@ from sharelearn.core.link import Link
 from sharelearn.core.messages import Message
 from sharelearn.core.types import Wire
 from sharelearn.crypto import he
-from sharelearn.crypto.he import EncArray
-from sharelearn.crypto.paillier_encoding import Encoded
+from sharelearn.crypto.he import EncArray, Encoded
 from sharelearn.operators.he_arith import MaskedDecryption
 
 __all__ = [
