@@ -15,7 +15,10 @@ from tests.algorithms.secureboost_helpers import FATE
 
 pytestmark = [pytest.mark.grpc, pytest.mark.timeout(240)]
 
-PARAMS = "num_trees: 4, max_depth: 3, max_bins: 32, key_bits: 1024, subsample: 0.8, seed: 3"
+PARAMS = (
+    "num_trees: 4, max_depth: 3, max_bins: 32, key_bits: 1024, subsample: 0.8, seed: 3,"
+    " learning_rate: 0.3, validation_fraction: 0, early_stopping_rounds: 0"
+)
 
 
 def _job(folder: Path, name: str, steps: str, *, arbiter: bool = False) -> Path:
