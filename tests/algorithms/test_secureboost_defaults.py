@@ -18,7 +18,11 @@ from sklearn.datasets import load_breast_cancer, load_wine
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
-from sharelearn.algorithms.vertical.secureboost import SecureBoostParams
+from sharelearn.algorithms.vertical.secureboost import (
+    SecureBoostGuestModel,
+    SecureBoostHostModel,
+    SecureBoostParams,
+)
 from sharelearn.testing.steps import dataset, run_steps
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
@@ -55,6 +59,7 @@ def _secureboost_scores(
     run = run_steps(parties, [("secureboost", params)], folder, aligned=True, timeout=550)
 
     guest, host = run.parties["guest"].model, run.parties["host"].model
+    assert isinstance(guest, SecureBoostGuestModel) and isinstance(host, SecureBoostHostModel)
     x_host = x_test[:, split:]
     masks = host.threshold[:, None] >= x_host[:, host.feature].T
     margin = guest.margins(x_test[:, :split], [masks])[:, 0]
