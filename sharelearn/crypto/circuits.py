@@ -219,16 +219,10 @@ def _levels(gates: list[tuple[int, int, int, int]], n_wires: int) -> list[int]:
     return out
 
 
-def _allocate(
-    name: str,
-    gates: list[tuple[int, int, int, int]],
-    level: list[int],
-    garbler: list[int],
-    evaluator: list[int],
-    outputs: list[int],
-    n_wires: int,
-) -> Circuit:
-    n_levels = max(level, default=0)
+def _schedule(
+    gates: list[tuple[int, int, int, int]], level: list[int], outputs: list[int], n_wires: int, n_levels: int
+) -> tuple[list[int], list[list[tuple[int, int, int, int]]]]:
+    """Each wire's last reading level (outputs: past the end) and the gates of every level."""
     last_use = [0] * n_wires
     for (kind, a, b, _), lv in zip(gates, level, strict=True):
         last_use[a] = max(last_use[a], lv)
@@ -239,6 +233,20 @@ def _allocate(
     by_level: list[list[tuple[int, int, int, int]]] = [[] for _ in range(n_levels + 1)]
     for gate, lv in zip(gates, level, strict=True):
         by_level[lv].append(gate)
+    return last_use, by_level
+
+
+def _allocate(
+    name: str,
+    gates: list[tuple[int, int, int, int]],
+    level: list[int],
+    garbler: list[int],
+    evaluator: list[int],
+    outputs: list[int],
+    n_wires: int,
+) -> Circuit:
+    n_levels = max(level, default=0)
+    last_use, by_level = _schedule(gates, level, outputs, n_wires, n_levels)
     slot: dict[int, int] = {}
     for w in garbler + evaluator:
         slot[w] = len(slot)

@@ -174,6 +174,19 @@ def _check_delta(delta: npt.ArrayLike) -> U64Array:
     return d
 
 
+def _evaluator_zero(circuit: Circuit, batch: int, given: U64Array | None, rng: Rng | None) -> U64Array:
+    """The evaluator's zero labels (n_e, batch, 2): the given ones, checked, or fresh random ones."""
+    n_e = circuit.evaluator_inputs.size
+    if given is None:
+        return random_u64((n_e, batch, 2), rng)
+    e_zero = np.asarray(given)
+    if e_zero.dtype != np.uint64 or e_zero.shape != (n_e, batch, 2):
+        raise CryptoError(
+            f"{circuit.name}: evaluator_zero must be uint64 ({n_e}, {batch}, 2), got {e_zero.shape}"
+        )
+    return e_zero
+
+
 def garble(
     circuit: Circuit,
     batch: int,
@@ -201,16 +214,8 @@ def garble(
     if batch < 1:
         raise CryptoError(f"{circuit.name}: batch must be positive, got {batch}")
     d = new_delta(rng) if delta is None else _check_delta(delta)
-    n_g, n_e = circuit.garbler_inputs.size, circuit.evaluator_inputs.size
-    g_zero = random_u64((n_g, batch, 2), rng)
-    if evaluator_zero is None:
-        e_zero = random_u64((n_e, batch, 2), rng)
-    else:
-        e_zero = np.asarray(evaluator_zero)
-        if e_zero.dtype != np.uint64 or e_zero.shape != (n_e, batch, 2):
-            raise CryptoError(
-                f"{circuit.name}: evaluator_zero must be uint64 ({n_e}, {batch}, 2), got {e_zero.shape}"
-            )
+    g_zero = random_u64((circuit.garbler_inputs.size, batch, 2), rng)
+    e_zero = _evaluator_zero(circuit, batch, evaluator_zero, rng)
     labels = np.empty((circuit.n_slots, batch, 2), dtype=np.uint64)
     labels[circuit.garbler_inputs] = g_zero
     labels[circuit.evaluator_inputs] = e_zero

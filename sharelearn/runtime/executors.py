@@ -65,54 +65,63 @@ def _check_workers(workers: int | None) -> int:
     return count
 
 
+class _Dispatch:
+    """One `map` over worker processes: items handed out one at a time, results in item order."""
+
+    def __init__(self, name: str, items: Sequence[Any]) -> None:
+        self.name, self.items = name, items
+        self.results: list[Any] = [None] * len(items)
+        self.done = [False] * len(items)
+        self.lock, self.queue = threading.Lock(), iter(range(len(items)))
+        self.broken: set[procpool.Worker] = set()
+        self.failures: list[BaseException] = []
+
+    def take(self) -> int | None:
+        """The next item's index, or None when all are taken or a kernel has failed."""
+        with self.lock:
+            return None if self.failures else next(self.queue, None)
+
+    def drive(self, worker: procpool.Worker) -> None:
+        """Feed `worker` items until none are left; a dead worker leaves its items undone."""
+        while (i := self.take()) is not None:
+            try:
+                self.results[i], self.done[i] = worker.call(self.name, self.items[i]), True
+            except procpool.WorkerDied as exc:
+                log.warning("worker process failed (%s); its items are redone in-process", exc)
+                self.broken.add(worker)
+                return
+            except BaseException as exc:  # the kernel's own error: stop and re-raise in the caller
+                self.failures.append(exc)
+                return
+
+
 def _map_processes(pool: procpool.Pool, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
     """Run `items` on the calling thread and up to `pool.size` workers, each taking the next item."""
-    name = procpool.function_name(fn)
+    name = procpool.function_name(fn)  # refuses a lambda before any worker is taken
     try:
         workers = pool.acquire(min(pool.size, len(items) - 1))
     except OSError as exc:  # no subprocesses here (sandbox, fd limits): stay in-process
         log.warning("cannot start worker processes (%s); computing in-process", exc)
         workers = []
-    results: list[Any] = [None] * len(items)
-    done = [False] * len(items)
-    lock, queue = threading.Lock(), iter(range(len(items)))
-    broken: set[procpool.Worker] = set()
-    failures: list[BaseException] = []
-
-    def take() -> int | None:
-        with lock:
-            return None if failures else next(queue, None)
-
-    def drive(worker: procpool.Worker) -> None:
-        while (i := take()) is not None:
-            try:
-                results[i], done[i] = worker.call(name, items[i]), True  # type: ignore[arg-type]
-            except procpool.WorkerDied as exc:
-                log.warning("worker process failed (%s); its items are redone in-process", exc)
-                broken.add(worker)
-                return
-            except BaseException as exc:  # the kernel's own error: stop and re-raise in the caller
-                failures.append(exc)
-                return
-
-    threads = [threading.Thread(target=drive, args=(w,), daemon=True) for w in workers]
+    run = _Dispatch(name, items)
+    threads = [threading.Thread(target=run.drive, args=(w,), daemon=True) for w in workers]
     for t in threads:
         t.start()
     try:
-        while (i := take()) is not None:
-            results[i], done[i] = fn(items[i]), True
+        while (i := run.take()) is not None:
+            run.results[i], run.done[i] = fn(items[i]), True
     except BaseException as exc:
-        failures.append(exc)  # the drivers stop taking items
+        run.failures.append(exc)  # the drivers stop taking items
         raise
     finally:
         for t in threads:
             t.join()
-        pool.release(workers, broken=frozenset(broken))
-    if failures:
-        raise failures[0]
-    for i in [i for i, ok in enumerate(done) if not ok]:  # items of a worker that died
-        results[i] = fn(items[i])
-    return results
+        pool.release(workers, broken=frozenset(run.broken))
+    if run.failures:
+        raise run.failures[0]
+    for i in [i for i, ok in enumerate(run.done) if not ok]:  # items of a worker that died
+        run.results[i] = fn(items[i])
+    return run.results
 
 
 class ThreadExecutor:

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from sharelearn.algorithms.vertical import tree_kernels as tk
 from sharelearn.algorithms.vertical.secureboost import SecureBoostParams
 from sharelearn.runtime.data import PartyData
 from sharelearn.testing.steps import load_csv
+from tests.datasets import fate_file
 
-__all__ = ["FATE", "fate_pair", "reference_margins"]
-
-FATE = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "fate"
+__all__ = ["fate_pair", "reference_margins"]
 
 
 def fate_pair(name: str, rows: int | None = None) -> tuple[PartyData, PartyData]:
     """Guest and host tables of a FATE hetero dataset, sorted by id (the order pool_vertical uses)."""
-    guest = load_csv(FATE / f"{name}_hetero_guest.csv", label="y")
-    host = load_csv(FATE / f"{name}_hetero_host.csv")
+    guest = load_csv(fate_file(f"{name}_hetero_guest.csv"), label="y")
+    host = load_csv(fate_file(f"{name}_hetero_host.csv"))
     guest = guest.take(np.argsort(guest.ids, kind="stable"))
     host = host.take(np.argsort(host.ids, kind="stable"))
     if rows is not None:

@@ -17,7 +17,9 @@ from sharelearn.testing.steps import dataset, run_steps
 
 pytestmark = pytest.mark.timeout(120)
 
-SMALL = SecureBoostParams(num_trees=1, max_depth=2, max_bins=8, key_bits=1024)
+SMALL = SecureBoostParams(
+    num_trees=1, max_depth=2, max_bins=8, key_bits=1024, validation_fraction=0.0, early_stopping_rounds=0
+)
 
 
 def _parties(rows: int = 120) -> dict[str, tuple[str, Any]]:

@@ -11,19 +11,22 @@ from sharelearn.algorithms.package import load_package
 from sharelearn.algorithms.vertical.secureboost import MODEL_FILE
 from sharelearn.interfaces.api import run_job
 from sharelearn.runtime.control import ControlEvent, Listening, Progress
-from tests.algorithms.secureboost_helpers import FATE
+from tests.datasets import fate_file
 
 pytestmark = [pytest.mark.grpc, pytest.mark.timeout(240)]
 
-PARAMS = "num_trees: 4, max_depth: 3, max_bins: 32, key_bits: 1024, subsample: 0.8, seed: 3"
+PARAMS = (
+    "num_trees: 4, max_depth: 3, max_bins: 32, key_bits: 1024, subsample: 0.8, seed: 3,"
+    " learning_rate: 0.3, validation_fraction: 0, early_stopping_rounds: 0"
+)
 
 
 def _job(folder: Path, name: str, steps: str, *, arbiter: bool = False) -> Path:
     job = folder / f"{name}.yaml"
     job.write_text(
         f"job: {name}\ntimeout_s: 60\nparties:\n"
-        f"  bank: {{role: guest, data: {{path: {FATE / 'breast_hetero_guest.csv'}, id: id, label: y}}}}\n"
-        f"  shop: {{role: host, data: {{path: {FATE / 'breast_hetero_host.csv'}, id: id}}}}\n"
+        f"  bank: {{role: guest, data: {{path: {fate_file('breast_hetero_guest.csv')}, id: id, label: y}}}}\n"
+        f"  shop: {{role: host, data: {{path: {fate_file('breast_hetero_host.csv')}, id: id}}}}\n"
         + ("  coord: {role: arbiter}\n" if arbiter else "")
         + f"steps:\n{steps}"
     )

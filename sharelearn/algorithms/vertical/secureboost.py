@@ -727,17 +727,9 @@ def run_secureboost(ctx: StepContext, params: SecureBoostParams) -> dict[str, An
     return run_host(ctx, params, guest)
 
 
-def baseline_secureboost(params: SecureBoostParams, datasets: Mapping[str, BaselineData]) -> dict[str, float]:
-    """XGBoost (hist) with the same parameters on the pooled data; the metric `evaluate` reports."""
-    import xgboost as xgb
-
-    from sharelearn.algorithms.metrics import metrics_for
-
-    x, y = pool_vertical(datasets)
-    y = np.asarray(y, dtype=np.float64)
-    task, k = task_of(params, y, "pooled data")
-    valid, _ = sample_masks(params, np.arange(len(y)))  # pooled rows are in id order
-    booster_params: dict[str, Any] = {
+def _xgboost_params(params: SecureBoostParams, task: Task, k: int, y_train: F64) -> dict[str, Any]:
+    """XGBoost (hist) parameters that mirror SecureBoost's, with the same starting margin."""
+    out: dict[str, Any] = {
         "tree_method": "hist",
         "max_depth": params.max_depth,
         "eta": params.learning_rate,
@@ -750,13 +742,24 @@ def baseline_secureboost(params: SecureBoostParams, datasets: Mapping[str, Basel
         "nthread": 1,
     }
     if task == "binary":
-        booster_params.update(
-            objective="binary:logistic", base_score=float(np.clip(y[~valid].mean(), 1e-6, 1 - 1e-6))
-        )
+        out.update(objective="binary:logistic", base_score=float(np.clip(y_train.mean(), 1e-6, 1 - 1e-6)))
     elif task == "regression":
-        booster_params.update(objective="reg:squarederror", base_score=float(y[~valid].mean()))
+        out.update(objective="reg:squarederror", base_score=float(y_train.mean()))
     else:
-        booster_params.update(objective="multi:softprob", num_class=k, base_score=0.5)
+        out.update(objective="multi:softprob", num_class=k, base_score=0.5)
+    return out
+
+
+def baseline_secureboost(params: SecureBoostParams, datasets: Mapping[str, BaselineData]) -> dict[str, float]:
+    """XGBoost (hist) with the same parameters on the pooled data; the metric `evaluate` reports."""
+    import xgboost as xgb
+
+    from sharelearn.algorithms.metrics import metrics_for
+
+    x, y = pool_vertical(datasets)
+    y = np.asarray(y, dtype=np.float64)
+    task, k = task_of(params, y, "pooled data")
+    valid, _ = sample_masks(params, np.arange(len(y)))  # pooled rows are in id order
     train = xgb.DMatrix(x[~valid], label=y[~valid])
     extra: dict[str, Any] = {}
     if params.early_stopping_rounds and valid.any():
@@ -765,7 +768,7 @@ def baseline_secureboost(params: SecureBoostParams, datasets: Mapping[str, Basel
             "early_stopping_rounds": params.early_stopping_rounds,
             "verbose_eval": False,
         }
-    booster = xgb.train(booster_params, train, num_boost_round=params.num_trees, **extra)
+    booster = xgb.train(_xgboost_params(params, task, k, y[~valid]), train, params.num_trees, **extra)
     scores = np.asarray(booster.predict(xgb.DMatrix(x)), dtype=np.float64)
     if task == "multiclass":
         scores = scores / scores.sum(axis=1, keepdims=True)  # float32 rounding leaves sums != 1

@@ -46,7 +46,8 @@ class SecureBoostParams:
     """Parameters of `secureboost` (XGBoost's names where they exist).
 
     Attributes:
-        num_trees: boosting rounds (multiclass: one tree per class per round).
+        num_trees: the most boosting rounds (multiclass: one tree per class per round); with the
+            default early stopping a generous ceiling, not a budget to tune.
         max_depth: depth of every tree.
         max_bins: quantile bins per feature.
         learning_rate: shrinkage of every leaf weight (XGBoost's eta).
@@ -55,8 +56,16 @@ class SecureBoostParams:
         gamma: minimum loss reduction of a split (XGBoost's gamma / min_split_loss).
         min_child_weight: minimum hessian sum of a child.
         subsample: fraction of training rows sampled per round.
-        validation_fraction: rows held out (at the guest) for early stopping; 0 disables it.
-        early_stopping_rounds: stop after this many rounds without a better validation loss.
+        validation_fraction: rows held out (at the guest) for early stopping; 0 (with
+            early_stopping_rounds 0) trains all num_trees rounds.
+        early_stopping_rounds: stop after this many rounds without a better validation loss and
+            keep the best round's trees.
+
+    Defaults stop on convergence rather than after a fixed short budget: a small learning rate,
+    up to 300 rounds, and early stopping on 10% of the rows. On splits of scikit-learn's bundled
+    sets (breast cancer, digits odd/even, wine class 0, diabetes; 3 seeds, 30% unseen test rows)
+    they land within 0.01 test AUC (2% RMSE) of pooled XGBoost trained to convergence
+    (`tests/algorithms/test_secureboost_defaults.py`).
         he_scheme: paillier or ou (Okamoto–Uchiyama, faster).
         key_bits: modulus size of the guest's key.
         frac_bits: fixed-point precision of the scaled gradients (2^-frac_bits).
@@ -64,17 +73,17 @@ class SecureBoostParams:
         resume: continue from the checkpoint in the party's workdir.
     """
 
-    num_trees: int = 30
+    num_trees: int = 300
     max_depth: int = 3
     max_bins: int = 32
-    learning_rate: float = 0.3
+    learning_rate: float = 0.1
     objective: Literal["binary", "regression", "multiclass"] = "binary"
     reg_lambda: float = field(default=1.0, metadata={"alias": "lambda"})
     gamma: float = 0.0
     min_child_weight: float = 1.0
     subsample: float = 1.0
-    validation_fraction: float = 0.0
-    early_stopping_rounds: int = 0
+    validation_fraction: float = 0.1
+    early_stopping_rounds: int = 20
     he_scheme: Literal["paillier", "ou"] = "ou"
     key_bits: int = he.DEFAULT_KEY_BITS
     frac_bits: int = hh.DEFAULT_FRAC_BITS
@@ -105,7 +114,10 @@ class SecureBoostParams:
             if not ok:
                 raise ConfigError(f"secureboost.{message}")
         if self.early_stopping_rounds and not self.validation_fraction:
-            raise ConfigError("secureboost.early_stopping_rounds needs a validation_fraction > 0")
+            raise ConfigError(
+                "secureboost.early_stopping_rounds needs a validation_fraction > 0 "
+                "(set early_stopping_rounds: 0 as well to train all num_trees rounds)"
+            )
 
     def fingerprint(self, ids: np.ndarray) -> str:
         """Identify a training run (parameters and the set of row ids, not the resume setting)."""
