@@ -243,7 +243,7 @@ def simulate(
     compute: str | None = None,
     progress: Callable[[str, Mapping[str, Any]], None] = lambda message, metrics: None,
 ) -> SimulationResult:
-    """Run `params.rounds` rounds of FedAvg over `clients` (name -> table) on one machine.
+    """Run `params.rounds` rounds (or until converged) of FedAvg over `clients` (name -> table) locally.
 
     Args:
         compute: "ray" (a local Ray with `params.ray_cpus` CPUs and `params.ray_actors` actors) or
@@ -263,7 +263,7 @@ def simulate(
         loop = ServerLoop(spec, params, len(names), test)
         length = loop.weights.size + 4
         started, dropouts, durations = time.perf_counter(), 0, []
-        for r in range(params.rounds):
+        for r in range(params.round_limit):
             round_start = time.perf_counter()
             chosen = [names[i] for i in loop.select(r)]
             if params.secure_aggregation:
@@ -279,9 +279,12 @@ def simulate(
             metrics = loop.apply(np.asarray(total, dtype=np.float64))
             durations.append(time.perf_counter() - round_start)
             progress(
-                f"round {r + 1}/{params.rounds}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
+                f"round {r + 1}/{params.round_limit}: "
+                + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
                 metrics,
             )
+            if loop.converged:
+                break
         elapsed = time.perf_counter() - started
     finally:
         stop()
@@ -290,11 +293,11 @@ def simulate(
         "model": spec.kind,
         "task": spec.task,
         "clients": len(names),
-        "rounds": params.rounds,
+        "rounds": len(durations),
         "parameters": int(loop.weights.size),
         "secure_aggregation": params.secure_aggregation,
         "compute": mode,
-        "round_time_s": round(elapsed / params.rounds, 4),
+        "round_time_s": round(elapsed / max(len(durations), 1), 4),
         # Rounds after the first: on Ray the first also pays the actors' start-up and first torch calls.
         "steady_round_time_s": round(float(np.mean(durations[1:] or durations)), 4),
         "dropouts": dropouts,
