@@ -35,10 +35,12 @@ from sharelearn.algorithms.context import BaselineData, Dataset, StepContext, St
 from sharelearn.algorithms.horizontal import models, schema, secagg
 from sharelearn.algorithms.horizontal.dp_fedavg import DpConfig, DpTracker, clip_update, noisy_average
 from sharelearn.algorithms.horizontal.identity import Identity
+from sharelearn.algorithms.horizontal.server_opt import SERVER_OPTIMIZERS, Convergence, ServerOptimizer
 from sharelearn.algorithms.metrics import metrics_for
 from sharelearn.algorithms.package import ModelPackage, publish_model
 from sharelearn.core import codec
 from sharelearn.core.errors import ConfigError, DataError, DecodeError
+from sharelearn.core.link import Link
 from sharelearn.core.types import F64Array, PartyId
 
 __all__ = [
@@ -66,7 +68,12 @@ class FedAvgParams:
     Attributes:
         model: "logistic", "linear" (numpy), "mlp" or "cnn" (PyTorch).
         task: "auto" (linear -> regression, else classification from the labels) or a task name.
-        rounds: federated rounds.
+        rounds: federated rounds; 0 (the default) = until the training loss converges
+            (`stop_patience` rounds without a relative improvement of `stop_tolerance`), at most
+            `max_rounds`.
+        server_optimizer: "sgd" (FedAvg: w += server_learning_rate * mean update), "adam"
+            (FedAdam) or "yogi" (FedYogi), Reddi et al. 2021; `server_beta1`, `server_beta2`,
+            `server_tau` their moments' decay and the adaptivity floor.
         local_epochs / batch_size / learning_rate / optimizer / momentum / weight_decay: local training.
         proximal_mu: FedProx proximal coefficient (0 = plain FedAvg).
         keep_optimizer_state: torch models: each client keeps its optimiser state (Adam moments,
@@ -95,7 +102,15 @@ class FedAvgParams:
 
     model: str = "logistic"
     task: str = "auto"
-    rounds: int = 10
+    rounds: int = 0
+    max_rounds: int = 300
+    stop_patience: int = 5
+    stop_tolerance: float = 1e-3
+    server_optimizer: str = "sgd"
+    server_learning_rate: float = 1.0
+    server_beta1: float = 0.9
+    server_beta2: float = 0.99
+    server_tau: float = 1e-3
     local_epochs: int = 1
     batch_size: int = 64
     learning_rate: float = 0.1
@@ -133,9 +148,14 @@ class FedAvgParams:
             raise ConfigError(
                 f"fedavg.task must be 'auto' or one of {', '.join(models.TASKS)}, got {self.task!r}"
             )
-        for name in ("rounds", "local_epochs", "batch_size"):
+        for name in ("max_rounds", "local_epochs", "batch_size"):
             if not 1 <= getattr(self, name) <= 1_000_000:
                 raise ConfigError(f"fedavg.{name} must be in 1..1000000, got {getattr(self, name)}")
+        if not 0 <= self.rounds <= 1_000_000:
+            raise ConfigError(f"fedavg.rounds must be in 0..1000000 (0 = until converged), got {self.rounds}")
+        if self.stop_patience < 1 or not self.stop_tolerance >= 0:
+            raise ConfigError("fedavg.stop_patience must be >= 1 and fedavg.stop_tolerance >= 0")
+        self.server_opt()
         if not self.learning_rate > 0:
             raise ConfigError(f"fedavg.learning_rate must be > 0, got {self.learning_rate}")
         if self.optimizer not in models.OPTIMIZERS:
@@ -168,6 +188,22 @@ class FedAvgParams:
         if self.ray_cpus < 1 or self.ray_actors < 1:
             raise ConfigError("fedavg.ray_cpus and fedavg.ray_actors must be >= 1")
         self.dropouts()
+
+    @property
+    def round_limit(self) -> int:
+        """The most rounds this job runs: `rounds`, or `max_rounds` when it stops on convergence."""
+        return self.rounds or self.max_rounds
+
+    def server_opt(self) -> ServerOptimizer:
+        """A fresh server optimiser as configured."""
+        kind = self.server_optimizer
+        if kind not in SERVER_OPTIMIZERS:
+            raise ConfigError(
+                f"fedavg.server_optimizer must be one of {', '.join(SERVER_OPTIMIZERS)}, got {kind!r}"
+            )
+        return ServerOptimizer(
+            kind, self.server_learning_rate, self.server_beta1, self.server_beta2, self.server_tau
+        )
 
     def dp_config(self) -> DpConfig | None:
         if self.dp_noise_multiplier == 0:
@@ -328,6 +364,12 @@ class ServerLoop:
     ) -> None:
         self.spec, self.params, self.n_clients, self.test = spec, params, n_clients, test
         self.weights = models.init_weights(spec)
+        self.optimizer = params.server_opt()
+        # Explicit `rounds` run all of them; rounds = 0 stops once the training loss has converged.
+        self.convergence = (
+            Convergence(params.stop_patience, params.stop_tolerance) if not params.rounds else None
+        )
+        self.converged = False
         self.history: dict[str, list[float]] = {"train_loss": []}
         dp = params.dp_config()
         per_round = self.per_round()
@@ -354,8 +396,10 @@ class ServerLoop:
             step = noisy_average(total[:size], round(weight), dp_cfg)
         else:
             step = total[:size] / weight
-        self.weights = self.weights + step
+        self.weights = self.optimizer.step(self.weights, step)
         out = {"train_loss": loss_sum / weight}
+        if self.convergence is not None:
+            self.converged = self.convergence.done(out["train_loss"])
         if val_n > 0:
             out["client_val_loss"] = val_sum / val_n
         if self.dp is not None:
@@ -466,37 +510,55 @@ def _run_server(ctx: StepContext, params: FedAvgParams) -> dict[str, Any]:
     loop = ServerLoop(spec, params, len(clients), ctx.data)
     length = loop.weights.size + _EXTRA
     started = time.perf_counter()
-    dropped_total = 0
-    for r in range(params.rounds):
-        rlink = link.scope("round", r)
-        chosen = loop.select(r)
-        for i, c in enumerate(clients):
-            rlink.send(c, "global", {"w": loop.weights, "selected": i in chosen})
-        members = [clients[i] for i in chosen]
-        if params.secure_aggregation:
-            cfg = secagg_config(params, len(members), length, r)
-            result = secagg.run_secagg_server(
-                rlink.scope("sa"), members, cfg, stage_timeout=params.stage_timeout_s
-            )
-            total = secagg.dequantize(
-                result.total, frac_bits=params.secagg_frac_bits, modulus_bits=cfg.modulus_bits
-            )
-            dropped_total += len(members) - len(result.survivors)
-        else:
-            total = np.zeros(length, dtype=np.float64)
-            for c in members:
-                value = rlink.recv(c, "update")
-                if value is None:  # the dropout knob of plain mode
-                    dropped_total += 1
-                    continue
-                total += codec.expect_array(value, peer=c, tag="update", dtype=np.float64, shape=(length,))
+    dropped: list[PartyId] = []
+    rounds = 0
+    for r in range(params.round_limit):
+        total, gone = _server_round(link, params, loop, clients, r, length)
+        dropped += gone
         metrics = loop.apply(total)
+        rounds = r + 1
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-        ctx.progress(f"round {r + 1}/{params.rounds}: {shown}", {"round": r + 1, **metrics})
+        ctx.progress(f"round {rounds}/{params.round_limit}: {shown}", {"round": rounds, **metrics})
+        if loop.converged and rounds < params.round_limit:
+            stop = link.scope("round", rounds)
+            for c in clients:  # the clients' next round message says training is over
+                stop.send(c, "global", {"w": loop.weights, "selected": False, "stop": True})
+            break
     for c in clients:
         link.send(c, "final", {"w": loop.weights})
     path = publish_model(ctx, loop.model())
-    return _summary(params, spec, loop, len(clients), time.perf_counter() - started, dropped_total, path)
+    out = _summary(params, spec, loop, len(clients), time.perf_counter() - started, len(dropped), path)
+    out.update(rounds=rounds, converged=loop.converged, dropped_clients=sorted(set(dropped)))
+    return out
+
+
+def _server_round(
+    link: Link, params: FedAvgParams, loop: ServerLoop, clients: Sequence[PartyId], r: int, length: int
+) -> tuple[F64Array, list[PartyId]]:
+    """One round at the server: invite, collect (plain or secure) the sum; return it and who dropped."""
+    rlink = link.scope("round", r)
+    chosen = loop.select(r)
+    for i, c in enumerate(clients):
+        rlink.send(c, "global", {"w": loop.weights, "selected": i in chosen, "stop": False})
+    members = [clients[i] for i in chosen]
+    if params.secure_aggregation:
+        cfg = secagg_config(params, len(members), length, r)
+        result = secagg.run_secagg_server(
+            rlink.scope("sa"), members, cfg, stage_timeout=params.stage_timeout_s
+        )
+        total = secagg.dequantize(
+            result.total, frac_bits=params.secagg_frac_bits, modulus_bits=cfg.modulus_bits
+        )
+        return total, [m for m in members if m not in result.survivors]
+    total = np.zeros(length, dtype=np.float64)
+    gone = []
+    for c in members:
+        value = rlink.recv(c, "update")
+        if value is None:  # the dropout knob of plain mode
+            gone.append(c)
+            continue
+        total += codec.expect_array(value, peer=c, tag="update", dtype=np.float64, shape=(length,))
+    return total, gone
 
 
 def _summary(
@@ -512,10 +574,10 @@ def _summary(
         "model": spec.kind,
         "task": spec.task,
         "clients": n_clients,
-        "rounds": params.rounds,
+        "rounds": len(loop.history["train_loss"]),
         "parameters": int(loop.weights.size),
         "secure_aggregation": params.secure_aggregation,
-        "round_time_s": round(elapsed / params.rounds, 4),
+        "round_time_s": round(elapsed / max(len(loop.history["train_loss"]), 1), 4),
         "dropouts": dropped,
         "history": {k: [round(float(v), 6) for v in vals] for k, vals in loop.history.items()},
     }
@@ -568,10 +630,12 @@ def _run_client(ctx: StepContext, params: FedAvgParams) -> dict[str, Any]:
     drop = params.dropouts().get(ctx.party)
     identity = _identity(ctx) if params.secure_aggregation else None
     joined = 0
-    for r in range(params.rounds):
+    for r in range(params.round_limit):
         rlink = link.scope("round", r)
         doc = codec.expect_type(rlink.recv(server, "global"), dict, peer=server, tag="global")
         weights = codec.expect_array(doc.get("w"), peer=server, tag="global", dtype=np.float64, shape=(size,))
+        if codec.expect_type(doc.get("stop", False), bool, peer=server, tag="global"):
+            break  # the server's loss converged
         if not codec.expect_type(doc.get("selected"), bool, peer=server, tag="global"):
             continue
         vector = trainer.update(weights, r)
@@ -598,7 +662,7 @@ def _run_client(ctx: StepContext, params: FedAvgParams) -> dict[str, Any]:
         else:
             rlink.send(server, "update", vector)
             joined += 1
-        ctx.progress(f"round {r + 1}/{params.rounds}: local update sent", {})
+        ctx.progress(f"round {r + 1}/{params.round_limit}: local update sent", {})
     doc = codec.expect_type(link.recv(server, "final"), dict, peer=server, tag="final")
     weights = codec.expect_array(doc.get("w"), peer=server, tag="final", dtype=np.float64, shape=(size,))
     publish_model(ctx, FedAvgModel(trainer.spec, weights, "client"))
@@ -624,7 +688,7 @@ def run_fedavg(ctx: StepContext, params: FedAvgParams) -> dict[str, Any]:
 def train_centralized(
     params: FedAvgParams, x: np.ndarray, y: np.ndarray
 ) -> tuple[models.ModelSpec, F64Array]:
-    """Train the same model on pooled rows: rounds * local_epochs epochs of the same optimiser."""
+    """Train the same model on pooled rows: rounds (or max_rounds) x local_epochs epochs, same optimiser."""
     labels = np.asarray(y, dtype=np.float64)
     info = {
         "n_features": int(x.shape[1]),
@@ -634,7 +698,7 @@ def train_centralized(
     spec = infer_spec(params, [info], ["pooled"])
     cfg = params.train_config()
     central = models.TrainConfig(
-        cfg.local_epochs * params.rounds,
+        cfg.local_epochs * params.round_limit,
         cfg.batch_size,
         cfg.learning_rate,
         cfg.optimizer,

@@ -243,11 +243,9 @@ def simulate(
     compute: str | None = None,
     progress: Callable[[str, Mapping[str, Any]], None] = lambda message, metrics: None,
 ) -> SimulationResult:
-    """Run `params.rounds` rounds of FedAvg over `clients` (name -> table) on one machine.
+    """Run FedAvg over `clients` (name -> table) locally: `params.rounds` rounds, or until converged.
 
-    Args:
-        compute: "ray" (a local Ray with `params.ray_cpus` CPUs and `params.ray_actors` actors) or
-            "local" (in this process); default `params.compute`.
+    `compute`: "ray" (local Ray, `params.ray_cpus` CPUs, `ray_actors` actors), "local" (this process).
     """
     mode = compute or params.compute
     if mode not in ("ray", "local"):
@@ -261,40 +259,59 @@ def simulate(
         spec = infer_spec(params, [infos[n] for n in names], names)
         workers.call("set_spec", spec.to_meta())
         loop = ServerLoop(spec, params, len(names), test)
-        length = loop.weights.size + 4
         started, dropouts, durations = time.perf_counter(), 0, []
-        for r in range(params.rounds):
+        for r in range(params.round_limit):
             round_start = time.perf_counter()
-            chosen = [names[i] for i in loop.select(r)]
-            if params.secure_aggregation:
-                total, dropped = _secagg_round(workers, params, loop.weights, chosen, length, r)
-                dropouts += dropped
-            else:
-                updates = workers.call("plain_round", loop.weights, r, chosen)
-                dropouts += len(chosen) - len(updates)
-                total = np.zeros(length, dtype=np.float64)
-                for n in chosen:  # in place, in a fixed order: no (clients x length) stack
-                    if n in updates:
-                        total += updates[n]
+            total, dropped = _round(workers, params, loop, [names[i] for i in loop.select(r)], r)
+            dropouts += dropped
             metrics = loop.apply(np.asarray(total, dtype=np.float64))
             durations.append(time.perf_counter() - round_start)
-            progress(
-                f"round {r + 1}/{params.rounds}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
-                metrics,
-            )
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            progress(f"round {r + 1}/{params.round_limit}: {shown}", metrics)
+            if loop.converged:
+                break
         elapsed = time.perf_counter() - started
     finally:
         stop()
-    model = loop.model()
+    outputs = _outputs(params, loop, len(names), mode, elapsed, durations, dropouts)
+    return SimulationResult(loop.model(), outputs)
+
+
+def _round(
+    workers: _Workers, params: FedAvgParams, loop: ServerLoop, chosen: Sequence[str], r: int
+) -> tuple[F64Array, int]:
+    """One simulated round: the summed vector of the chosen clients and how many dropped."""
+    length = loop.weights.size + 4
+    if params.secure_aggregation:
+        return _secagg_round(workers, params, loop.weights, chosen, length, r)
+    updates = workers.call("plain_round", loop.weights, r, chosen)
+    total = np.zeros(length, dtype=np.float64)
+    for n in chosen:  # in place, in a fixed order: no (clients x length) stack
+        if n in updates:
+            total += updates[n]
+    return total, len(chosen) - len(updates)
+
+
+def _outputs(
+    params: FedAvgParams,
+    loop: ServerLoop,
+    n_clients: int,
+    mode: str,
+    elapsed: float,
+    durations: Sequence[float],
+    dropouts: int,
+) -> dict[str, Any]:
+    """The simulation step's outputs (as `fedavg`'s summary, plus the compute mode and timings)."""
+    spec = loop.spec
     outputs: dict[str, Any] = {
         "model": spec.kind,
         "task": spec.task,
-        "clients": len(names),
-        "rounds": params.rounds,
+        "clients": n_clients,
+        "rounds": len(durations),
         "parameters": int(loop.weights.size),
         "secure_aggregation": params.secure_aggregation,
         "compute": mode,
-        "round_time_s": round(elapsed / params.rounds, 4),
+        "round_time_s": round(elapsed / max(len(durations), 1), 4),
         # Rounds after the first: on Ray the first also pays the actors' start-up and first torch calls.
         "steady_round_time_s": round(float(np.mean(durations[1:] or durations)), 4),
         "dropouts": dropouts,
@@ -305,7 +322,7 @@ def simulate(
     if loop.dp is not None:
         outputs["dp_epsilon"] = round(loop.dp.epsilons[-1], 6)
         outputs["dp_delta"] = params.dp_delta
-    return SimulationResult(model, outputs)
+    return outputs
 
 
 def _secagg_round(
