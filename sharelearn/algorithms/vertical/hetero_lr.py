@@ -110,7 +110,7 @@ class HeteroLrModel:
                 f"hetero_lr predict: party {ctx.party!r} has {x.shape[1]} features, its model expects "
                 f"{len(self.weights)} ({data.source})"
             )
-        u = x @ self.weights
+        u = x @ self.weights + (self.intercept if self.role == "host" else 0.0)  # a host's scaling constant
         link = ctx.link.scope("predict")
         if self.role == "host":
             me = hosts.index(ctx.party)
