@@ -118,7 +118,7 @@ class HeteroLrParams:
     Attributes:
         epochs: passes over the data (at most; early stopping may end sooner).
         batch_size: rows per mini-batch; 0 = the whole data set in one batch.
-        learning_rate: step size at epoch 0.
+        learning_rate: step size at epoch 0 (with momentum, the settled step; see `step_plain`).
         decay: learning-rate decay; epoch e uses lr / (1 + decay * e) (or / sqrt(1 + decay * e)).
         decay_sqrt: use the square-root form of the decay.
         penalty: "l2" or "none" (the intercept is never penalised). L1 is not offered: its
@@ -140,7 +140,7 @@ class HeteroLrParams:
 
     epochs: int = 300
     batch_size: int = 1024
-    learning_rate: float = 0.15
+    learning_rate: float = 1.0
     decay: float = 0.0
     decay_sqrt: bool = False
     penalty: str = "l2"
@@ -196,8 +196,9 @@ def step_plain(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One Nesterov step (Sutskever et al. 2013, in the look-ahead form Bengio et al. 2013 use).
 
-    With G = grad + alpha w (the intercept, last when present, is not penalised):
-    v <- mu v - lr G and w <- w + mu v_new - lr G = w - lr (1 + mu) G + mu^2 v. Every term is
+    With G = grad + alpha w (the intercept, last when present, is not penalised) and the damped
+    rate a = (1 - mu) lr (so that, once the velocity settles, a step is lr G as without momentum):
+    v <- mu v - a G and w <- w + mu v_new - a G = w - a (1 + mu) G + mu^2 v. Every term is
     linear in w, v and grad, so hosts apply it to encrypted weights (`EncWeights.update`).
     """
     reg = np.zeros_like(w)
@@ -206,7 +207,8 @@ def step_plain(
         reg[:k] = params.alpha * w[:k]
     g = grad + reg
     mu = params.momentum
-    return w - lr * (1 + mu) * g + mu * mu * v, mu * v - lr * g
+    a = (1 - mu) * lr
+    return w - a * (1 + mu) * g + mu * mu * v, mu * v - a * g
 
 
 def _taylor_loss(z: np.ndarray, y: np.ndarray) -> float:
@@ -582,6 +584,7 @@ class EncWeights:
     def update(self, link: Link, x: np.ndarray, d: EncArray, lr: float, params: HeteroLrParams) -> None:
         """`step_plain` on ciphertexts with grad = X^T d / 4m, then a refresh through the key holder."""
         m, k, mu = len(x), self.w.size, params.momentum
+        lr = (1 - mu) * lr  # the damped rate of `step_plain`
         g = he.matmul_plain(x.T, d, frac_bits=X_FRAC)
         if g.frac_bits != self.frac_bits + 2 * X_FRAC:
             expected = self.frac_bits + X_FRAC
