@@ -28,6 +28,8 @@ What each role learns (every batch size, every epoch count, both modes):
   masked (gradients and weights under masks of max_int / 2, scores z + r under 80-bit masks).
   It answers only the requests the protocol expects (party, step, shape, frac_bits).
 No party receives another party's features or labels, or the host's gradients, in the clear.
+Feature scaling (`scale`, on by default) is local: each party standardises its own columns and
+folds the scaling back into its own saved weights (a host keeps its constant as its intercept).
 
 Prediction (`HeteroLrModel.predict`): each host sends its partial scores u_h to the guest, as
 fixed-point numbers in Z_2^64 blinded with pairwise masks that cancel in the sum when there are
@@ -110,7 +112,7 @@ class HeteroLrModel:
                 f"hetero_lr predict: party {ctx.party!r} has {x.shape[1]} features, its model expects "
                 f"{len(self.weights)} ({data.source})"
             )
-        u = x @ self.weights
+        u = x @ self.weights + (self.intercept if self.role == "host" else 0.0)  # a host's scaling constant
         link = ctx.link.scope("predict")
         if self.role == "host":
             me = hosts.index(ctx.party)

@@ -37,16 +37,17 @@ from sharelearn.algorithms.vertical.hetero_lr_core import (
     Trainer,
     batch_sizes,
     batches,
+    check_loss,
     check_scale,
     decrypt_expected,
     epoch_end,
     fitted,
     guest_block,
+    host_block,
     learning_rate_at,
     masked_start,
     obj,
     recv_plan,
-    require_data,
     serve_decrypt,
     serve_refresh,
     shared_seed,
@@ -88,8 +89,9 @@ def run_arbiter(ctx: StepContext, params: HeteroLrParams, setup: Setup) -> Fitte
             )
             total += trainer.he(_serve_loss, bl, setup.guest, sk, m, s)
             for h in setup.hosts:
-                trainer.he(serve_refresh, bl, h, sk, size=host_features[h], frac_bits=f)
+                trainer.he(serve_refresh, bl, h, sk, size=2 * host_features[h], frac_bits=f)
         trainer.progress(epoch, total / guest_plan.rows)
+        check_loss(trainer.history, epoch)
         stop = trainer.converged()
         epoch_end(link, setup, ctx.party, total / guest_plan.rows, stop or epoch == params.epochs - 1)
         if stop:
@@ -112,8 +114,9 @@ def run_guest(ctx: StepContext, params: HeteroLrParams, setup: Setup) -> Fitted:
     """Train the guest's plaintext weights; learns its own gradients and the epoch losses."""
     assert setup.arbiter is not None  # setup_roles guarantees an arbiter in this mode
     trainer, arbiter = Trainer(ctx, params, setup), setup.arbiter
-    x1, y = guest_block(ctx, params)
+    x1, y, scaler = guest_block(ctx, params)
     n, w = len(y), np.zeros(x1.shape[1])
+    v = np.zeros_like(w)
     pk = recv_public_key(ctx.link, arbiter, Tags.PK, scheme=params.he_scheme, min_bits=params.key_bits)
     ctx.link.send(arbiter, Tags.PLAN, Plan(n, x1.shape[1]).to_wire())
     seed = shared_seed(ctx, setup, params)
@@ -134,12 +137,12 @@ def run_guest(ctx: StepContext, params: HeteroLrParams, setup: Setup) -> Fitted:
                 bl, arbiter, Tags.GRAD, trainer.he(he.matmul_plain, xb.T, d, frac_bits=X_FRAC)
             )
             trainer.he(_send_loss, bl, arbiter, z, yb, s)
-            w = step_plain(w, grad.finish() / (4 * m), lr, params, params.fit_intercept)
+            w, v = step_plain(w, v, grad.finish() / (4 * m), lr, params, params.fit_intercept)
         loss, stop = epoch_end(link, setup, arbiter, None, False)
         trainer.progress(epoch, loss)
         if stop:
             break
-    return fitted("guest", trainer, w, params.fit_intercept)
+    return fitted("guest", trainer, w, params.fit_intercept, scaler)
 
 
 def _send_loss(link: Link, arbiter: str, z: EncArray, y: np.ndarray, s: int) -> None:
@@ -158,7 +161,7 @@ def run_host(ctx: StepContext, params: HeteroLrParams, setup: Setup) -> Fitted:
     """Train the host's weights under the arbiter's key; learns the epoch losses and its final weights."""
     assert setup.arbiter is not None
     trainer, arbiter, g = Trainer(ctx, params, setup), setup.arbiter, setup.guest
-    x = np.asarray(require_data(ctx, label=False).x, dtype=np.float64)
+    x, scaler = host_block(ctx, params)
     pk = recv_public_key(ctx.link, arbiter, Tags.PK, scheme=params.he_scheme, min_bits=params.key_bits)
     ctx.link.send(arbiter, Tags.PLAN, Plan(len(x), x.shape[1]).to_wire())
     seed = shared_seed(ctx, setup, params)
@@ -175,4 +178,4 @@ def run_host(ctx: StepContext, params: HeteroLrParams, setup: Setup) -> Fitted:
         trainer.progress(epoch, loss)
         if stop:
             break
-    return fitted("host", trainer, weights.reveal(ctx.link.scope("final")), False)
+    return fitted("host", trainer, weights.reveal(ctx.link.scope("final")), False, scaler)

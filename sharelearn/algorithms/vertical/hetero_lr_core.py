@@ -47,17 +47,21 @@ __all__ = [
     "Fitted",
     "HeteroLrParams",
     "Plan",
+    "Scaler",
     "Setup",
     "Tags",
     "Trainer",
     "batch_sizes",
     "batches",
+    "check_loss",
     "check_scale",
+    "converged",
     "decrypt_expected",
     "epoch_end",
     "fit_plain",
     "fitted",
     "guest_block",
+    "host_block",
     "learning_rate_at",
     "masked_start",
     "obj",
@@ -105,18 +109,25 @@ class Tags:
 
 @dataclass(frozen=True, slots=True)
 class HeteroLrParams:
-    """Parameters of `hetero_lr` (defaults follow FATE's hetero LR).
+    """Parameters of `hetero_lr`.
+
+    Defaults train to convergence on data nobody tuned them for: scaled features, Nesterov
+    momentum, and a generous epoch cap with a convergence test.
 
     Attributes:
         epochs: passes over the data (at most; early stopping may end sooner).
         batch_size: rows per mini-batch; 0 = the whole data set in one batch.
-        learning_rate: step size at epoch 0.
+        learning_rate: step size at epoch 0 (with momentum, the settled step; see `step_plain`).
         decay: learning-rate decay; epoch e uses lr / (1 + decay * e) (or / sqrt(1 + decay * e)).
         decay_sqrt: use the square-root form of the decay.
         penalty: "l2" or "none" (the intercept is never penalised). L1 is not offered: its
             subgradient needs the sign of the host's weights, which stay encrypted while training.
         alpha: penalty strength.
-        tol: stop when the epoch loss changes by less than this; 0 never stops early.
+        tol: stop when the epoch loss changes by less than tol * (1 + loss) in two epochs running;
+            0 never stops early (`epochs` is then the exact count).
+        momentum: Nesterov momentum mu (0 = plain mini-batch gradient descent).
+        scale: each party standardises its own columns (mean 0, sd 1, computed locally) and
+            the saved weights are folded back onto the raw columns.
         mode: "arbiter" (needs one party with role arbiter) or "two_party" (guest + one host).
         he_scheme: "paillier" or "ou".
         key_bits: HE key size (2048 for real use; tests use 1024).
@@ -126,14 +137,16 @@ class HeteroLrParams:
         frac_bits: fixed-point bits of encrypted partial scores.
     """
 
-    epochs: int = 20
+    epochs: int = 300
     batch_size: int = 1024
-    learning_rate: float = 0.15
+    learning_rate: float = 1.0
     decay: float = 0.0
     decay_sqrt: bool = False
     penalty: str = "l2"
     alpha: float = 0.01
-    tol: float = 1e-4
+    tol: float = 1e-5
+    momentum: float = 0.9
+    scale: bool = True
     mode: str = "arbiter"
     he_scheme: str = "paillier"
     key_bits: int = 2048
@@ -151,6 +164,7 @@ class HeteroLrParams:
             (self.penalty in PENALTIES, f"penalty must be one of {', '.join(PENALTIES)}"),
             (self.alpha >= 0, "alpha must be >= 0"),
             (self.tol >= 0, "tol must be >= 0"),
+            (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
             (self.mode in MODES, f"mode must be one of {', '.join(MODES)}"),
             (self.he_scheme in he.SCHEMES, f"he_scheme must be one of {', '.join(he.SCHEMES)}"),
             (
@@ -177,15 +191,23 @@ def batches(n: int, params: HeteroLrParams, seed: int, epoch: int) -> list[np.nd
 
 
 def step_plain(
-    w: np.ndarray, grad: np.ndarray, lr: float, params: HeteroLrParams, intercept: bool
-) -> np.ndarray:
-    """One gradient step with the penalty on every weight but the intercept (the last, when present)."""
+    w: np.ndarray, v: np.ndarray, grad: np.ndarray, lr: float, params: HeteroLrParams, intercept: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """One Nesterov step (Sutskever et al. 2013, in the look-ahead form Bengio et al. 2013 use).
+
+    With G = grad + alpha w (the intercept, last when present, is not penalised) and the damped
+    rate a = (1 - mu) lr (so that, once the velocity settles, a step is lr G as without momentum):
+    v <- mu v - a G and w <- w + mu v_new - a G = w - a (1 + mu) G + mu^2 v. Every term is
+    linear in w, v and grad, so hosts apply it to encrypted weights (`EncWeights.update`).
+    """
     reg = np.zeros_like(w)
     k = len(w) - 1 if intercept else len(w)
     if params.penalty == "l2":
         reg[:k] = params.alpha * w[:k]
-    out: np.ndarray = w - lr * (grad + reg)
-    return out
+    g = grad + reg
+    mu = params.momentum
+    a = (1 - mu) * lr
+    return w - a * (1 + mu) * g + mu * mu * v, mu * v - a * g
 
 
 def _taylor_loss(z: np.ndarray, y: np.ndarray) -> float:
@@ -200,14 +222,20 @@ def fit_plain(
     seed: int,
     *,
     gradients: list[list[np.ndarray]] | None = None,
+    offsets: list[float] | None = None,
 ) -> tuple[list[np.ndarray], list[float]]:
     """The same training in the clear on the parties' column blocks (guest first): the test oracle.
 
     Returns each block's weights (the guest's with the intercept last) and the epoch losses; when
     `gradients` is a list, each batch's per-block gradients are appended to it (for leak tests).
+    Weights are on the raw columns; with `scale`, each host's constant -mean.(w / std) (which the
+    host keeps as its intercept) is appended to `offsets` when given.
     """
     n = len(y)
+    scalers = [Scaler.fit(b, params.scale) for b in blocks]
+    blocks = [sc.apply(b) for sc, b in zip(scalers, blocks, strict=True)]
     ws = [np.zeros(b.shape[1] + (1 if i == 0 and params.fit_intercept else 0)) for i, b in enumerate(blocks)]
+    vs = [np.zeros_like(w) for w in ws]
     xs = [np.hstack([blocks[0], np.ones((n, 1))]) if params.fit_intercept else blocks[0], *blocks[1:]]
     losses: list[float] = []
     for epoch in range(params.epochs):
@@ -219,14 +247,67 @@ def fit_plain(
             grads = [x[rows].T @ d / (4 * len(rows)) for x in xs]
             if gradients is not None:
                 gradients.append(grads)
-            ws = [
-                step_plain(w, g, lr, params, i == 0 and params.fit_intercept)
-                for i, (g, w) in enumerate(zip(grads, ws, strict=True))
+            steps = [
+                step_plain(w, v, g, lr, params, i == 0 and params.fit_intercept)
+                for i, (g, w, v) in enumerate(zip(grads, ws, vs, strict=True))
             ]
+            ws, vs = [st[0] for st in steps], [st[1] for st in steps]
         losses.append(total / n)
-        if params.tol and len(losses) > 1 and abs(losses[-2] - losses[-1]) < params.tol:
+        check_loss(losses, epoch)
+        if converged(losses, params.tol):
             break
-    return ws, losses
+    folded = [
+        sc.fold(w[:-1] if i == 0 and params.fit_intercept else w)
+        for i, (sc, w) in enumerate(zip(scalers, ws, strict=True))
+    ]
+    if offsets is not None:
+        offsets.extend(c for _, c in folded[1:])
+    guest_w, guest_c = folded[0]
+    first = np.append(guest_w, ws[0][-1] + guest_c) if params.fit_intercept else guest_w
+    return [first, *(w for w, _ in folded[1:])], losses
+
+
+def converged(losses: Sequence[float], tol: float) -> bool:
+    """Stop when the epoch loss changed by less than `tol` (relative to 1 + loss) twice in a row."""
+    if not tol or len(losses) < 3:
+        return False
+    a, b, c = losses[-3:]
+    return abs(a - b) < tol * (1 + abs(b)) and abs(b - c) < tol * (1 + abs(c))
+
+
+def check_loss(losses: Sequence[float], epoch: int) -> None:
+    """Stop with a clear error instead of diverging silently (unscaled features, a large rate)."""
+    loss = losses[-1]
+    if not math.isfinite(loss) or loss > 100 * max(losses[0], _LOG2):
+        raise DataError(
+            f"hetero_lr diverged at epoch {epoch + 1} (training loss {loss:.4g}, started at "
+            f"{losses[0]:.4g}): keep `scale: true` (the default) or lower `learning_rate`"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Scaler:
+    """A party's own standardisation of its columns (local: nothing about it crosses the wire)."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, x: np.ndarray, on: bool) -> Scaler:
+        k = x.shape[1]
+        if not on:
+            return cls(np.zeros(k), np.ones(k))
+        std = np.std(x, axis=0)
+        return cls(np.mean(x, axis=0), np.where(std > 0, std, 1.0))
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        out: np.ndarray = (np.asarray(x, dtype=np.float64) - self.mean) / self.std
+        return out
+
+    def fold(self, w: np.ndarray) -> tuple[np.ndarray, float]:
+        """Weights on the raw columns and the constant they add: x_s.w = x.(w / std) - mean.(w / std)."""
+        raw = w / self.std
+        return raw, -float(self.mean @ raw)
 
 
 # -- roles ---------------------------------------------------------------------------------------
@@ -328,8 +409,7 @@ class Trainer:
         )
 
     def converged(self) -> bool:
-        h, tol = self.history, self.params.tol
-        return bool(tol and len(h) > 1 and abs(h[-2] - h[-1]) < tol)
+        return converged(self.history, self.params.tol)
 
 
 # -- messages ------------------------------------------------------------------------------------
@@ -481,40 +561,55 @@ def serve_refresh(
 
 @dataclass
 class EncWeights:
-    """A host's weights, encrypted under the key holder's key; the host never sees them in the clear."""
+    """A host's weights and Nesterov velocity, encrypted under the key holder's key.
+
+    The host never sees either in the clear; the key holder sees them only under masks.
+    """
 
     keyholder: str
     w: EncArray  # at frac_bits F
+    v: EncArray  # the velocity, at frac_bits F
     frac_bits: int
 
     @classmethod
     def zeros(cls, keyholder: str, pk: he.HEPublicKey, k: int, frac_bits: int) -> EncWeights:
-        return cls(keyholder, he.encrypt(pk, np.zeros(k), frac_bits=frac_bits), frac_bits)
+        zero = he.encrypt(pk, np.zeros(k), frac_bits=frac_bits)
+        return cls(keyholder, zero, he.encrypt(pk, np.zeros(k), frac_bits=frac_bits), frac_bits)
 
     def scores(self, x: np.ndarray) -> EncArray:
         """[[X w]] at frac_bits F + X_FRAC."""
         return he.matmul_plain(x, self.w, frac_bits=X_FRAC)
 
     def update(self, link: Link, x: np.ndarray, d: EncArray, lr: float, params: HeteroLrParams) -> None:
-        """w <- (1 - lr alpha) w - lr X^T d / 4m, refreshed through the key holder (see the module doc)."""
-        m = len(x)
+        """`step_plain` on ciphertexts with grad = X^T d / 4m, then a refresh through the key holder."""
+        m, k, mu = len(x), self.w.size, params.momentum
+        lr = (1 - mu) * lr  # the damped rate of `step_plain`
         g = he.matmul_plain(x.T, d, frac_bits=X_FRAC)
         if g.frac_bits != self.frac_bits + 2 * X_FRAC:
-            raise CryptoError(
-                f"hetero_lr: residual at frac_bits {d.frac_bits}, expected {self.frac_bits + X_FRAC}"
-            )
-        keep = 1.0 - lr * params.alpha if params.penalty == "l2" else 1.0
-        new = self.w.mul(keep, frac_bits=COEF_FRAC) - g.mul(lr / (4 * m), frac_bits=COEF_FRAC)
-        bound = new.pk.max_int // 2
-        masks = [secrets.randbelow(bound) for _ in range(new.size)]
-        link.send(self.keyholder, Tags.REFRESH, (new + Encoded(obj(masks), new.frac_bits)).to_wire())
-        back = EncArray.from_wire(link.recv(self.keyholder, f"{Tags.REFRESH}.enc"), new.pk)
-        if back.shape != new.shape or back.frac_bits != 0:
-            raise ProtocolError(
-                f"{self.keyholder}/{Tags.REFRESH}.enc: expected {new.shape} integer ciphertexts"
-            )
-        unmask = Encoded(obj([r >> UPDATE_SHIFT for r in masks]), 0)
-        self.w = dataclasses.replace(back - unmask, frac_bits=self.frac_bits)
+            expected = self.frac_bits + X_FRAC
+            raise CryptoError(f"hetero_lr: residual at frac_bits {d.frac_bits}, expected {expected}")
+        a, c = (lr * params.alpha if params.penalty == "l2" else 0.0), lr / (4 * m)
+        w, v = self.w, self.v
+        v_new = (
+            w.mul(-a, frac_bits=COEF_FRAC) + v.mul(mu, frac_bits=COEF_FRAC) - g.mul(c, frac_bits=COEF_FRAC)
+        )
+        w_new = (
+            w.mul(1.0 - a * (1 + mu), frac_bits=COEF_FRAC)
+            + v.mul(mu * mu, frac_bits=COEF_FRAC)
+            - g.mul(c * (1 + mu), frac_bits=COEF_FRAC)
+        )
+        both = he.concatenate([w_new, v_new])
+        bound = both.pk.max_int // 2
+        masks = [secrets.randbelow(bound) for _ in range(both.size)]
+        link.send(self.keyholder, Tags.REFRESH, (both + Encoded(obj(masks), both.frac_bits)).to_wire())
+        back = EncArray.from_wire(link.recv(self.keyholder, f"{Tags.REFRESH}.enc"), both.pk)
+        if back.shape != both.shape or back.frac_bits != 0:
+            where = f"{self.keyholder}/{Tags.REFRESH}.enc"
+            raise ProtocolError(f"{where}: expected {both.shape} integer ciphertexts", peer=self.keyholder)
+        fresh = dataclasses.replace(
+            back - Encoded(obj([r >> UPDATE_SHIFT for r in masks]), 0), frac_bits=self.frac_bits
+        )
+        self.w, self.v = fresh[:k], fresh[k:]
 
     def reveal(self, link: Link) -> np.ndarray:
         """The final weights, decrypted by the key holder under a mask (the model reveals them)."""
@@ -533,9 +628,11 @@ class Fitted:
     he_seconds: float
 
 
-def fitted(role: str, trainer: Trainer, w: np.ndarray, intercept: bool) -> Fitted:
+def fitted(role: str, trainer: Trainer, w: np.ndarray, intercept: bool, scaler: Scaler) -> Fitted:
+    """The party's weights folded back onto its raw columns; the scaling's constant joins its intercept."""
     weights, b = (w[:-1], float(w[-1])) if intercept else (w, 0.0)
-    return Fitted(role, np.asarray(weights, dtype=np.float64), b, trainer.history, trainer.he_seconds)
+    raw, shift = scaler.fold(np.asarray(weights, dtype=np.float64))
+    return Fitted(role, raw, b + shift, trainer.history, trainer.he_seconds)
 
 
 def check_scale(c: EncArray, frac_bits: int, peer: str, tag: str) -> EncArray:
@@ -548,8 +645,17 @@ def check_scale(c: EncArray, frac_bits: int, peer: str, tag: str) -> EncArray:
     return c
 
 
-def guest_block(ctx: StepContext, params: HeteroLrParams) -> tuple[np.ndarray, np.ndarray]:
-    """The guest's features (with a column of ones for the intercept) and its 0/1 labels."""
+def guest_block(ctx: StepContext, params: HeteroLrParams) -> tuple[np.ndarray, np.ndarray, Scaler]:
+    """The guest's scaled features (with a column of ones for the intercept), 0/1 labels, scaler."""
     data = require_data(ctx, label=True)
     x, y = np.asarray(data.x, dtype=np.float64), np.asarray(data.y, dtype=np.float64)
-    return (np.hstack([x, np.ones((len(y), 1))]) if params.fit_intercept else x), y
+    scaler = Scaler.fit(x, params.scale)
+    x = scaler.apply(x)
+    return (np.hstack([x, np.ones((len(y), 1))]) if params.fit_intercept else x), y, scaler
+
+
+def host_block(ctx: StepContext, params: HeteroLrParams) -> tuple[np.ndarray, Scaler]:
+    """A host's scaled features and its scaler."""
+    x = np.asarray(require_data(ctx, label=False).x, dtype=np.float64)
+    scaler = Scaler.fit(x, params.scale)
+    return scaler.apply(x), scaler

@@ -36,15 +36,17 @@ from sharelearn.algorithms.vertical.hetero_lr_core import (
     Tags,
     Trainer,
     batches,
+    check_loss,
     check_scale,
+    converged,
     epoch_end,
     fitted,
     guest_block,
+    host_block,
     learning_rate_at,
     masked_start,
     obj,
     recv_plan,
-    require_data,
     serve_decrypt,
     serve_refresh,
     shared_seed,
@@ -85,8 +87,9 @@ def _keys(ctx: StepContext, params: HeteroLrParams, trainer: Trainer, peer: str,
 def run_guest(ctx: StepContext, params: HeteroLrParams, setup: Setup) -> Fitted:
     """Train the guest's weights and key-hold the host's; learns its gradients and the losses."""
     trainer, host = Trainer(ctx, params, setup), setup.hosts[0]
-    x1, y = guest_block(ctx, params)
+    x1, y, scaler = guest_block(ctx, params)
     n, w = len(y), np.zeros(x1.shape[1])
+    v = np.zeros_like(w)
     keys = _keys(ctx, params, trainer, host, first=True)
     sk = keys.sk
     ctx.link.send(host, Tags.PLAN, Plan(n, x1.shape[1]).to_wire())
@@ -97,16 +100,17 @@ def run_guest(ctx: StepContext, params: HeteroLrParams, setup: Setup) -> Fitted:
         for b, rows in enumerate(batches(n, params, seed, epoch)):
             bl = link.scope("batch", b)
             grad, loss = trainer.he(_guest_batch, bl, trainer, keys, x1[rows], y[rows], w, host_k)
-            w = step_plain(w, grad, lr, params, params.fit_intercept)
+            w, v = step_plain(w, v, grad, lr, params, params.fit_intercept)
             total += loss
-        past, loss_e = list(trainer.history), total / n
-        stop = bool(params.tol and past and abs(past[-1] - loss_e) < params.tol) or epoch == params.epochs - 1
-        loss_e, stop = epoch_end(link, setup, ctx.party, loss_e, stop)
+        losses = [*trainer.history, total / n]
+        check_loss(losses, epoch)
+        stop = converged(losses, params.tol) or epoch == params.epochs - 1
+        loss_e, stop = epoch_end(link, setup, ctx.party, losses[-1], stop)
         trainer.progress(epoch, loss_e)
         if stop:
             break
     serve_decrypt(ctx.link.scope("final"), host, Tags.FINAL, sk, shape=(host_k,), frac_bits=params.frac_bits)
-    return fitted("guest", trainer, w, params.fit_intercept)
+    return fitted("guest", trainer, w, params.fit_intercept, scaler)
 
 
 def _guest_batch(
@@ -125,7 +129,7 @@ def _guest_batch(
     xs = masked_start(link, host, Tags.GRAD, he.matmul_plain(xb.T, s_enc, frac_bits=X_FRAC))
     ys = obj((2 * yb - 1).astype(np.int64).tolist())
     send_encrypted(link, host, Tags.LOSS_Q, he.encrypt(pk, -2 * big_q + 4 * (1 << s) * ys))
-    serve_refresh(link, host, sk, size=host_k, frac_bits=params.frac_bits)
+    serve_refresh(link, host, sk, size=2 * host_k, frac_bits=params.frac_bits)
     x_int = to_ints(xb, X_FRAC)
     g_int = x_int.T.dot(dq) - dataclasses.replace(xs, frac_bits=0).finish()
     grad = np.array([int(v) / 2 ** (X_FRAC + s) for v in g_int]) / (4 * m)
@@ -138,7 +142,7 @@ def _guest_batch(
 def run_host(ctx: StepContext, params: HeteroLrParams, setup: Setup) -> Fitted:
     """Train the host's weights under the guest's key; learns the epoch losses and its final weights."""
     trainer, g = Trainer(ctx, params, setup), setup.guest
-    x = np.asarray(require_data(ctx, label=False).x, dtype=np.float64)
+    x, scaler = host_block(ctx, params)
     keys = _keys(ctx, params, trainer, g, first=False)
     ctx.link.send(g, Tags.PLAN, Plan(len(x), x.shape[1]).to_wire())
     guest_k = recv_plan(ctx.link, g).features
@@ -153,7 +157,7 @@ def run_host(ctx: StepContext, params: HeteroLrParams, setup: Setup) -> Fitted:
         trainer.progress(epoch, loss)
         if stop:
             break
-    return fitted("host", trainer, weights.reveal(ctx.link.scope("final")), False)
+    return fitted("host", trainer, weights.reveal(ctx.link.scope("final")), False, scaler)
 
 
 def _host_batch(
