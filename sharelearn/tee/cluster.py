@@ -43,6 +43,7 @@ from sharelearn.core.errors import (
 )
 from sharelearn.core.types import Wire
 from sharelearn.tee.backend import EnclaveImage
+from sharelearn.tee.control import ControlSigner, ControlVerifier
 from sharelearn.tee.keys import AttestedClusterKey, verify_statement
 from sharelearn.tee.policy import AttestationPolicy
 from sharelearn.tee.sim import SimBackend, SimEnclave, recv_frame, send_frame
@@ -54,6 +55,7 @@ __all__ = [
     "Instance",
     "TeeClient",
     "call_endpoint",
+    "control_call",
 ]
 
 
@@ -68,6 +70,21 @@ def call_endpoint(endpoint: str, msg: dict[str, Wire], *, timeout: float = 60.0)
         error = RequestRefused if reply.get("refused") is True else ProtocolError
         raise error(f"{endpoint}: {reply.get('error')!s}", peer=endpoint, tag=str(msg.get("op")))
     return reply.get("value")
+
+
+def control_call(
+    endpoint: str, signer: ControlSigner, msg: dict[str, Wire], *, timeout: float = 60.0
+) -> Wire:
+    """A control-plane command (launch, kill, upgrade, set_weights, add_host) signed for `endpoint`."""
+    return call_endpoint(endpoint, signer.sign(endpoint, msg), timeout=timeout)
+
+
+def _admin(admin: Sequence[str] | None) -> tuple[ControlSigner | None, ControlVerifier]:
+    """The verifier of control commands; with no admin keys given, a fresh admin key held here."""
+    if admin is not None:
+        return None, ControlVerifier(admin)
+    signer = ControlSigner()
+    return signer, ControlVerifier([signer.public])
 
 
 class _Server(socketserver.ThreadingTCPServer):
@@ -120,8 +137,18 @@ class EnclaveHost:
     """Host agent of one simulated machine: launches instances, relays calls, drives key sync."""
 
     def __init__(
-        self, platform: SimPlatform | None = None, *, cm: str | None = None, hb_s: float = 0.2
+        self,
+        platform: SimPlatform | None = None,
+        *,
+        cm: str | None = None,
+        hb_s: float = 0.2,
+        admin: Sequence[str] | None = None,
+        key: Ed25519PrivateKey | None = None,
     ) -> None:
+        """`admin`: Ed25519 keys (hex) whose signed commands may launch, kill and upgrade here
+        (None: a fresh key, `self.admin`, for the in-process owner); `key` signs heartbeats."""
+        self.admin, self.control = _admin(admin)
+        self.signer = ControlSigner(key)
         self.platform = platform or SimPlatform()
         self.backend = SimBackend(self.platform, Ed25519PrivateKey.generate())
         self.instances: dict[str, Instance] = {}
@@ -129,6 +156,7 @@ class EnclaveHost:
         self.models: dict[bytes, list[bytes]] = {}  # mrenclave -> sealed model blobs to replay
         self._ids = itertools.count(1)
         self._server, self.endpoint = _serve(self._handle)
+        self.control.endpoint = self.endpoint
         self.cm = cm
         self.hb_s = hb_s
         self._stop = threading.Event()
@@ -235,6 +263,8 @@ class EnclaveHost:
     def _handle(self, msg: dict[str, Wire]) -> Wire:
         if msg["op"] == "info":
             return self.info()
+        if msg["op"] in ("launch", "kill", "upgrade"):
+            self.control.check(msg, f"host {msg['op']}")
         if msg["op"] == "call" and isinstance(msg.get("method"), str):
             inst = self._pick(msg.get("instance"))
             value = inst.call(str(msg["method"]), msg.get("arg"))
@@ -289,8 +319,9 @@ class EnclaveHost:
         if self.cm is None or not inst.alive or not inst.fpr:
             return  # a dead instance sends nothing: the CM drops it when its lease runs out
         with contextlib.suppress(SharelearnError, OSError):
-            call_endpoint(
+            control_call(
                 self.cm,
+                self.signer,
                 {
                     "op": "heartbeat",
                     "iid": inst.iid,
@@ -320,13 +351,29 @@ class ClusterManager:
     instance's statement themselves. A missing heartbeat for `lease_s` removes an instance.
     """
 
-    def __init__(self, *, lease_s: float = 0.8, port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        lease_s: float = 0.8,
+        port: int = 0,
+        admin: Sequence[str] | None = None,
+        hosts: Sequence[str] = (),
+    ) -> None:
+        """`admin`: keys (hex) whose signed commands may set weights and admit hosts (None: a
+        fresh key, `self.admin`); `hosts`: host keys whose signed heartbeats are accepted."""
+        self.admin, self.control = _admin(admin)
+        self.hosts = ControlVerifier(hosts)
         self.lease_s = lease_s
         self.members: dict[str, _Member] = {}
         self.weights: dict[str, float] = {}  # mrenclave hex -> routing weight (rolling upgrade)
         self.removed: list[tuple[str, float]] = []
         self._lock = threading.Lock()
         self._server, self.endpoint = _serve(self._handle, port)
+        self.control.endpoint = self.hosts.endpoint = self.endpoint
+
+    def admit_host(self, key_hex: str) -> None:
+        """Accept heartbeats signed by this host key (in-process; remotely: signed `add_host`)."""
+        self.hosts.admit(key_hex)
 
     def _expire(self, now: float) -> None:
         for iid, m in list(self.members.items()):
@@ -337,7 +384,13 @@ class ClusterManager:
     def _handle(self, msg: dict[str, Wire]) -> Wire:
         now = time.monotonic()
         with self._lock:
+            if msg["op"] in ("set_weights", "add_host"):
+                self.control.check(msg, f"cluster manager {msg['op']}")
+            if msg["op"] == "add_host" and isinstance(msg.get("pk"), str):
+                self.hosts.admit(str(msg["pk"]))
+                return {"ack": True}
             if msg["op"] == "heartbeat":
+                self.hosts.check(msg, "heartbeat")
                 iid, ep, mre = msg.get("iid"), msg.get("endpoint"), msg.get("mrenclave")
                 if not (isinstance(iid, str) and isinstance(ep, str) and isinstance(mre, bytes)):
                     raise ConfigError("heartbeat needs iid, endpoint and mrenclave")

@@ -147,6 +147,7 @@ def _connect(ctx: StepContext, params: TeeUploadParams) -> TeeSession:
     if ctx.party == leader:
         cm = ClusterManager()
         host = EnclaveHost(cm=cm.endpoint)
+        cm.admit_host(host.signer.public)
         atexit.register(host.close)
         atexit.register(cm.close)
         bundle = build_bundle(
@@ -424,6 +425,7 @@ def run_tee_train(ctx: StepContext, params: TeeTrainParams) -> dict[str, Any]:
             "params": params.wire_params(),
             "memory_cap_mb": float(params.memory_cap_mb),
             "clients": list[Wire](params.clients),
+            "line": f"{ctx.job or 'job'}/{ctx.step_index}",  # the model line its version grows in
         }
         ctx.progress(f"training {params.model} inside enclave {route[1]} (cap {params.memory_cap_mb} MB)", {})
         from sharelearn.tee.cluster import call_endpoint
