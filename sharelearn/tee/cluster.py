@@ -44,9 +44,10 @@ from sharelearn.core.errors import (
 from sharelearn.core.types import Wire
 from sharelearn.tee.backend import EnclaveImage
 from sharelearn.tee.control import ControlSigner, ControlVerifier
+from sharelearn.tee.frames import recv_frame, send_frame
 from sharelearn.tee.keys import AttestedClusterKey, verify_statement
 from sharelearn.tee.policy import AttestationPolicy
-from sharelearn.tee.sim import SimBackend, SimEnclave, recv_frame, send_frame
+from sharelearn.tee.sim import SimBackend, SimEnclave
 from sharelearn.tee.simplatform import SimPlatform
 
 __all__ = [

@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping
 from sharelearn.core.errors import CryptoError, ProtocolError, SharelearnError
 from sharelearn.core.types import Wire
 from sharelearn.tee.backend import EnclaveIdentity, SealPolicy
+from sharelearn.tee.frames import FrameStream, recv_frame, send_frame
 from sharelearn.tee.sealing import seal_with, unseal_with
-from sharelearn.tee.sim import FrameStream, recv_frame, send_frame
 
 __all__ = ["SimRuntime", "load_handlers", "main", "serve_calls"]
 

@@ -11,7 +11,8 @@ import pytest
 
 import sharelearn
 from sharelearn.algorithms.tee.service import build_bundle, code_files
-from sharelearn.tee.sim import measure_bundle, read_bundle
+from sharelearn.tee.process import read_bundle
+from sharelearn.tee.sim import measure_bundle
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(sharelearn.__file__).resolve().parent
