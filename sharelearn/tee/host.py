@@ -29,8 +29,8 @@ from sharelearn.core.types import Wire
 from sharelearn.tee.backend import EnclaveImage
 from sharelearn.tee.control import ControlSigner
 from sharelearn.tee.endpoint import control_call, make_admin, serve_endpoint
-from sharelearn.tee.sim import SimBackend, SimEnclave
-from sharelearn.tee.simplatform import SimPlatform
+from sharelearn.tee.sim.backend import SimBackend, SimEnclave
+from sharelearn.tee.sim.platform import SimPlatform
 
 __all__ = ["EnclaveHost", "Instance"]
 

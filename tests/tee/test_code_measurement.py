@@ -12,7 +12,7 @@ import pytest
 import sharelearn
 from sharelearn.algorithms.tee.service import build_bundle, code_files
 from sharelearn.tee.process import read_bundle
-from sharelearn.tee.sim import measure_bundle
+from sharelearn.tee.sim.backend import measure_bundle
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(sharelearn.__file__).resolve().parent
@@ -28,7 +28,7 @@ def _verify(pkg: Path, bundle: Path) -> subprocess.CompletedProcess[str]:
 
 def test_every_module_the_enclave_service_loads_is_pinned() -> None:
     code = (
-        "import sys, json; import sharelearn.tee.simloader, sharelearn.algorithms.tee.service, "
+        "import sys, json; import sharelearn.tee.sim.loader, sharelearn.algorithms.tee.service, "
         "sharelearn.algorithms.tee.xgboost; "
         "print(json.dumps(sorted(m.__file__ for n, m in sys.modules.items() "
         "if n.split('.')[0] == 'sharelearn' and getattr(m, '__file__', None))))"

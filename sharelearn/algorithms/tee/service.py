@@ -304,28 +304,15 @@ class _Service:
         cap = int(float(a.get("memory_cap_mb", 64)) * (1 << 20))
         params = dict(a.get("params") or {})
         urls = [str(u) for u in a.get("datasets") or []]
+        ingest = {(keys.cluster, keys.epoch): keys.ingest_key}
         readers = [
-            EnvelopeReader(
-                u,
-                identity=self.rt.identity,
-                ingest_keys={(keys.cluster, keys.epoch): keys.ingest_key},
-                op=TRAIN_OP,
-            )
-            for u in urls
+            EnvelopeReader(u, identity=self.rt.identity, ingest_keys=ingest, op=TRAIN_OP) for u in urls
         ]
         check_parties([r.header for r in readers])  # owner-signed, one per listed party
         budget = MemoryBudget(cap)
         started = time.perf_counter()
         table = JoinedTable.build(readers, budget, SpillStore(keys.spill_key))
-        model: Any
-        if kind == "lr":
-            model = lr.train_lr(table, lr.LrParams(**params))
-        elif kind == "gbdt":
-            model = gbdt.train_gbdt(table, gbdt.GbdtParams(**params))
-        else:
-            from sharelearn.algorithms.tee import xgboost as txgb
-
-            model = txgb.train_xgboost(table, txgb.XgbParams(**params))
+        model = _fit(kind, table, params)
         train_s = time.perf_counter() - started
         payload = model.to_bytes()
         label_key = next(r.header.owner_sig_pk for r in readers if r.has_label)
@@ -622,6 +609,17 @@ class _Service:
                 "upgrade_install",
             )
         }
+
+
+def _fit(kind: str, table: JoinedTable, params: dict[str, Any]) -> Any:
+    """Train a model of `kind` on the joined rows, streaming under the table's budget."""
+    if kind == "lr":
+        return lr.train_lr(table, lr.LrParams(**params))
+    if kind == "gbdt":
+        return gbdt.train_gbdt(table, gbdt.GbdtParams(**params))
+    from sharelearn.algorithms.tee import xgboost as txgb
+
+    return txgb.train_xgboost(table, txgb.XgbParams(**params))
 
 
 def _layout(table: JoinedTable) -> list[Wire]:

@@ -52,7 +52,7 @@ from sharelearn.tee.envelope import rows_of, write_envelope
 from sharelearn.tee.keys import AttestedClusterKey, x25519_public
 from sharelearn.tee.policy import AttestationPolicy, EnclaveIdentityRule
 from sharelearn.tee.process import read_bundle
-from sharelearn.tee.sim import measure_bundle
+from sharelearn.tee.sim.backend import measure_bundle
 
 __all__ = [
     "TEE_SERVE_STEP",

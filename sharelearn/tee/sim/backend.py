@@ -5,7 +5,7 @@ files), hash them with the config of `enclave.json` into MRENCLAVE, and sign a s
 (Ed25519) whose key hash is MRSIGNER. Launch: read the bundle *again into memory*, re-measure,
 refuse any mismatch with the image (the EINIT analogue: a tampered bundle never runs), copy the
 measured bytes into a private read-only directory and start `python -I -B -m
-sharelearn.tee.simloader` on one control socket. Quotes (packed with the platform's simulated PCS
+sharelearn.tee.sim.loader` on one control socket. Quotes (packed with the platform's simulated PCS
 collateral, `SimPlatform.evidence`) and seal keys for that process come from the `SimPlatform`
 using the identity *it* measured, never one the process claims.
 
@@ -34,7 +34,7 @@ from sharelearn.core.types import Wire
 from sharelearn.tee.backend import EnclaveIdentity, EnclaveImage
 from sharelearn.tee.frames import send_frame
 from sharelearn.tee.process import EnclaveProcess, config_of, read_bundle
-from sharelearn.tee.simplatform import SimPlatform
+from sharelearn.tee.sim.platform import SimPlatform
 
 __all__ = ["SimBackend", "SimEnclave", "measure_bundle"]
 
@@ -81,7 +81,7 @@ class SimEnclave(EnclaveProcess):
             "OPENBLAS_NUM_THREADS": "1",
             "OMP_NUM_THREADS": "1",
         }
-        cmd = [sys.executable, "-I", "-B", "-m", "sharelearn.tee.simloader", str(child.fileno())]
+        cmd = [sys.executable, "-I", "-B", "-m", "sharelearn.tee.sim.loader", str(child.fileno())]
         self._proc = subprocess.Popen(cmd, pass_fds=(child.fileno(),), env=env, cwd=self._dir, close_fds=True)
         child.close()
         for sub in sorted(self._dir.rglob("*"), reverse=True):
