@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sharelearn.core.errors import (
+    AttestationError,
     ConfigError,
     ProtocolError,
 )
@@ -32,6 +33,7 @@ class _Member:
     fpr: str
     load: int
     last: float
+    host: str = ""  # the host key (hex) whose heartbeats registered it
 
 
 class ClusterManager:
@@ -80,13 +82,15 @@ class ClusterManager:
                 self.hosts.admit(str(msg["pk"]))
                 return {"ack": True}
             if msg["op"] == "heartbeat":
-                self.hosts.check(msg, "heartbeat")
+                host = self.hosts.check(msg, "heartbeat")
                 iid, ep, mre = msg.get("iid"), msg.get("endpoint"), msg.get("mrenclave")
                 if not (isinstance(iid, str) and isinstance(ep, str) and isinstance(mre, bytes)):
                     raise ConfigError("heartbeat needs iid, endpoint and mrenclave")
+                if iid in self.members and self.members[iid].host != host:
+                    raise AttestationError(f"heartbeat for {iid} refused: it belongs to another host")
                 load = msg.get("load")
                 self.members[iid] = _Member(
-                    iid, ep, mre, str(msg.get("fpr", "")), load if isinstance(load, int) else 0, now
+                    iid, ep, mre, str(msg.get("fpr", "")), load if isinstance(load, int) else 0, now, host
                 )
                 self.weights.setdefault(mre.hex(), 1.0)
                 return {"ack": True}

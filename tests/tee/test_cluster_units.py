@@ -171,6 +171,10 @@ def test_control_plane_refuses_unsigned_foreign_replayed_and_misdirected_command
             forged = {"op": "heartbeat", "iid": victim.iid, "endpoint": "127.0.0.1:9", "mrenclave": b"m" * 32}
             with pytest.raises(ProtocolError, match="not authorised"):
                 control_call(cm.endpoint, intruder, forged)
+            other_host = ControlSigner()  # another admitted host may not take over this instance
+            cm.admit_host(other_host.public)
+            with pytest.raises(ProtocolError, match="belongs to another host"):
+                control_call(cm.endpoint, other_host, forged)
             assert cm.members[victim.iid].endpoint == host.endpoint
             # the owner's signed kill still works
             control_call(host.endpoint, host.admin, {"op": "kill", "iid": victim.iid})
