@@ -34,10 +34,11 @@ import numpy as np
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sharelearn.algorithms.metrics import pool_vertical
-from sharelearn.algorithms.tee.service import HPKE_SUITE, _model_from_wire
+from sharelearn.algorithms.tee.service import HPKE_SUITE, _model_from_wire, predict_digest
 from sharelearn.algorithms.tee.steps import TeeTrainParams, tee_baseline
 from sharelearn.core.codec import decode, encode
 from sharelearn.core.errors import ProtocolError
@@ -45,12 +46,13 @@ from sharelearn.runtime.data import read_party_data
 from sharelearn.runtime.jobspec import DataSpec
 from sharelearn.tee.attestation import ecdsa_p256_verify, unpack_evidence, verify_quote
 from sharelearn.tee.backend import EnclaveIdentity
-from sharelearn.tee.cluster import TeeClient, call_endpoint
+from sharelearn.tee.cluster import TeeClient, call_endpoint, control_call
+from sharelearn.tee.control import ControlSigner
 from sharelearn.tee.envelope import rows_of, write_envelope
 from sharelearn.tee.keys import AttestedClusterKey, x25519_public
 from sharelearn.tee.policy import AttestationPolicy, EnclaveIdentityRule
 from sharelearn.tee.quote import parse_quote
-from sharelearn.tee.simplatform import SimPlatform
+from sharelearn.tee.sim.platform import SimPlatform
 from sharelearn.testing.services import spawn_tee_service, stop_service
 
 FATE = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "fate"
@@ -126,13 +128,18 @@ def _print_attestation(a: dict[str, Any]) -> None:
     )
 
 
+_BANK = Ed25519PrivateKey.generate()  # the label holder's envelope key (the model's client)
+_BANK_PK = _BANK.public_key().public_bytes_raw().hex()
+
+
 def _predict(client: TeeClient, model_id: str, x: np.ndarray) -> float:
     resp = X25519PrivateKey.generate()
     resp_pk = x25519_public(resp)
 
     def make(key: AttestedClusterKey) -> bytes:
-        req = encode({"model_id": model_id, "x": x, "resp_pk": resp_pk})
-        return HPKE_SUITE.encrypt(req, key.public_key, info=b"sml-predict")
+        req: dict[str, Any] = {"model_id": model_id, "x": x, "resp_pk": resp_pk, "client_pk": _BANK_PK}
+        req["sig"] = _BANK.sign(predict_digest(model_id, req))  # the model's authorised client
+        return HPKE_SUITE.encrypt(encode(req), key.public_key, info=b"sml-predict")
 
     ct, _ = client.call("predict", make)
     assert isinstance(ct, bytes)  # invariant: service contract; decryption authenticates it
@@ -186,7 +193,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     host_data = read_party_data(DataSpec(FATE / "default_credit_hetero_host.csv"))
     with tempfile.TemporaryDirectory(prefix="bench-tee-") as tmp_s:
         tmp = Path(tmp_s)
-        cm_proc, cm = spawn_tee_service(["cm", "--lease-s", "0.6"], tmp / "cm.log")
+        admin = ControlSigner()
+        cm_proc, cm = spawn_tee_service(
+            ["cm", "--lease-s", "0.6", "--admin-pk", admin.public], tmp / "cm.log"
+        )
         host_proc = None
         try:
             host_proc, host = spawn_tee_service(
@@ -200,9 +210,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "3",
                     "--hb-s",
                     "0.15",
+                    "--admin-pk",
+                    admin.public,
                 ],
                 tmp / "host.log",
             )
+            control_call(cm["cm"], admin, {"op": "add_host", "pk": host["host_pk"]})
             policy = AttestationPolicy(
                 accept=(EnclaveIdentityRule(mrenclave=bytes.fromhex(host["images"]["v1"])),),
                 name="bench",
@@ -219,6 +232,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             # -- training: in the enclave vs the same library outside -------------------------
             t0 = time.perf_counter()
             key = client.attest(ep, iid)
+            signers = {"bank": _BANK, "shop": Ed25519PrivateKey.generate()}
+            owners = {n: k.public_key().public_bytes_raw() for n, k in signers.items()}
             for name, d in (("bank", guest), ("shop", host_data)):
                 write_envelope(
                     tmp / f"{name}.smle",
@@ -229,6 +244,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     features=d.feature_names,
                     label=None if d.y is None else "y",
                     allowed_ops=["tee_train"],
+                    owner_key=signers[name],
+                    parties=owners,
                 )
             encrypt_s = time.perf_counter() - t0
             params = TeeTrainParams(
@@ -291,7 +308,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 time.sleep(0.3)
                 victim = routes[1][1]
                 t_kill = time.monotonic()
-                call_endpoint(ep, {"op": "kill", "iid": victim})
+                control_call(ep, admin, {"op": "kill", "iid": victim})
                 while any(i["iid"] == victim for i in call_endpoint(cm["cm"], {"op": "table"})["instances"]):  # type: ignore[index, union-attr]
                     time.sleep(0.01)
                 return {"cm_convergence_s": round(time.monotonic() - t_kill, 3)}

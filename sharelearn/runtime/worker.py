@@ -143,6 +143,7 @@ def run_node(options: NodeOptions, control: StdioControl) -> int:
     audit = WireAudit() if options.audit else None
     link: GrpcLink | None = None
     executor = None
+    ctx: StepContext | None = None
     try:
         job = load_job(options.job_path, step_params=step_params())
         if party not in job.parties:
@@ -176,6 +177,8 @@ def run_node(options: NodeOptions, control: StdioControl) -> int:
         control.emit(PartyError(party, f"{type(exc).__name__}: {exc}", 2))
         return 2
     finally:
+        if ctx is not None and ctx.tee is not None:
+            ctx.tee.close()  # the embedded TEE cluster this party started, if any
         if executor is not None:
             executor.close()
         if link is not None:

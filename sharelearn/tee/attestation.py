@@ -4,8 +4,8 @@ Every SGX/TDX quote, real or simulated, is verified by the same verifier, dcap-q
 §2.1): TCB info and QE identity (signatures, dates), PCK chain to the trusted root with the root
 CA and PCK CRLs, QE report signature and its binding of the attestation key, ISV signature, PCK
 SGX extension (CPUSVN / PCESVN / FMSPC) against the TCB info -> status + advisories. Real quotes
-are checked against Intel's root built into dcap-qvl; simulated quotes (`simplatform.SimPlatform`,
-PKI and collateral from `simpcs.SimPcs`) against the simulation root a policy pins, and only if
+are checked against Intel's root built into dcap-qvl; simulated quotes (`sim.platform.SimPlatform`,
+PKI and collateral from `sim.pcs.SimPcs`) against the simulation root a policy pins, and only if
 they are labelled SIMULATION in-band (header user_data, inside the signed bytes). Evidence may
 carry its collateral (`pack_evidence`): collateral is checked under the root, never trusted for
 travelling with the quote. dcap-qvl refuses DEBUG enclaves outright, whatever the policy says.
@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from sharelearn.core.errors import AttestationError, ConfigError
 from sharelearn.tee.policy import AttestationPolicy, VerifiedEvidence, appraise
 from sharelearn.tee.quote import CERT_TYPE_PCK_CHAIN, Quote, SgxReportBody, TdReportBody, parse_quote
-from sharelearn.tee.simpcs import SIM_FMSPC
+from sharelearn.tee.sim.pcs import SIM_FMSPC
 
 __all__ = [
     "EVIDENCE_MAGIC",

@@ -227,18 +227,14 @@ def write_envelope(
         raise ConfigError(f"envelope {dataset!r}: allowed_ops must not be empty")
     owner_key = owner_key or Ed25519PrivateKey.generate()
     own_pk = owner_key.public_key().public_bytes_raw()
-    listed = dict(parties) if parties is not None else {owner: own_pk}
-    if listed.get(owner) != own_pk:
-        raise ConfigError(f"envelope {dataset!r}: parties must list owner {owner!r} with the signing key")
-    audience = [target.evidence.mrenclave] if audience is None else list(audience)
-    if not audience or any(len(m) != 32 for m in audience):
-        raise ConfigError(f"envelope {dataset!r}: audience must be a non-empty list of 32-byte MRENCLAVEs")
+    listed = _party_list(dataset, owner, own_pk, parties)
+    accepted = _audience(dataset, [target.evidence.mrenclave] if audience is None else list(audience))
     now = int(time.time())
     prefix = os.urandom(7)
     header = EnvelopeHeader(
         dataset=dataset,
         owner=owner,
-        audience=tuple(m.hex() for m in audience),
+        audience=accepted,
         allowed_ops=tuple(allowed_ops),
         cluster=target.cluster,
         epoch=target.epoch,
@@ -249,29 +245,48 @@ def write_envelope(
         not_after=now + ttl_s,
         nonce_prefix=prefix.hex(),
         owner_sig_pk=own_pk.hex(),
-        parties=tuple(sorted((str(n), bytes(k).hex()) for n, k in listed.items())),
+        parties=listed,
     )
     raw = header.to_bytes()
     h = hashlib.sha256(raw).digest()
     sig = owner_key.sign(_OWNER_CTX + h)
     dek = AESGCM.generate_key(bit_length=256)
     kem = _SUITE.encrypt(dek, target.public_key, info=b"SMLE2" + h)
-    aead = AESGCM(dek)
     with open_url(url, "wb") as fh:
         fh.write(ENVELOPE_MAGIC + struct.pack(">I", len(raw)) + raw + struct.pack(">I", len(sig)) + sig)
         fh.write(struct.pack(">I", len(kem)) + kem)
-        index, pending = 0, None
-        for block in blocks:
-            if pending is not None:
-                _write_chunk(fh, aead, prefix, h, index, False, pending)
-                index += 1
-            pending = block.to_bytes()
-        if pending is None:  # an empty table still has one (final) chunk
-            pending = Rows(
-                [], np.zeros((0, len(features))), None if label is None else np.zeros(0)
-            ).to_bytes()
-        _write_chunk(fh, aead, prefix, h, index, True, pending)
+        empty = Rows([], np.zeros((0, len(features))), None if label is None else np.zeros(0))
+        _write_chunks(fh, AESGCM(dek), prefix, h, blocks, empty)
     return header
+
+
+def _audience(dataset: str, audience: list[bytes]) -> tuple[str, ...]:
+    if not audience or any(len(m) != 32 for m in audience):
+        raise ConfigError(f"envelope {dataset!r}: audience must be a non-empty list of 32-byte MRENCLAVEs")
+    return tuple(m.hex() for m in audience)
+
+
+def _write_chunks(
+    fh: IO[bytes], aead: AESGCM, prefix: bytes, h: bytes, blocks: Iterable[Rows], empty: Rows
+) -> None:
+    """Encrypt the blocks as chunks 0..n-1, the last flagged final (`empty` if there is none)."""
+    index, pending = 0, None
+    for block in blocks:
+        if pending is not None:
+            _write_chunk(fh, aead, prefix, h, index, False, pending)
+            index += 1
+        pending = block.to_bytes()
+    _write_chunk(fh, aead, prefix, h, index, True, empty.to_bytes() if pending is None else pending)
+
+
+def _party_list(
+    dataset: str, owner: str, own_pk: bytes, parties: Mapping[str, bytes] | None
+) -> tuple[tuple[str, str], ...]:
+    """The job's (owner, key hex) list, sorted; it must give `owner` the key that signs."""
+    listed = dict(parties) if parties is not None else {owner: own_pk}
+    if listed.get(owner) != own_pk:
+        raise ConfigError(f"envelope {dataset!r}: parties must list owner {owner!r} with the signing key")
+    return tuple(sorted((str(n), bytes(k).hex()) for n, k in listed.items()))
 
 
 def _write_chunk(

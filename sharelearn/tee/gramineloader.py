@@ -24,9 +24,10 @@ from pathlib import Path
 from sharelearn.core.errors import ConfigError, CryptoError
 from sharelearn.tee.attestation import pack_evidence
 from sharelearn.tee.backend import EnclaveIdentity, SealPolicy
+from sharelearn.tee.frames import FrameStream, PipeStream, recv_frame, send_frame
+from sharelearn.tee.inside import load_handlers, serve_calls
+from sharelearn.tee.process import BUNDLE_CONFIG
 from sharelearn.tee.sgx import GramineRuntime
-from sharelearn.tee.sim import BUNDLE_CONFIG, FrameStream, PipeStream, recv_frame, send_frame
-from sharelearn.tee.simloader import load_handlers, serve_calls
 
 __all__ = ["HostedRuntime", "main"]
 

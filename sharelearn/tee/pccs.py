@@ -15,7 +15,7 @@ PCCS caches these inside the data centre; this is a small version of it:
 
 The proxy is not trusted for integrity: every item it serves is signed by Intel's keys and checked
 by dcap-qvl against the root it has built in. It can only withhold collateral (deny service).
-A simulated platform's collateral (`simpcs.SimPcs`, written by `sharelearn tee host` as
+A simulated platform's collateral (`sim.pcs.SimPcs`, written by `sharelearn tee host` as
 `sim_collateral.json`) imports the same way, into its own cache: it verifies only under that
 platform's simulation root, never Intel's.
 """
@@ -37,7 +37,7 @@ from cryptography import x509
 
 from sharelearn.core.errors import AttestationError, ConfigError, DataError
 from sharelearn.core.fileio import atomic_write_text
-from sharelearn.tee.simpcs import SIM_PCK_CA_CN
+from sharelearn.tee.sim.pcs import SIM_PCK_CA_CN
 
 __all__ = ["CollateralCache", "PccsServer", "fetch_collateral"]
 

@@ -28,10 +28,11 @@ from pathlib import Path
 from sharelearn.core.errors import AttestationError, ConfigError, CryptoError, ProtocolError
 from sharelearn.core.types import Wire
 from sharelearn.tee.backend import EnclaveHandle, EnclaveIdentity, EnclaveImage, SealPolicy
+from sharelearn.tee.frames import PipeStream, send_frame
 from sharelearn.tee.pccs import fetch_collateral
+from sharelearn.tee.process import EnclaveProcess
 from sharelearn.tee.quote import SgxReportBody, parse_quote
 from sharelearn.tee.sealing import derive_key, seal_with, unseal_with
-from sharelearn.tee.sim import EnclaveProcess, PipeStream, send_frame
 
 __all__ = [
     "LOADER_SCRIPT",

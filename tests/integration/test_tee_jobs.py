@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from sharelearn.interfaces.api import run_job
+from sharelearn.tee.cluster import control_call
+from sharelearn.tee.control import ControlSigner
 from sharelearn.testing.services import spawn_tee_service, stop_service
 
 pytestmark = [pytest.mark.grpc, pytest.mark.timeout(300)]
@@ -95,13 +97,15 @@ def test_tee_block_points_the_job_at_a_running_cluster(tmp_path: Path) -> None:
     """`sharelearn tee cm` + `sharelearn tee host` already run; the job pins their build and root."""
     procs: list[subprocess.Popen[str]] = []
     try:
-        cm_proc, cm = spawn_tee_service(["cm"], tmp_path / "cm.log")
+        admin = ControlSigner()
+        cm_proc, cm = spawn_tee_service(["cm", "--admin-pk", admin.public], tmp_path / "cm.log")
         procs.append(cm_proc)
         host_args = ["host", "--cm", cm["cm"], "--workdir", str(tmp_path / "host")]
         host_proc, host = spawn_tee_service(
             [*host_args, "--instances", "2", "--cluster", "sharelearn-train"], tmp_path / "host.log"
         )
         procs.append(host_proc)
+        control_call(cm["cm"], admin, {"op": "add_host", "pk": host["host_pk"]})
         block = (
             f"tee: {{cm: '{cm['cm']}', mrenclave: '{host['images']['v1']}', allow_simulation: true, "
             f"simulation_root: '{host['simulation_root']}'}}\n"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from sharelearn.tee.sim import SimBackend
-from sharelearn.tee.simplatform import SimPlatform
+from sharelearn.tee.sim.backend import SimBackend
+from sharelearn.tee.sim.platform import SimPlatform
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 VECTORS = SHARED / "tee-vectors"

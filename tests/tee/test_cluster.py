@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sharelearn.algorithms.tee.service import HPKE_SUITE, predict_digest, sign_upgrade
 from sharelearn.core.codec import decode, encode
 from sharelearn.core.errors import ProtocolError
-from sharelearn.tee.cluster import TeeClient, call_endpoint
+from sharelearn.tee.cluster import TeeClient, call_endpoint, control_call
+from sharelearn.tee.control import ControlSigner
 from sharelearn.tee.envelope import rows_of, write_envelope
 from sharelearn.tee.keys import AttestedClusterKey, x25519_public
 from sharelearn.tee.policy import AttestationPolicy, EnclaveIdentityRule
@@ -39,7 +40,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     tmp_path = tmp_path_factory.mktemp("cluster")
     owner = Ed25519PrivateKey.generate()
     owner_pk = owner.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
-    cm_proc, cm = spawn_tee_service(["cm", "--lease-s", "0.6"], tmp_path / "cm.log")
+    admin = ControlSigner()
+    cm_proc, cm = spawn_tee_service(
+        ["cm", "--lease-s", "0.6", "--admin-pk", admin.public], tmp_path / "cm.log"
+    )
     host_proc = None
     try:
         host_proc, host = spawn_tee_service(
@@ -55,10 +59,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
                 owner_pk,
                 "--hb-s",
                 "0.15",
+                "--admin-pk",
+                admin.public,
             ],
             tmp_path / "host.log",
         )
-        yield {"cm": cm["cm"], "host": host, "owner": owner, "tmp": tmp_path}
+        control_call(cm["cm"], admin, {"op": "add_host", "pk": host["host_pk"]})
+        yield {"cm": cm["cm"], "host": host, "owner": owner, "tmp": tmp_path, "admin": admin}
     finally:
         for proc in (host_proc, cm_proc):
             if proc is not None:
@@ -181,7 +188,8 @@ class _Load:
 
 def test_failover_scale_out_and_rolling_upgrade_across_processes(cluster: dict[str, Any]) -> None:
     host, ep, tmp = cluster["host"], cluster["host"]["endpoint"], cluster["tmp"]
-    call_endpoint(cluster["cm"], {"op": "set_weights", "weights": {}})
+    admin = cluster["admin"]
+    control_call(cluster["cm"], admin, {"op": "set_weights", "weights": {}})
     client = TeeClient(_policy(host, "v1", "v2"), cm=cluster["cm"], timeout=20)
     routes = _routes(client, 3)
     model_id, blob, x = _train(client, ep, routes[0][1], tmp)
@@ -201,7 +209,7 @@ def test_failover_scale_out_and_rolling_upgrade_across_processes(cluster: dict[s
     time.sleep(0.6)
     victim = routes[1][1]
     t_kill = time.monotonic()
-    call_endpoint(ep, {"op": "kill", "iid": victim})
+    control_call(ep, admin, {"op": "kill", "iid": victim})
     while any(i["iid"] == victim for i in call_endpoint(cluster["cm"], {"op": "table"})["instances"]):  # type: ignore[index, union-attr]
         assert time.monotonic() - t_kill < 10, "CM kept routing to the killed instance"
         time.sleep(0.02)
@@ -218,7 +226,7 @@ def test_failover_scale_out_and_rolling_upgrade_across_processes(cluster: dict[s
     )
 
     # 2. scale-out: a new instance gets the key by enclave-to-enclave sync and serves at once
-    new_iid = call_endpoint(ep, {"op": "launch", "image": "v1"})
+    new_iid = control_call(ep, admin, {"op": "launch", "image": "v1"})
     assert isinstance(new_iid, str)
     assert client.attest(ep, new_iid).fingerprint == v1_fpr
     resp = X25519PrivateKey.generate()
@@ -231,30 +239,32 @@ def test_failover_scale_out_and_rolling_upgrade_across_processes(cluster: dict[s
 
     # 3. rolling upgrade v1 -> v2 (two accepted measurements), no failed request, then rollback
     m1, m2 = host["images"]["v1"], host["images"]["v2"]
-    call_endpoint(cluster["cm"], {"op": "set_weights", "weights": {m1: 1.0, m2: 0.0}})
-    v2_iid = call_endpoint(ep, {"op": "launch", "image": "v2"})
+    control_call(cluster["cm"], admin, {"op": "set_weights", "weights": {m1: 1.0, m2: 0.0}})
+    v2_iid = control_call(ep, admin, {"op": "launch", "image": "v2"})
     assert isinstance(v2_iid, str)
     v2_fpr = client.attest(ep, v2_iid).fingerprint
     assert v2_fpr != v1_fpr  # another measurement never receives the v1 cluster key
     intruder = Ed25519PrivateKey.generate()
     bad_authz, bad_sig = sign_upgrade(intruder, bytes.fromhex(m1), bytes.fromhex(m2))
     with pytest.raises(ProtocolError, match="not signed by this build's owner"):
-        call_endpoint(
-            ep, {"op": "upgrade", "new": v2_iid, "old": new_iid, "authz": bad_authz, "sig": bad_sig}
+        control_call(
+            ep, admin, {"op": "upgrade", "new": v2_iid, "old": new_iid, "authz": bad_authz, "sig": bad_sig}
         )
     authz, sig = sign_upgrade(cluster["owner"], bytes.fromhex(m1), bytes.fromhex(m2))
-    moved = call_endpoint(ep, {"op": "upgrade", "new": v2_iid, "old": new_iid, "authz": authz, "sig": sig})
+    moved = control_call(
+        ep, admin, {"op": "upgrade", "new": v2_iid, "old": new_iid, "authz": authz, "sig": sig}
+    )
     assert moved == [model_id]
     client.retries = 0
     load = _Load(client, model_id, x)
     time.sleep(0.4)
-    call_endpoint(cluster["cm"], {"op": "set_weights", "weights": {m1: 1.0, m2: 1.0}})
+    control_call(cluster["cm"], admin, {"op": "set_weights", "weights": {m1: 1.0, m2: 1.0}})
     time.sleep(0.6)
     t_flip = time.monotonic()
-    call_endpoint(cluster["cm"], {"op": "set_weights", "weights": {m1: 0.0, m2: 1.0}})
+    control_call(cluster["cm"], admin, {"op": "set_weights", "weights": {m1: 0.0, m2: 1.0}})
     time.sleep(0.8)
     t_back = time.monotonic()
-    call_endpoint(cluster["cm"], {"op": "set_weights", "weights": {m1: 1.0, m2: 0.0}})  # rollback
+    control_call(cluster["cm"], admin, {"op": "set_weights", "weights": {m1: 1.0, m2: 0.0}})  # rollback
     time.sleep(0.8)
     load.stop()
     assert not load.failed, load.failed[:3]

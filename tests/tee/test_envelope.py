@@ -21,7 +21,7 @@ from sharelearn.tee.envelope import (
 )
 from sharelearn.tee.keys import AttestedClusterKey, ClusterKeys, make_statement, verify_statement
 from sharelearn.tee.policy import AttestationPolicy, EnclaveIdentityRule
-from sharelearn.tee.simplatform import SimPlatform
+from sharelearn.tee.sim.platform import SimPlatform
 
 
 def _ident() -> EnclaveIdentity:

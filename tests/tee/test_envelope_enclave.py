@@ -106,3 +106,29 @@ def test_cluster_key_is_sealed_to_the_platform_and_measurement(tmp_path: Path) -
                 moved.call("restore_key", first.sealed)
         finally:
             moved.close()
+
+
+def test_sealed_models_are_versioned_and_an_older_version_is_refused(tmp_path: Path) -> None:
+    """The host keeps every sealed blob it relayed and feeds an enclave the older one."""
+    with EnclaveHost() as host:
+        root = host.platform.root_der
+        image = host.load(build_bundle(tmp_path / "A", cluster="train", simulation_root_der=root))
+        first = host.launch(image)
+        policy = AttestationPolicy(
+            accept=(EnclaveIdentityRule(mrenclave=image.identity.mrenclave),),
+            name="owner",
+            allow_simulation=True,
+            simulation_root_der=root,
+        )
+        client = TeeClient(policy, endpoints=[host.endpoint])
+        urls = _envelopes(tmp_path, client, host.endpoint, first.iid)
+        arg = {"datasets": urls, "model": "lr", "params": {}, "memory_cap_mb": 1, "line": "credit"}
+        old, new = first.call("train", arg), first.call("train", arg)
+        assert isinstance(old, dict) and isinstance(new, dict)
+        assert new["version"] > old["version"] and old["line"] == new["line"] == "credit"
+        with pytest.raises(ProtocolError, match="rollback refused"):
+            first.call("load_model", old["model"])
+        joiner = host.launch(image)  # gets the keys AND the rollback floor by key sync
+        with pytest.raises(ProtocolError, match="rollback refused"):
+            joiner.call("load_model", old["model"])
+        assert joiner.call("load_model", new["model"]) == new["model_id"]

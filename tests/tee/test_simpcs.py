@@ -26,7 +26,7 @@ from sharelearn.tee.backend import EnclaveIdentity
 from sharelearn.tee.pccs import CollateralCache, PccsServer, fetch_collateral
 from sharelearn.tee.policy import AttestationPolicy, EnclaveIdentityRule
 from sharelearn.tee.quote import encode_sgx_quote_v3, parse_quote
-from sharelearn.tee.simpcs import (
+from sharelearn.tee.sim.pcs import (
     SIM_CPUSVN,
     SIM_FMSPC,
     SIM_PCE_ID,
@@ -35,7 +35,7 @@ from sharelearn.tee.simpcs import (
     SIM_ROOT_CN,
     SimPcs,
 )
-from sharelearn.tee.simplatform import SimPlatform
+from sharelearn.tee.sim.platform import SimPlatform
 
 dcap_qvl = pytest.importorskip(
     "dcap_qvl",

@@ -13,7 +13,7 @@ from sharelearn.tee.attestation import attest, verify_quote
 from sharelearn.tee.backend import EnclaveIdentity
 from sharelearn.tee.policy import AttestationPolicy, EnclaveIdentityRule, appraise, bind_report_data
 from sharelearn.tee.quote import SgxReportBody, TdReportBody, parse_quote
-from sharelearn.tee.simplatform import SimPlatform
+from sharelearn.tee.sim.platform import SimPlatform
 
 pytest.importorskip(
     "dcap_qvl",

@@ -12,8 +12,8 @@ from sharelearn.tee import channel
 from sharelearn.tee.attestation import QuoteAppraiser
 from sharelearn.tee.backend import EnclaveIdentity
 from sharelearn.tee.policy import AttestationPolicy, EnclaveIdentityRule
-from sharelearn.tee.sim import SimBackend
-from sharelearn.tee.simplatform import SimPlatform
+from sharelearn.tee.sim.backend import SimBackend
+from sharelearn.tee.sim.platform import SimPlatform
 from sharelearn.testing.roles import run_roles
 
 

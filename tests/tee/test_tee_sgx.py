@@ -19,7 +19,7 @@ from sharelearn.tee.sgx import (
     render_manifest,
     sgx_available,
 )
-from sharelearn.tee.simplatform import SimPlatform
+from sharelearn.tee.sim.platform import SimPlatform
 
 NO_SGX = (
     f"no SGX hardware here ({SGX_DEVICE} missing or Gramine tools not installed): real-enclave test NOT run"

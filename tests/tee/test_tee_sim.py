@@ -11,8 +11,9 @@ from sharelearn.core.errors import AttestationError, ConfigError, CryptoError, P
 from sharelearn.tee.attestation import attest
 from sharelearn.tee.backend import EnclaveBackend, EnclaveHandle, EnclaveIdentity
 from sharelearn.tee.policy import AttestationPolicy, EnclaveIdentityRule
-from sharelearn.tee.sim import SimBackend, measure_bundle, read_bundle
-from sharelearn.tee.simplatform import SimPlatform
+from sharelearn.tee.process import read_bundle
+from sharelearn.tee.sim.backend import SimBackend, measure_bundle
+from sharelearn.tee.sim.platform import SimPlatform
 
 MakeBundle = Callable[..., Path]
 

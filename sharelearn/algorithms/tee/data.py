@@ -186,12 +186,7 @@ class JoinedTable:
         Rows of a party without a match in every other party are dropped; `n_rows` is the
         joined size and `party_rows` each party's size before the join.
         """
-        labelled = [r for r in readers if r.has_label]
-        if len(labelled) != 1:
-            raise DataError(
-                "in-enclave join needs exactly one labelled dataset, got "
-                f"{[r.header.dataset for r in labelled]}"
-            )
+        _one_label_holder(readers)
         salt = os.urandom(16)
         features = tuple(f"{r.header.owner}.{f}" for r in readers for f in r.header.features)
         if block_rows <= 0:
@@ -235,6 +230,12 @@ class JoinedTable:
         pos = np.searchsorted(self.row_hashes, h)
         pos[pos >= self.n_rows] = 0
         return np.where(self.row_hashes[pos] == h, pos, -1).astype(np.int64)
+
+
+def _one_label_holder(readers: Sequence[EnvelopeReader]) -> None:
+    labelled = [r.header.dataset for r in readers if r.has_label]
+    if len(labelled) != 1:
+        raise DataError(f"in-enclave join needs exactly one labelled dataset, got {labelled}")
 
 
 def _common_ids(

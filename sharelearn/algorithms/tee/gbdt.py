@@ -133,8 +133,7 @@ class GbdtModel:
 def train_gbdt(src: BlockSource, params: GbdtParams) -> GbdtModel:
     """Train level-wise with one streaming pass per level over spilled binned blocks."""
     edges = bin_edges(src, params.max_bin)
-    nbins = params.max_bin
-    n, nf = src.n_rows, src.n_features
+    n = src.n_rows
     positives = 0.0
     for k, (x, y) in enumerate(src.blocks()):
         src.spill.append(f"bins_{k}", encode({"b": _binned(x, edges), "y": y}))
@@ -142,57 +141,12 @@ def train_gbdt(src: BlockSource, params: GbdtParams) -> GbdtModel:
     p0 = min(max(positives / n, 1e-6), 1 - 1e-6)
     model = GbdtModel(edges, float(np.log(p0 / (1 - p0))), params.learning_rate, params.max_depth)
     src.budget.reserve(n * 16, "margin and node ids")  # O(n) row state
-    margin = np.full(n, model.base)
-    node = np.zeros(n, dtype=np.int64)
+    state = _Rows(np.full(n, model.base), np.zeros(n, dtype=np.int64))
     losses: list[float] = []
-    lam, mcw = params.reg_lambda, params.min_child_weight
     try:
         for _ in range(params.num_trees):
-            n_internal = 2**params.max_depth - 1
-            feat = np.zeros(n_internal, dtype=np.int64)
-            thr = np.full(n_internal, nbins, dtype=np.int64)
-            node[:] = 0
-            leaf_g = leaf_h = np.zeros(0)
-            loss = 0.0
-            for depth in range(params.max_depth + 1):
-                first, width = 2**depth - 1, 2**depth
-                final = depth == params.max_depth
-                hist = np.zeros((2, width * nf * nbins)) if not final else np.zeros((2, width))
-                for bins, y, lo in _binned_blocks(src):
-                    rows = slice(lo, lo + bins.shape[0])
-                    if depth > 0:
-                        prev = node[rows]
-                        f, t = feat[prev], thr[prev]
-                        node[rows] = 2 * prev + 1 + (bins[np.arange(bins.shape[0]), f] > t)
-                    p = _sigmoid(margin[rows])
-                    g, h = p - y, p * (1 - p)
-                    local = node[rows] - first
-                    if final:
-                        hist[0] += np.bincount(local, g, width)
-                        hist[1] += np.bincount(local, h, width)
-                        loss += float(np.sum(np.logaddexp(0.0, margin[rows]) - y * margin[rows]))
-                    else:
-                        idx = (local[:, None] * nf + np.arange(nf)) * nbins + bins
-                        hist[0] += np.bincount(idx.ravel(), np.repeat(g, nf), width * nf * nbins)
-                        hist[1] += np.bincount(idx.ravel(), np.repeat(h, nf), width * nf * nbins)
-                if final:
-                    leaf_g, leaf_h = hist[0], hist[1]
-                    break
-                hg = hist[0].reshape(width, nf, nbins)
-                hh = hist[1].reshape(width, nf, nbins)
-                gl, hl = np.cumsum(hg, axis=2)[:, :, :-1], np.cumsum(hh, axis=2)[:, :, :-1]
-                gt, ht = hg.sum(axis=2)[:, :, None], hh.sum(axis=2)[:, :, None]
-                gr, hr = gt - gl, ht - hl
-                gain = gl**2 / (hl + lam) + gr**2 / (hr + lam) - gt**2 / (ht + lam)
-                gain[(hl < mcw) | (hr < mcw)] = -np.inf
-                flat = gain.reshape(width, -1)
-                best = np.argmax(flat, axis=1)
-                for i in range(width):
-                    if np.isfinite(flat[i, best[i]]) and flat[i, best[i]] > 1e-12:
-                        feat[first + i], thr[first + i] = divmod(int(best[i]), nbins - 1)
-            values = -leaf_g / (leaf_h + lam)
-            leaf_ids = node - n_internal
-            margin += params.learning_rate * values[leaf_ids]
+            feat, thr, values, loss = _grow_tree(src, params, state)
+            state.margin += params.learning_rate * values[state.node - (2**params.max_depth - 1)]
             model.feats.append(feat)
             model.thrs.append(thr)
             model.leaves.append(values)
@@ -203,6 +157,94 @@ def train_gbdt(src: BlockSource, params: GbdtParams) -> GbdtModel:
             src.spill.remove(f"bins_{k}")
     model.history = {"loss": losses}
     return model
+
+
+@dataclass
+class _Rows:
+    """Per-row training state held in the enclave: current margin and node of the growing tree."""
+
+    margin: np.ndarray
+    node: np.ndarray
+
+
+def _grow_tree(
+    src: BlockSource, params: GbdtParams, state: _Rows
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """One tree, level by level: (split features, thresholds, leaf values, summed log-loss)."""
+    n_internal = 2**params.max_depth - 1
+    feat = np.zeros(n_internal, dtype=np.int64)
+    thr = np.full(n_internal, params.max_bin, dtype=np.int64)
+    state.node[:] = 0
+    for depth in range(params.max_depth):
+        hist = _level_histogram(src, params, state, feat, thr, depth)
+        _choose_splits(hist, params, depth, feat, thr)
+    (leaf_g, leaf_h), loss = _leaf_sums(src, params, state, feat, thr)
+    return feat, thr, -leaf_g / (leaf_h + params.reg_lambda), loss
+
+
+def _route(state: _Rows, rows: slice, bins: np.ndarray, feat: np.ndarray, thr: np.ndarray) -> None:
+    """Move the rows of a block one level down the tree being grown."""
+    prev = state.node[rows]
+    f, t = feat[prev], thr[prev]
+    state.node[rows] = 2 * prev + 1 + (bins[np.arange(bins.shape[0]), f] > t)
+
+
+def _level_histogram(
+    src: BlockSource, params: GbdtParams, state: _Rows, feat: np.ndarray, thr: np.ndarray, depth: int
+) -> np.ndarray:
+    """Gradient and hessian histograms (2, width * features * bins) of one level, streamed."""
+    first, width, nf, nbins = 2**depth - 1, 2**depth, src.n_features, params.max_bin
+    hist = np.zeros((2, width * nf * nbins))
+    for bins, y, lo in _binned_blocks(src):
+        rows = slice(lo, lo + bins.shape[0])
+        if depth > 0:
+            _route(state, rows, bins, feat, thr)
+        p = _sigmoid(state.margin[rows])
+        g, h = p - y, p * (1 - p)
+        idx = ((state.node[rows] - first)[:, None] * nf + np.arange(nf)) * nbins + bins
+        hist[0] += np.bincount(idx.ravel(), np.repeat(g, nf), width * nf * nbins)
+        hist[1] += np.bincount(idx.ravel(), np.repeat(h, nf), width * nf * nbins)
+    return hist
+
+
+def _choose_splits(
+    hist: np.ndarray, params: GbdtParams, depth: int, feat: np.ndarray, thr: np.ndarray
+) -> None:
+    """Best (feature, threshold) per node of the level by the XGBoost gain; no split if none gains."""
+    first, width, nbins = 2**depth - 1, 2**depth, params.max_bin
+    lam, mcw = params.reg_lambda, params.min_child_weight
+    hg = hist[0].reshape(width, -1, nbins)
+    hh = hist[1].reshape(width, -1, nbins)
+    gl, hl = np.cumsum(hg, axis=2)[:, :, :-1], np.cumsum(hh, axis=2)[:, :, :-1]
+    gt, ht = hg.sum(axis=2)[:, :, None], hh.sum(axis=2)[:, :, None]
+    gr, hr = gt - gl, ht - hl
+    gain = gl**2 / (hl + lam) + gr**2 / (hr + lam) - gt**2 / (ht + lam)
+    gain[(hl < mcw) | (hr < mcw)] = -np.inf
+    flat = gain.reshape(width, -1)
+    best = np.argmax(flat, axis=1)
+    for i in range(width):
+        if np.isfinite(flat[i, best[i]]) and flat[i, best[i]] > 1e-12:
+            feat[first + i], thr[first + i] = divmod(int(best[i]), nbins - 1)
+
+
+def _leaf_sums(
+    src: BlockSource, params: GbdtParams, state: _Rows, feat: np.ndarray, thr: np.ndarray
+) -> tuple[tuple[np.ndarray, np.ndarray], float]:
+    """Route rows to the leaves; per-leaf gradient and hessian sums and the log-loss before the tree."""
+    depth = params.max_depth
+    first, width = 2**depth - 1, 2**depth
+    leaf_g, leaf_h, loss = np.zeros(width), np.zeros(width), 0.0
+    for bins, y, lo in _binned_blocks(src):
+        rows = slice(lo, lo + bins.shape[0])
+        if depth > 0:
+            _route(state, rows, bins, feat, thr)
+        margin = state.margin[rows]
+        p = _sigmoid(margin)
+        local = state.node[rows] - first
+        leaf_g += np.bincount(local, p - y, width)
+        leaf_h += np.bincount(local, p * (1 - p), width)
+        loss += float(np.sum(np.logaddexp(0.0, margin) - y * margin))
+    return (leaf_g, leaf_h), loss
 
 
 def _binned_blocks(src: BlockSource) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:

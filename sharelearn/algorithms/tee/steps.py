@@ -1,9 +1,11 @@
 """Job steps of the TEE route (`engine: tee`): tee_upload, tee_train, tee_serve (+ generic evaluate).
 
 Cluster: with a job-level `tee:` block every party talks to that cluster manager and accepts only
-the pinned MRENCLAVE. Without it, the first party of the job starts the embedded default: a
-local *simulated* platform (`EnclaveHost`), a cluster manager and the enclave instances, in its
-own process, and announces the CM endpoint and the simulation root; every party then rebuilds
+the pinned MRENCLAVE. Without it, the first party of the job starts the embedded default
+(`embedded.EmbeddedCluster`: a local *simulated* platform, a cluster manager and the enclave
+instances) in its own process; it lives in `ctx.tee` and whoever runs the party closes it when
+the job ends (the worker does; no `atexit` hooks). The leader announces the CM endpoint and the
+simulation root; every party then rebuilds
 the service bundle itself to compute the MRENCLAVE it will accept (never taking the host's word).
 Every output of this route says `"simulation": true` when the evidence was simulated.
 
@@ -14,7 +16,6 @@ scores back, encrypted to its own ephemeral key. The hosting party sees cipherte
 
 from __future__ import annotations
 
-import atexit
 import concurrent.futures as cf
 import tempfile
 import time
@@ -34,6 +35,7 @@ from sharelearn.algorithms.metrics import pool_vertical
 from sharelearn.algorithms.package import publish_model
 from sharelearn.algorithms.tee import gbdt, lr
 from sharelearn.algorithms.tee.data import InMemoryTable
+from sharelearn.algorithms.tee.embedded import EmbeddedCluster
 from sharelearn.algorithms.tee.service import (
     HPKE_SUITE,
     MODELS,
@@ -45,11 +47,12 @@ from sharelearn.algorithms.tee.service import (
 from sharelearn.core.codec import decode, encode, expect_array
 from sharelearn.core.errors import ConfigError, DataError, ProtocolError
 from sharelearn.core.types import Wire
-from sharelearn.tee.cluster import ClusterManager, EnclaveHost, TeeClient
+from sharelearn.tee.client import TeeClient
 from sharelearn.tee.envelope import rows_of, write_envelope
 from sharelearn.tee.keys import AttestedClusterKey, x25519_public
 from sharelearn.tee.policy import AttestationPolicy, EnclaveIdentityRule
-from sharelearn.tee.sim import measure_bundle, read_bundle
+from sharelearn.tee.process import read_bundle
+from sharelearn.tee.sim.backend import measure_bundle
 
 __all__ = [
     "TEE_SERVE_STEP",
@@ -145,19 +148,11 @@ def _connect(ctx: StepContext, params: TeeUploadParams) -> TeeSession:
     leader = _leader(ctx)
     embedded: dict[str, Any] = {}
     if ctx.party == leader:
-        cm = ClusterManager()
-        host = EnclaveHost(cm=cm.endpoint)
-        atexit.register(host.close)
-        atexit.register(cm.close)
-        bundle = build_bundle(
-            (ctx.workdir / "tee" / "bundle").resolve(),
-            cluster=params.cluster,
-            simulation_root_der=host.platform.root_der,
+        started = EmbeddedCluster.start(
+            ctx.workdir / "tee" / "bundle", cluster=params.cluster, instances=params.instances
         )
-        image = host.load(bundle)
-        for _ in range(params.instances):
-            host.launch(image)
-        embedded = {"host": host, "cm": cm, "image": image}
+        cm, host = started.cm, started.host
+        embedded = {"host": host, "cm": cm, "image": started.image}
         ctx.progress(
             f"started the embedded default: {params.instances} enclave(s), CM {cm.endpoint}. "
             + SIMULATION_NOTE,
@@ -384,7 +379,7 @@ class TeeModel:
         key = client.attest(ep, iid)
         req = encode({"model_id": self.model_id, "ids": ids, "sig": sig, "resp_pk": resp_pk})  # type: ignore[dict-item]
         ct = HPKE_SUITE.encrypt(req, key.public_key, info=b"sml-score-rows")
-        from sharelearn.tee.cluster import call_endpoint
+        from sharelearn.tee.endpoint import call_endpoint
 
         out = call_endpoint(
             ep, {"op": "call", "instance": iid, "method": "score_rows", "arg": ct}, timeout=600
@@ -424,9 +419,10 @@ def run_tee_train(ctx: StepContext, params: TeeTrainParams) -> dict[str, Any]:
             "params": params.wire_params(),
             "memory_cap_mb": float(params.memory_cap_mb),
             "clients": list[Wire](params.clients),
+            "line": f"{ctx.job or 'job'}/{ctx.step_index}",  # the model line its version grows in
         }
         ctx.progress(f"training {params.model} inside enclave {route[1]} (cap {params.memory_cap_mb} MB)", {})
-        from sharelearn.tee.cluster import call_endpoint
+        from sharelearn.tee.endpoint import call_endpoint
 
         out = call_endpoint(
             route[0], {"op": "call", "instance": route[1], "method": "train", "arg": arg}, timeout=3600
@@ -540,7 +536,7 @@ def run_tee_serve(ctx: StepContext, params: TeeServeParams) -> dict[str, Any]:
                 inst.call("load_model", model.blob)
         out["instances"] = sum(1 for i in host.instances.values() if i.alive)
     elif external and ctx.party == trainer:  # a running cluster: load on every routed instance
-        from sharelearn.tee.cluster import call_endpoint
+        from sharelearn.tee.endpoint import call_endpoint
 
         routes = client.routes(fresh=True)
         for ep, iid, _ in routes:

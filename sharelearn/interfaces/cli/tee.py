@@ -22,6 +22,7 @@ from sharelearn.core.errors import ConfigError
 from sharelearn.runtime.data import read_party_data
 from sharelearn.runtime.jobspec import DataSpec
 from sharelearn.tee.cluster import ClusterManager, EnclaveHost, TeeClient
+from sharelearn.tee.control import ControlSigner
 from sharelearn.tee.envelope import rows_of, write_envelope
 from sharelearn.tee.pccs import CollateralCache, PccsServer
 from sharelearn.tee.policy import AttestationPolicy, EnclaveIdentityRule
@@ -66,10 +67,18 @@ def pccs_command(
 def cm_command(
     port: Annotated[int, typer.Option(help="loopback port (0: any free port)")] = 0,
     lease_s: Annotated[float, typer.Option(help="drop an instance after this long without heartbeats")] = 0.8,
+    admin_pk: Annotated[
+        str, typer.Option(help="comma-separated Ed25519 keys (hex) allowed to set weights / admit hosts")
+    ] = "",
+    host_pk: Annotated[str, typer.Option(help="comma-separated host keys (hex) whose heartbeats count")] = "",
 ) -> None:
-    """Run a cluster manager (untrusted: routing and heartbeats only, no keys)."""
-    cm = ClusterManager(lease_s=lease_s, port=port)
-    typer.echo(json.dumps({"cm": cm.endpoint, "pid": os.getpid()}), nl=True)
+    """Run a cluster manager (untrusted: routing and heartbeats only, no keys).
+
+    Control commands (set_weights, add_host) must be signed by an `--admin-pk` key; without one a
+    fresh admin key is made and printed once (`admin_sk`) on stdout, the operator's own pipe.
+    """
+    cm = ClusterManager(lease_s=lease_s, port=port, admin=_keys(admin_pk), hosts=_keys(host_pk) or ())
+    typer.echo(json.dumps({"cm": cm.endpoint, "pid": os.getpid(), **_admin_out(cm.admin)}), nl=True)
     _wait_for_signal()
     cm.close()
 
@@ -82,9 +91,16 @@ def host_command(
     cluster: Annotated[str, typer.Option(help="service cluster name (measured)")] = "sharelearn-serve",
     owner_pk: Annotated[str, typer.Option(help="owner Ed25519 key (hex) that may authorize upgrades")] = "",
     hb_s: Annotated[float, typer.Option(help="heartbeat period (seconds)")] = 0.2,
+    admin_pk: Annotated[
+        str, typer.Option(help="comma-separated Ed25519 keys (hex) allowed to launch / kill / upgrade")
+    ] = "",
 ) -> None:
-    """Run a SIMULATED enclave host: builds v1 (and v2 = next ISVSVN) and starts v1 instances."""
-    host = EnclaveHost(cm=cm, hb_s=hb_s)
+    """Run a SIMULATED enclave host: builds v1 (and v2 = next ISVSVN) and starts v1 instances.
+
+    It prints its heartbeat key (`host_pk`): the CM counts its heartbeats once an admin admits it
+    (`add_host`, or `tee cm --host-pk`).
+    """
+    host = EnclaveHost(cm=cm, hb_s=hb_s, admin=_keys(admin_pk))
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "simulation_root.der").write_bytes(host.platform.root_der)
     # The simulated PCS's collateral, for `sharelearn tee pccs --add` (it also travels in evidence).
@@ -109,6 +125,8 @@ def host_command(
         "sim_collateral": str(workdir / "sim_collateral.json"),
         "images": images,
         "instances": {iid: host.instances[iid].enclave.pid for iid in started},
+        "host_pk": host.signer.public,
+        **_admin_out(host.admin),
     }
     typer.echo(json.dumps(info), nl=True)
     typer.echo("SIMULATION: enclaves are local processes on a simulated platform (no SGX)", err=True)
@@ -210,3 +228,24 @@ def _parties(path: Path) -> dict[str, bytes]:
         return {str(k): bytes.fromhex(str(v)) for k, v in dict(obj).items()}
     except (OSError, ValueError, TypeError) as exc:
         raise ConfigError(f"{path}: --parties must be a JSON map owner -> public key hex ({exc})") from exc
+
+
+def _keys(text: str) -> list[str] | None:
+    """Comma-separated Ed25519 public keys (hex), or None when empty."""
+    keys = [k.strip().lower() for k in text.split(",") if k.strip()]
+    for k in keys:
+        try:
+            ok = len(bytes.fromhex(k)) == 32
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ConfigError(f"{k[:20]!r} is not an Ed25519 public key in hex (64 digits)")
+    return keys or None
+
+
+def _admin_out(admin: ControlSigner | None) -> dict[str, str]:
+    """The generated admin key, printed once, when the operator gave none."""
+    if admin is None:
+        return {}
+    typer.echo("no --admin-pk: generated an admin key (admin_sk on stdout, shown once)", err=True)
+    return {"admin_sk": admin.key.private_bytes_raw().hex(), "admin_pk": admin.public}

@@ -1,6 +1,6 @@
 """The simulation platform: a trusted local stand-in for the CPU + quoting enclave (no SGX).
 
-It owns a simulated PCS (`simpcs.SimPcs`: root "SIMULATION ROOT CA — NOT INTEL SGX" -> PCK
+It owns a simulated PCS (`sim.pcs.SimPcs`: root "SIMULATION ROOT CA — NOT INTEL SGX" -> PCK
 Platform CA -> PCK certificate with an SGX extension; TCB-signing certificate; signed TCB info
 and QE identity; root and PCK CRLs), an attestation key certified through a simulated QE report
 (the DCAP v3 structure of TEE.md §1.3) and a per-platform seal secret. It issues DCAP quotes
@@ -36,7 +36,7 @@ from sharelearn.tee.quote import (
     encode_sgx_quote_v3,
 )
 from sharelearn.tee.sealing import derive_key
-from sharelearn.tee.simpcs import (
+from sharelearn.tee.sim.pcs import (
     SIM_PCESVN,
     SIM_QE_ISVPRODID,
     SIM_QE_ISVSVN,

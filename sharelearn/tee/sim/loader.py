@@ -1,4 +1,4 @@
-"""The loader that runs inside a simulated enclave process (`python -I -B -m sharelearn.tee.simloader FD`).
+"""The loader that runs inside a simulated enclave process (`python -I -B -m sharelearn.tee.sim.loader FD`).
 
 It receives its measured directory, entrypoint and identity from the launcher, disables core
 dumps, imports `module:function` from the bundle, calls it with a `SimRuntime` to get the
@@ -8,21 +8,19 @@ their argument; quotes and seal keys are requested from the platform over the co
 
 from __future__ import annotations
 
-import importlib
 import resource
 import socket
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
-from sharelearn.core.errors import CryptoError, ProtocolError, SharelearnError
+from sharelearn.core.errors import CryptoError, ProtocolError
 from sharelearn.core.types import Wire
 from sharelearn.tee.backend import EnclaveIdentity, SealPolicy
+from sharelearn.tee.frames import recv_frame, send_frame
+from sharelearn.tee.inside import Handler, load_handlers, serve_calls
 from sharelearn.tee.sealing import seal_with, unseal_with
-from sharelearn.tee.sim import FrameStream, recv_frame, send_frame
 
 __all__ = ["SimRuntime", "load_handlers", "main", "serve_calls"]
-
-Handler = Callable[[Wire], Wire]
 
 
 class SimRuntime:
@@ -78,36 +76,6 @@ def _load(init: Mapping[str, Wire], runtime: SimRuntime) -> Mapping[str, Handler
     if not isinstance(directory, str) or not isinstance(entry, str):
         raise ProtocolError("init: dir and entrypoint required", peer="platform")
     return load_handlers(directory, entry, runtime)
-
-
-def load_handlers(directory: str, entry: str, runtime: object) -> Mapping[str, Handler]:
-    """Import `module:function` from the measured bundle directory and call it with the runtime."""
-    sys.path.insert(0, directory)
-    module_name, _, func_name = entry.partition(":")
-    handlers = getattr(importlib.import_module(module_name), func_name)(runtime)
-    if not isinstance(handlers, Mapping):
-        raise ProtocolError(f"entrypoint {entry} must return a mapping of handlers", peer="platform")
-    return handlers
-
-
-def serve_calls(sock: FrameStream, handlers: Mapping[str, Handler]) -> None:
-    """Answer `call` frames with the handlers' results until an `exit` frame."""
-    while True:
-        msg = recv_frame(sock)
-        if msg["op"] == "exit":
-            return
-        method = msg.get("method")
-        handler = handlers.get(method) if isinstance(method, str) else None
-        if msg["op"] != "call" or handler is None:
-            send_frame(sock, {"op": "error", "error": f"no handler {method!r}"})
-            continue
-        try:
-            send_frame(sock, {"op": "result", "value": handler(msg.get("arg"))})
-        except (SharelearnError, ValueError, TypeError, KeyError) as exc:
-            # The error text goes to the untrusted host: handlers must not put secrets in it.
-            send_frame(sock, {"op": "error", "error": f"{type(exc).__name__}: {exc}"})
-        except Exception as exc:  # a handler bug on odd input must not take the enclave down
-            send_frame(sock, {"op": "error", "error": f"internal error ({type(exc).__name__})"})
 
 
 def main(argv: list[str]) -> int:
