@@ -5,3 +5,5 @@ PCS: PKI and collateral), `backend` (SimBackend / SimEnclave: measured bundles a
 processes), `loader` (what runs inside a simulated enclave process). Import the modules
 themselves: this package imports nothing, so `attestation` can use `pcs` without a cycle.
 """
+
+__all__: list[str] = []
