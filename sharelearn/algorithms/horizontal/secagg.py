@@ -89,19 +89,21 @@ from sharelearn.core.types import F64Array, PartyId, U8Array, U64Array, Wire
 from sharelearn.crypto import aead, kdf, maskadd, shamir, x25519
 
 __all__ = [
-    "DROP_STAGES",
     "ClientPolicy",
     "ClientState",
+    "DROP_STAGES",
     "SecAggConfig",
     "SecAggError",
     "SecAggResult",
     "ServerState",
+    "check_setup",
     "client_advertise",
     "client_masked_input",
     "client_share_keys",
     "client_sign_survivors",
     "client_unmask",
     "dequantize",
+    "min_threshold",
     "neighbour_sets",
     "quantize",
     "run_secagg_client",
