@@ -188,6 +188,8 @@ def ensure_aligned(ctx: StepContext, model: TrainedModel, step: str, seed: int =
     ctx.link = link.scope("psi")
     try:
         run_psi(ctx, PsiParams(seed=seed))
+    except DataError as exc:  # name the step the user wrote, not only the psi it ran
+        raise DataError(f"{step}: {exc}") from exc
     finally:
         ctx.link = link
 

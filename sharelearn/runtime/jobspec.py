@@ -67,6 +67,8 @@ DataFormat: TypeAlias = Literal["csv", "parquet"]
 DuplicateIds: TypeAlias = Literal["error", "first", "drop"]
 KeyPath: TypeAlias = tuple[str | int, ...]
 StepParams: TypeAlias = Mapping[str, Callable[..., Any]]
+# (roles, data parties, params, names of the earlier steps) -> None or ConfigError
+StepChecks: TypeAlias = Mapping[str, Callable[[Mapping[str, str], list[str], Any, list[str]], None]]
 
 FORMAT_BY_SUFFIX: dict[str, DataFormat] = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 DUPLICATE_ID_MODES: tuple[str, ...] = ("error", "first", "drop")
@@ -170,13 +172,17 @@ class JobSpec:
         return [p for p in self.parties.values() if p.data is not None]
 
 
-def load_job(path: Path | str, *, step_params: StepParams | None = None) -> JobSpec:
+def load_job(
+    path: Path | str, *, step_params: StepParams | None = None, step_checks: StepChecks | None = None
+) -> JobSpec:
     """Read and validate a YAML job file.
 
     Args:
         path: the job file; data paths in it are relative to its folder.
         step_params: step name -> params dataclass. When given, unknown steps and unknown or
             mistyped parameters are errors, and each `StepSpec.params` is the params object.
+        step_checks: step name -> check of the job's roles and parties for that step
+            (`algorithms.rolecheck.ROLE_CHECKS`): role mistakes fail here, before any step runs.
 
     Raises:
         ConfigError: naming the file, key path and line of the first problem.
@@ -191,7 +197,8 @@ def load_job(path: Path | str, *, step_params: StepParams | None = None) -> JobS
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read job file: {exc.strerror or exc}") from exc
     resolved = file.resolve()
-    return _parse(text, str(file), resolved.parent, resolved, file.stem, step_params)
+    job = _parse(text, str(file), resolved.parent, resolved, file.stem, step_params)
+    return _check_steps(job, str(file), step_checks)
 
 
 def parse_job(
@@ -200,6 +207,7 @@ def parse_job(
     source: str = "<string>",
     base_dir: Path | str | None = None,
     step_params: StepParams | None = None,
+    step_checks: StepChecks | None = None,
 ) -> JobSpec:
     """Validate a job given as YAML text, like `load_job`.
 
@@ -208,7 +216,25 @@ def parse_job(
     """
     folder = Path.cwd() if base_dir is None else Path(base_dir).resolve()
     default_name = "job" if source.startswith("<") else Path(source).stem
-    return _parse(text, source, folder, None, default_name, step_params)
+    return _check_steps(_parse(text, source, folder, None, default_name, step_params), source, step_checks)
+
+
+def _check_steps(job: JobSpec, source: str, checks: StepChecks | None) -> JobSpec:
+    """Run each step's role check; a failure names the step's key path and line."""
+    if not checks:
+        return job
+    roles = {p.name: p.role for p in job.parties.values()}
+    data = [p.name for p in job.data_parties()]
+    for index, step in enumerate(job.steps):
+        check = checks.get(step.name)
+        if check is None:
+            continue
+        try:
+            check(roles, data, step.params, [s.name for s in job.steps[:index]])
+        except ConfigError as exc:
+            where = f"steps[{index}].{step.name} (line {step.line})"
+            raise ConfigError(f"{source}: {where}: {exc}") from exc
+    return job
 
 
 def _parse(

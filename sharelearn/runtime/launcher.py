@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from sharelearn.algorithms.registry import step_params
+from sharelearn.algorithms.rolecheck import ROLE_CHECKS
 from sharelearn.core.errors import PartyFailed, SharelearnError
 from sharelearn.runtime.certs import throwaway_certs
 from sharelearn.runtime.control import ControlEvent, Exited, Listening, PartyDone, PartyError, event_from_json
@@ -304,7 +305,8 @@ class _Run:
 
 
 def _report_dir(job: JobSpec, wanted: Path | None) -> Path:
-    if wanted is not None:
+    if wanted is not None:  # absolute: every party process and the enclave host see the same folder
+        wanted = wanted.expanduser().resolve()
         wanted.mkdir(parents=True, exist_ok=True)
         return wanted
     base = Path(os.environ.get("SHARELEARN_HOME", Path.cwd())) / "reports"
@@ -319,7 +321,7 @@ def launch(job_path: Path | str, options: LaunchOptions = LaunchOptions()) -> di
     the `exit_code` the CLI exits with. Raises `ConfigError` when the job file itself is invalid
     (no party was started).
     """
-    job = load_job(Path(job_path), step_params=step_params())
+    job = load_job(Path(job_path), step_params=step_params(), step_checks=ROLE_CHECKS)
     report = _report_dir(job, options.report_dir)
     started = time.perf_counter()
     error: SharelearnError | None = None

@@ -23,6 +23,7 @@ from typing import IO, Any
 
 from sharelearn.algorithms.context import PartyIdentity, StepContext
 from sharelearn.algorithms.registry import step_params
+from sharelearn.algorithms.rolecheck import ROLE_CHECKS
 from sharelearn.algorithms.runner import StepResult, run_party_steps
 from sharelearn.core.audit import WireAudit
 from sharelearn.core.errors import ConfigError, SharelearnError
@@ -145,7 +146,7 @@ def run_node(options: NodeOptions, control: StdioControl) -> int:
     executor = None
     ctx: StepContext | None = None
     try:
-        job = load_job(options.job_path, step_params=step_params())
+        job = load_job(options.job_path, step_params=step_params(), step_checks=ROLE_CHECKS)
         if party not in job.parties:
             raise ConfigError(
                 f"{options.job_path}: party {party!r} is not in the job ({', '.join(job.parties)})"

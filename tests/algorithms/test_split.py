@@ -11,6 +11,7 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.metrics import roc_auc_score
 
 from sharelearn.algorithms.evaluation import EvaluateParams, PredictParams
+from sharelearn.algorithms.mpc.ss_lr import SSLRParams
 from sharelearn.algorithms.registry import step_params
 from sharelearn.algorithms.split import (
     CrossValidateParams,
@@ -164,3 +165,22 @@ def test_the_pooled_reference_sees_the_parties_own_split(tmp_path: Path) -> None
         np.testing.assert_array_equal(x[:, :10], bank[part].x)
         np.testing.assert_array_equal(y, bank[part].y)
     assert 0.98 < reference["auc"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("step", "params", "extra"),
+    [
+        ("secureboost", SecureBoostParams(num_trees=2, max_depth=2, key_bits=1024), {}),
+        ("ss_lr", SSLRParams(epochs=5), {"third": "dealer"}),
+    ],
+)
+def test_cross_validate_runs_secureboost_and_ss_lr(
+    step: str, params: Any, extra: dict[str, str], tmp_path: Path
+) -> None:
+    cv = CrossValidateParams(step=step, k=2, params=params)
+
+    run = run_steps(_vertical(extra), [("psi", PsiParams()), ("cross_validate", cv)], tmp_path)
+
+    out = run.parties["bank"].outputs["cross_validate"]
+    assert len(out["folds"]) == 2 and all(0.9 < f["auc"] <= 1.0 for f in out["folds"])
+    assert (tmp_path / "bank" / "cv" / "fold1" / "models" / f"{step}.model").is_file()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from sharelearn.algorithms.alignment import PsiParams
 from sharelearn.algorithms.evaluation import EvaluateParams, PredictParams
 from sharelearn.algorithms.mpc.ss_lr import SSLRModel, SSLRParams, batch_specs, load_ss_lr, ss_lr_baseline
 from sharelearn.algorithms.package import load_package
+from sharelearn.algorithms.split import SplitParams, converged_reference
 from sharelearn.core.audit import WireAudit
 from sharelearn.core.codec import decode
 from sharelearn.core.errors import ConfigError, PartyFailed
@@ -120,8 +122,16 @@ def test_saved_parts_predict_in_a_later_job_and_reveal_to_writes_weights_only_th
     y = (x @ np.array([1.5, -2.0, 0.5, 1.0]) + 0.3 * rng.normal(size=300) > 0).astype(float)
     ids = np.arange(300)
     parties = _parties(dataset(ids, x[:, :2], y), dataset(ids, x[:, 2:]), True)
+    # raw columns, plain SGD, every epoch: the test recomputes the Taylor loss from the weights
     params = SSLRParams(
-        epochs=20, batch_size=100, learning_rate=0.5, sigmoid="piecewise", reveal_to=("bank",)
+        epochs=20,
+        batch_size=100,
+        learning_rate=0.5,
+        sigmoid="piecewise",
+        reveal_to=("bank",),
+        standardize=False,
+        tol=0.0,
+        optimizer="sgd",
     )
 
     train = run_steps(
@@ -167,3 +177,85 @@ def test_bad_parameters_and_missing_roles_are_config_errors(tmp_path: Path) -> N
     only_guest = {"bank": ("guest", dataset([1, 2], np.ones((2, 1)), np.array([0.0, 1.0])))}
     with pytest.raises(PartyFailed, match="exactly one host"):
         run_steps(only_guest, [("ss_lr", SSLRParams())], tmp_path)  # type: ignore[arg-type]
+
+
+def _bundled(name: str) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_breast_cancer, load_digits, load_wine
+
+    if name == "breast":
+        x, y = load_breast_cancer(return_X_y=True)
+    elif name == "wine":  # class 1 against the rest
+        x, y = load_wine(return_X_y=True)
+        y = y == 1
+    else:  # digits 5-9 against 0-4
+        x, y = load_digits(return_X_y=True)
+        y = y >= 5
+    return x, np.asarray(y, dtype=np.float64)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("name", ["breast", "wine", "digits"])
+def test_default_ss_lr_is_within_0_01_auc_of_the_converged_pooled_model_on_held_out_rows(
+    name: str, tmp_path: Path
+) -> None:
+    # Raw (unscaled) columns split between the parties, rows in different orders; nothing tuned.
+    x, y = _bundled(name)
+    d = x.shape[1] // 2
+    ids = [f"p{i}" for i in range(len(y))]
+    tables = {"bank": ("guest", dataset(ids, x[:, :d], y)), "shop": ("host", dataset(ids[::-1], x[::-1, d:]))}
+    split = SplitParams(train=0.7, test=0.3)
+    steps = [
+        ("psi", PsiParams()),
+        ("split", split),
+        ("ss_lr", SSLRParams()),
+        ("evaluate", EvaluateParams(plots=False)),
+    ]
+
+    run = run_steps({**tables, "third": ("dealer", None)}, steps, tmp_path, timeout=280)
+
+    ev = run.parties["bank"].outputs["evaluate"]
+    reference = converged_reference("ss_lr", tables, psi_seed=0, split=split)
+    assert ev["evaluated_on"] == "test"
+    assert reference["auc"] - ev["auc"] <= 0.01, (ev["auc"], reference["auc"])
+    assert run.parties["bank"].outputs["ss_lr"]["epochs_run"] < SSLRParams().epochs  # converged
+
+
+def test_a_malformed_table_shape_is_a_decode_error_naming_peer_and_tag() -> None:
+    from sharelearn.algorithms.mpc.ss_lr import TableShape
+    from sharelearn.core.errors import DecodeError
+    from sharelearn.core.messages import recv
+    from sharelearn.testing.roles import run_roles
+
+    def liar(link: Any) -> None:
+        link.send("bank", TableShape.TAG, {"rows": "569", "columns": 3})
+
+    def bank(link: Any) -> str:
+        with pytest.raises(DecodeError) as info:
+            recv(link, "shop", TableShape)
+        return str(info.value)
+
+    out = run_roles({"bank": bank, "shop": liar})
+
+    assert "'shop'" in out["bank"] and "shape" in out["bank"] and "rows" in out["bank"]
+
+
+def test_the_scaler_travels_in_the_package_and_scores_new_rows_alike(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(loc=50.0, scale=20.0, size=(200, 4))
+    y = (x @ np.array([0.1, -0.05, 0.02, 0.08]) > 5.0).astype(float)
+    parties = _parties(dataset(range(200), x[:, :2], y), dataset(range(200), x[:, 2:]), True)
+
+    train = run_steps(parties, [("ss_lr", SSLRParams(epochs=30))], tmp_path / "t", aligned=True)  # type: ignore[arg-type]
+    models = {p: load_ss_lr(load_package(tmp_path / "t" / p / "models" / "ss_lr.model")) for p in parties}
+    again = run_steps(
+        parties,  # type: ignore[arg-type]
+        [("evaluate", EvaluateParams(plots=False))],
+        tmp_path / "e",
+        models=models,
+        aligned=True,
+    )
+
+    scaler = models["bank"].scaler
+    assert scaler is not None and np.allclose(scaler.mean, x[:, :2].mean(axis=0))
+    assert models["third"].scaler is None and train.parties["bank"].outputs["ss_lr"]["rows"] == 200
+    assert again.parties["bank"].outputs["evaluate"]["auc"] > 0.95

@@ -6,22 +6,33 @@ two parties make them with additively homomorphic encryption (`operators.triples
 
 Protocol (over the `ss` engine, `operators.ss_arith`):
 
+0. Each party standardises its own columns with its own training rows' mean and standard
+   deviation (`standardize`, local: nothing is sent; the model keeps them for prediction).
 1. Each party secret-shares its features (the guest appends the intercept column of ones), the
-   guest shares y. The weights start as shares of zero.
-2. Every mini-batch B (a public order drawn from `seed`): z = X_B w (matrix Beaver triple),
+   guest shares y (`TableShape`, tag `shape`, announces the public row and column counts). The
+   weights and the velocity start as shares of zero.
+2. Every mini-batch B (a public order drawn from `seed`), with Nesterov momentum mu (Sutskever et
+   al. 2013; mu = 0 is plain SGD): u = w + mu v, z = X_B u (matrix Beaver triple),
    p = sigmoid(z) (the chosen polynomial / piecewise approximation, `operators.ops`),
-   g = X_B^T (p - y_B), w <- w - (lr / |B|) g - lr alpha w. Triples for an epoch are
-   prefetched in one exchange.
-3. The model stays shared; parties named in `reveal_to` receive the weights in the clear
-   (written to `ss_lr_weights.csv` in their folder, never into the step outputs).
+   g = X_B^T (p - y_B) / |B| + alpha u, v <- mu v - lr g, w <- w + v. The momentum terms are
+   products with public constants (local, truncated). Triples for an epoch are prefetched in
+   one exchange.
+3. Training stops when the epoch's Brier score (mean (p - y)^2 over the epoch's rows, one Beaver
+   product, opened as one scalar) has not improved by `tol` for `patience` epochs, or after
+   `epochs` (a generous maximum). Both parties see the same score, so they stop together. (The
+   Taylor loss of the loss curve is no stopping signal: it rises again once |logit| > 2.)
+4. The model stays shared; parties named in `reveal_to` receive the weights in the clear
+   (written to `ss_lr_weights.csv` in their folder, never into the step outputs); they are the
+   weights of the standardised columns (each party's part keeps its own `mean` and `scale`).
 
 Prediction (`SSLRModel.predict`, used by `evaluate` / `predict`): both parties share their rows,
 compute z = X w on shares and open z to the guest only, who applies the exact sigmoid.
 
 What each party learns: the row count and the feature counts (public); both learn each epoch's
 training loss (one scalar, the Taylor log-loss of `_epoch_loss`, opened by design for the loss
-curve, as hetero_lr's); the guest learns the logits of the rows it predicts on (the scores, by
-design); `reveal_to` parties learn the weights.
+curve, as hetero_lr's) and its Brier score (one scalar, for convergence stopping); the guest
+learns the logits of the rows it predicts on (the scores, by design); `reveal_to` parties learn
+the weights.
 Comparisons (the clip of the `minimax` sigmoid, the ReLUs of `piecewise`) assume
 |logit| < 2^LOGIT_BOUND_BITS = 2^12 (in reals; a logit of 4096 is far above any model trained on
 standardised features, whose logits stay within a few tens): the engine's sign circuits read
@@ -37,16 +48,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from sharelearn.algorithms.context import BaselineData, Dataset, StepContext, StepDef
 from sharelearn.algorithms.metrics import pool_vertical
 from sharelearn.algorithms.package import ModelPackage, publish_model
-from sharelearn.core.codec import expect_type
 from sharelearn.core.errors import ConfigError, DataError
 from sharelearn.core.fileio import atomic_write_text
+from sharelearn.core.messages import Message, recv, send
 from sharelearn.core.types import F64Array, PartyId, U64Array
 from sharelearn.crypto.fixedpoint import FixedPoint
 from sharelearn.operators import ops as opsdef
@@ -67,6 +78,8 @@ __all__ = [
     "Parties",
     "SSLRModel",
     "SSLRParams",
+    "Scaler",
+    "TableShape",
     "batch_specs",
     "load_ss_lr",
     "run_ss_lr",
@@ -83,9 +96,14 @@ class SSLRParams:
     """Parameters of `ss_lr`.
 
     Attributes:
-        epochs: passes over the data.
+        epochs: the most passes over the data (training usually stops earlier, see `tol`).
         batch_size: rows per mini-batch.
         learning_rate: gradient step.
+        optimizer: "nesterov" (momentum `momentum`, the default) or "sgd".
+        momentum: Nesterov's mu, in [0, 1).
+        tol / patience: stop once the epoch's Brier score has not fallen by more than `tol` below its best
+            for `patience` epochs in a row (tol = 0: run every epoch).
+        standardize: scale each party's columns to mean 0, variance 1 (its own rows; local).
         sigmoid: "minimax" (default), "taylor" or "piecewise" (see `operators.ops` for the bounds).
         alpha: L2 penalty (weight decay per step lr * alpha).
         frac_bits: fixed-point fractional bits of the shares. Local truncation (SecureML) fails with
@@ -99,9 +117,14 @@ class SSLRParams:
         key_bits: HE key size for dealer-free triples.
     """
 
-    epochs: int = 10
+    epochs: int = 100
     batch_size: int = 1024
     learning_rate: float = 0.2
+    optimizer: Literal["sgd", "nesterov"] = "nesterov"
+    momentum: float = 0.9
+    tol: float = 1e-4
+    patience: int = 5
+    standardize: bool = True
     sigmoid: str = "minimax"
     alpha: float = 0.0
     frac_bits: int = 16
@@ -116,6 +139,13 @@ class SSLRParams:
             raise ConfigError(
                 f"ss_lr.epochs and ss_lr.batch_size must be positive, got {self.epochs}, {self.batch_size}"
             )
+        if self.optimizer not in ("sgd", "nesterov") or not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(
+                f"ss_lr.optimizer must be sgd or nesterov and momentum in [0, 1), got "
+                f"{self.optimizer!r}, {self.momentum}"
+            )
+        if self.tol < 0 or self.patience < 1:
+            raise ConfigError(f"ss_lr.tol must be >= 0 and patience >= 1, got {self.tol}, {self.patience}")
         if not 0.0 < self.learning_rate <= 10.0:
             raise ConfigError(f"ss_lr.learning_rate must be in (0, 10], got {self.learning_rate}")
         if self.alpha < 0:
@@ -130,6 +160,35 @@ class SSLRParams:
             raise ConfigError(f"ss_lr.he_scheme must be 'ou' or 'paillier', got {self.he_scheme!r}")
         if self.key_bits < 1024:
             raise ConfigError(f"ss_lr.key_bits must be at least 1024, got {self.key_bits}")
+
+
+@dataclass(frozen=True, slots=True)
+class TableShape(Message):
+    """Each party's public table shape: its row count and its column count (intercept included)."""
+
+    TAG: ClassVar[str] = "shape"
+    rows: int
+    columns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Scaler:
+    """One party's standardisation: its columns' means and standard deviations (never sent)."""
+
+    mean: F64Array
+    scale: F64Array
+
+    @classmethod
+    def fit(cls, x: F64Array) -> Scaler:
+        scale = x.std(axis=0)
+        return cls(x.mean(axis=0), np.where(scale > 0, scale, 1.0))
+
+    def apply(self, x: F64Array, party: PartyId) -> F64Array:
+        if x.shape[1] != self.mean.shape[0]:
+            raise DataError(
+                f"ss_lr: party {party!r} has {x.shape[1]} columns, its scaler {self.mean.shape[0]}"
+            )
+        return (x - self.mean) / self.scale
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,25 +248,31 @@ def _engine(ctx: StepContext, parties: Parties, params: SSLRParams) -> SSOps:
     return SSOps(link, peer=peer, index=index, triples=triples, fixed=fixed, cmp_bits=cmp_bits)
 
 
-def _features(data: Dataset | None, party: PartyId, *, intercept: bool) -> F64Array:
+def _raw_features(data: Dataset | None, party: PartyId) -> F64Array:
     if data is None:
         raise DataError(f"ss_lr: party {party!r} has no data")
     x = np.asarray(data.x, dtype=np.float64)
     if not np.isfinite(x).all():
-        raise DataError(f"ss_lr: party {party!r} has non-finite feature values")
+        raise DataError(f"ss_lr: party {party!r} has non-finite feature values ({data.source})")
+    return x
+
+
+def _features(data: Dataset | None, party: PartyId, *, intercept: bool, scaler: Scaler | None) -> F64Array:
+    x = _raw_features(data, party)
+    x = scaler.apply(x, party) if scaler is not None else x
     return np.hstack([x, np.ones((x.shape[0], 1))]) if intercept else x
 
 
 def _share_table(
-    ctx: StepContext, engine: SSOps, data: Dataset | None, params: SSLRParams
+    ctx: StepContext, engine: SSOps, data: Dataset | None, params: SSLRParams, scaler: Scaler | None = None
 ) -> tuple[U64Array, int, int]:
     """Share both parties' features; announce the column counts (public). Returns (X, d_g, d_h)."""
-    x_own = _features(data, ctx.party, intercept=params.fit_intercept and engine.index == 0)
+    x_own = _features(data, ctx.party, intercept=params.fit_intercept and engine.index == 0, scaler=scaler)
     n, d_own = x_own.shape
-    engine.link.send(engine.peer, "shape", [n, d_own])
-    got = expect_type(engine.link.recv(engine.peer, "shape"), list, peer=engine.peer, tag="shape")
-    n_peer, d_peer = [*got, None, None][:2]
-    if not isinstance(n_peer, int) or not isinstance(d_peer, int) or n_peer != n or not 0 <= d_peer < 1 << 16:
+    send(engine.link, engine.peer, TableShape(n, d_own))
+    got = recv(engine.link, engine.peer, TableShape)
+    n_peer, d_peer = got.rows, got.columns
+    if n_peer != n or not 0 <= d_peer < 1 << 16:
         raise DataError(
             f"ss_lr: {ctx.party!r} has {n} rows, {engine.peer!r} reports {n_peer}; run `psi` first"
         )
@@ -228,32 +293,63 @@ def _labels(ctx: StepContext, engine: SSOps, data: Dataset | None, n: int) -> U6
     return engine.share(y, owner=0, shape=(n, 1))
 
 
+def _converged(losses: Sequence[float], params: SSLRParams) -> bool:
+    """No epoch of the last `patience` fell more than `tol` below the best score before them."""
+    if params.tol == 0 or len(losses) <= params.patience:
+        return False
+    return min(losses[-params.patience :]) > min(losses[: -params.patience]) - params.tol
+
+
+def _batch_step(
+    engine: SSOps, x: U64Array, y: U64Array, state: tuple[U64Array, U64Array], params: SSLRParams
+) -> tuple[U64Array, U64Array, U64Array, U64Array]:
+    """One Nesterov (or SGD, mu = 0) step on a mini-batch; returns (w, v, logits, p - y)."""
+    w, v = state
+    mu = params.momentum if params.optimizer == "nesterov" else 0.0
+    look = engine.add(w, engine.mul_public(v, mu)) if mu else w
+    z = engine.matmul(x, look)
+    residual = engine.sub(engine.sigmoid(z, params.sigmoid), y)
+    g = engine.matmul(np.ascontiguousarray(x.T), residual)
+    step = engine.mul_public(g, params.learning_rate / x.shape[0])
+    if params.alpha:
+        step = engine.add(step, engine.mul_public(look, params.learning_rate * params.alpha))
+    v = engine.sub(engine.mul_public(v, mu), step) if mu else engine.neg(step)
+    return engine.add(w, v), v, z, residual
+
+
+def _brier(engine: SSOps, residual: U64Array) -> float:
+    """Mean of (p - y)^2 over the epoch's rows: one Beaver product, the sum opened to both."""
+    total = engine.mul(residual, residual).sum(dtype=np.uint64)
+    opened = engine.reveal(total.reshape(1))
+    assert opened is not None  # opened to both parties
+    return float(opened[0] / residual.shape[0])
+
+
 def _train(
     engine: SSOps, x: U64Array, y: U64Array, params: SSLRParams, progress: Any
 ) -> tuple[U64Array, list[float]]:
-    """Mini-batch gradient descent on shares; returns the weight shares and the per-epoch losses."""
+    """Mini-batch training on shares until the loss converges; returns the weight shares and losses."""
     n, d = x.shape
     w = np.zeros((d, 1), dtype=np.uint64)
+    v = np.zeros((d, 1), dtype=np.uint64)
     order_rng = np.random.default_rng(params.seed)
-    decay = 1.0 - params.learning_rate * params.alpha
     losses: list[float] = []
+    brier: list[float] = []
     for epoch in range(params.epochs):
         order = order_rng.permutation(n)
         batches = [order[i : i + params.batch_size] for i in range(0, n, params.batch_size)]
         specs = [s for rows in batches for s in batch_specs(rows.size, d, params.sigmoid)]
-        engine.triples.prefetch([*specs, mul_spec((2, n, 1))])  # type: ignore[attr-defined]
-        logits = []
+        engine.triples.prefetch([*specs, mul_spec((2, n, 1)), mul_spec((n, 1))])  # type: ignore[attr-defined]
+        logits, residuals = [], []
         for rows in batches:
-            xb, yb = x[rows], y[rows]
-            z = engine.matmul(xb, w)
+            w, v, z, r = _batch_step(engine, x[rows], y[rows], (w, v), params)
             logits.append(z)
-            p = engine.sigmoid(z, params.sigmoid)
-            g = engine.matmul(np.ascontiguousarray(xb.T), engine.sub(p, yb))
-            if decay != 1.0:
-                w = engine.mul_public(w, decay)
-            w = engine.sub(w, engine.mul_public(g, params.learning_rate / rows.size))
+            residuals.append(r)
         losses.append(_epoch_loss(engine, np.concatenate(logits), y[order]))
+        brier.append(_brier(engine, np.concatenate(residuals)))
         progress(f"epoch {epoch + 1}/{params.epochs}: loss {losses[-1]:.4f}", {"epoch": epoch + 1})
+        if _converged(brier, params):
+            break
     return w, losses
 
 
@@ -287,6 +383,7 @@ class SSLRModel:
     d_host: int = 0
     weights: F64Array | None = None
     history: dict[str, list[float]] = field(default_factory=dict)
+    scaler: Scaler | None = None
     step: str = STEP
     task: str = "binary"
 
@@ -300,7 +397,7 @@ class SSLRModel:
             return None
         engine = _engine(ctx, parties, self.params)
         try:
-            x, d_g, d_h = _share_table(ctx, engine, data, self.params)
+            x, d_g, d_h = _share_table(ctx, engine, data, self.params, self.scaler)
             if (d_g, d_h) != (self.d_guest, self.d_host):
                 raise DataError(
                     f"ss_lr model expects {self.d_guest}+{self.d_host} columns, the data has {d_g}+{d_h}"
@@ -329,6 +426,8 @@ class SSLRModel:
             arrays["w_share"] = self.w_share
         if self.weights is not None:
             arrays["weights"] = self.weights
+        if self.scaler is not None:
+            arrays["mean"], arrays["scale"] = self.scaler.mean, self.scaler.scale
         return meta, arrays
 
 
@@ -361,7 +460,13 @@ def load_ss_lr(package: ModelPackage) -> SSLRModel:
     w = arrays.get("w_share")
     if w is not None and (w.dtype != np.uint64 or w.shape != (d_g + d_h, 1)):
         raise DataError(f"model {package.identity.model_id}: w_share must be uint64 ({d_g + d_h}, 1)")
-    return SSLRModel(role, params, w, d_g, d_h, arrays.get("weights"), history)
+    scaler = None
+    if "mean" in arrays or "scale" in arrays:
+        mean, scale = arrays.get("mean"), arrays.get("scale")
+        if mean is None or scale is None or mean.shape != scale.shape or mean.ndim != 1 or (scale <= 0).any():
+            raise DataError(f"model {package.identity.model_id}: malformed ss_lr scaler (mean, scale)")
+        scaler = Scaler(np.asarray(mean, dtype=np.float64), np.asarray(scale, dtype=np.float64))
+    return SSLRModel(role, params, w, d_g, d_h, arrays.get("weights"), history, scaler)
 
 
 def _reveal_weights(
@@ -386,9 +491,10 @@ def run_ss_lr(ctx: StepContext, params: SSLRParams) -> dict[str, Any]:
         return {"triples_dealt": dealt}
     if ctx.party not in (parties.guest, parties.host):
         return {}
+    scaler = Scaler.fit(_raw_features(ctx.data, ctx.party)) if params.standardize else None
     engine = _engine(ctx, parties, params)
     try:
-        x, d_g, d_h = _share_table(ctx, engine, ctx.data, params)
+        x, d_g, d_h = _share_table(ctx, engine, ctx.data, params, scaler)
         y = _labels(ctx, engine, ctx.data, x.shape[0])
         ctx.progress(f"training on {x.shape[0]} shared rows, {d_g}+{d_h} columns", {})
         w, losses = _train(engine, x, y, params, ctx.progress)
@@ -396,11 +502,12 @@ def run_ss_lr(ctx: StepContext, params: SSLRParams) -> dict[str, Any]:
     finally:
         engine.triples.close()  # type: ignore[attr-defined]
     role = "guest" if engine.index == 0 else "host"
-    model = SSLRModel(role, params, w, d_g, d_h, weights, {"loss": losses})
+    model = SSLRModel(role, params, w, d_g, d_h, weights, {"loss": losses}, scaler)
     out: dict[str, Any] = {
         "rows": int(x.shape[0]),
         "columns": d_g + d_h,
         "loss": [round(v, 6) for v in losses],
+        "epochs_run": len(losses),
         "traffic": engine.stats.as_dict(),
     }
     out["model"] = str(publish_model(ctx, model))
