@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import shutil
 import tempfile
@@ -104,6 +105,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--queue", type=int, default=100, help="small PSI jobs queued at once (0: skip)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     result = run(args.epochs, args.key_bits, args.queue)
     if args.json:
         print(json.dumps(result))

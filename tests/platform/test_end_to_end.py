@@ -65,6 +65,8 @@ def _secrets(platform: Platform) -> dict[str, set[bytes]]:
 
 def test_three_workers_run_the_demo_job_over_rest(netns_platform: Platform) -> None:
     platform = netns_platform
+    if platform.netns is not None:  # the coordinator listens on the bridge, not on loopback
+        assert platform.url.startswith(f"http://{platform.netns.host_ip}:")
     for i, party in enumerate(("bank", "shop", "coord")):
         platform.start_worker(party, i)
     platform.wait_parties(["bank", "shop", "coord"])
