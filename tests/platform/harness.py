@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from sharelearn.interfaces.api import demo_job_path
+from sharelearn.runtime.coordinator import CoordinatorOptions, open_coordinator
 
 DEMO = demo_job_path().parent
 DEMO_JOB = """\
@@ -66,10 +68,56 @@ def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
             proc.wait()
 
 
+def netns_available() -> bool:
+    return os.geteuid() == 0 and shutil.which("ip") is not None
+
+
+@dataclass
+class Netns:
+    """A bridge in the test's namespace and one network namespace per worker, wired by veth pairs."""
+
+    tag: str = field(default_factory=lambda: str(os.getpid() % 100000))
+    subnet: str = field(default_factory=lambda: f"10.78.{os.getpid() % 250}")
+    spaces: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def bridge(self) -> str:
+        return f"slb{self.tag}"
+
+    @property
+    def host_ip(self) -> str:
+        return f"{self.subnet}.1"
+
+    def _ip(self, *args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+
+    def up(self) -> None:
+        self._ip("link", "add", self.bridge, "type", "bridge")
+        self._ip("addr", "add", f"{self.host_ip}/24", "dev", self.bridge)
+        self._ip("link", "set", self.bridge, "up")
+
+    def add(self, party: str, index: int) -> tuple[str, str]:
+        ns, veth, ip = f"sl{self.tag}-{party}", f"v{self.tag}-{index}", f"{self.subnet}.{index + 2}"
+        self._ip("netns", "add", ns)
+        self._ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        self._ip("link", "set", veth, "master", self.bridge, "up")
+        self._ip("-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
+        self._ip("-n", ns, "link", "set", "eth0", "up")
+        self._ip("-n", ns, "link", "set", "lo", "up")
+        self.spaces[party] = ns
+        return ns, ip
+
+    def down(self) -> None:
+        for ns in self.spaces.values():
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+
+
 @dataclass
 class Platform:
     root: Path
-    heartbeat_timeout: float = 3.0
+    heartbeat_timeout: float = 10.0
+    netns: Netns | None = None
     coordinator: subprocess.Popen[bytes] | None = None
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     url: str = ""
@@ -81,6 +129,7 @@ class Platform:
 
     def start_coordinator(self) -> None:
         (self.state / "url").unlink(missing_ok=True)
+        host = self.netns.host_ip if self.netns else "127.0.0.1"
         cmd = [
             sys.executable,
             "-m",
@@ -88,6 +137,8 @@ class Platform:
             "coordinator",
             "--state-dir",
             str(self.state),
+            "--host",
+            host,
             "--port",
             str(self.port),
             "--heartbeat-timeout",
@@ -95,7 +146,7 @@ class Platform:
         ]
         self.state.mkdir(parents=True, exist_ok=True)
         self.coordinator = _spawn(cmd, self.root / "coordinator.log")
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # a loaded CI box imports slowly
         while not (self.state / "url").is_file():
             if self.coordinator.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError((self.root / "coordinator.log").read_text())
@@ -113,7 +164,11 @@ class Platform:
         token = (self.state / "admin.token").read_text().strip()
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
-    def token(self, party: str) -> str:
+    def token(self, party: str, cli: bool = False) -> str:
+        """A one-time enrollment token: through `sharelearn coordinator token`, or in-process (faster)."""
+        if not cli:
+            _, identity = open_coordinator(CoordinatorOptions(self.state))
+            return identity.enrollment_token(party)
         out = subprocess.run(
             [
                 sys.executable,
@@ -142,7 +197,12 @@ class Platform:
 
     def start_worker(self, party: str, index: int, policy: str | None = APPROVE_ALL, token: str = "") -> None:
         data = self.data_dir(party)
+        prefix, listen = [], f"127.0.0.{index + 2}"
+        if self.netns is not None:  # its own network namespace, one veth to the coordinator's bridge
+            ns = self.netns.spaces.get(party) or self.netns.add(party, index)[0]
+            prefix, listen = ["ip", "netns", "exec", ns], f"{self.netns.subnet}.{index + 2}"
         cmd = [
+            *prefix,
             sys.executable,
             "-m",
             "sharelearn",
@@ -156,16 +216,16 @@ class Platform:
             "--certs",
             str(self.root / f"{party}-certs"),
             "--listen-host",
-            f"127.0.0.{index + 2}",
+            listen,
         ]
         if not (self.root / f"{party}-certs" / f"{party}.token").is_file():
-            cmd += ["--enroll-token", token or self.token(party)]
+            cmd += ["--enroll-token", token or self.token(party, cli=party == "bank")]
         if policy is not None:
             (self.root / f"{party}-policy.yaml").write_text(policy)
             cmd += ["--policy", str(self.root / f"{party}-policy.yaml")]
         self.workers[party] = _spawn(cmd, self.root / f"{party}-worker.log")
 
-    def wait_parties(self, names: list[str], timeout: float = 30) -> None:
+    def wait_parties(self, names: list[str], timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             seen = {p["party"]: p for p in self.admin.get("/api/v1/parties").json()}
@@ -206,3 +266,5 @@ class Platform:
             _stop(proc)
         if self.coordinator is not None:
             _stop(self.coordinator)
+        if self.netns is not None:
+            self.netns.down()

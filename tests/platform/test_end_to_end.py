@@ -1,7 +1,7 @@
 """A coordinator and three workers as separate OS processes run psi + hetero_lr + evaluate.
 
-Workers listen on distinct loopback addresses (127.0.0.2-4), not in network namespaces: the
-harness does not build netns plumbing (said loudly in the test output). The test then plays an
+Run as root with `ip`, each worker runs in its own network namespace (a veth pair to a bridge the
+coordinator listens on); otherwise on distinct loopback addresses, said loudly. The test then plays an
 auditor of the coordinator: its database, its log and every HTTP answer must hold no raw feature,
 label, non-intersecting id or private key.
 """
@@ -63,8 +63,10 @@ def _secrets(platform: Platform) -> dict[str, set[bytes]]:
     }
 
 
-def test_three_workers_run_the_demo_job_over_rest(platform: Platform) -> None:
-    print("NOTE: workers on distinct loopback addresses 127.0.0.2-4, not separate network namespaces")
+def test_three_workers_run_the_demo_job_over_rest(netns_platform: Platform) -> None:
+    platform = netns_platform
+    if platform.netns is not None:  # the coordinator listens on the bridge, not on loopback
+        assert platform.url.startswith(f"http://{platform.netns.host_ip}:")
     for i, party in enumerate(("bank", "shop", "coord")):
         platform.start_worker(party, i)
     platform.wait_parties(["bank", "shop", "coord"])

@@ -8,6 +8,7 @@ with `--token` (or $SHARELEARN_TOKEN: the operator's `admin.token`, or a party's
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,7 @@ __all__ = [
     "certs_sign_command",
     "coordinator_app",
     "coordinator_command",
+    "down_command",
     "jobs_command",
     "logs_command",
     "models_command",
@@ -38,6 +40,7 @@ __all__ = [
     "status_command",
     "submit_command",
     "token_command",
+    "up_command",
     "worker_command",
 ]
 
@@ -47,6 +50,11 @@ Url = Annotated[str, typer.Option("--coordinator", envvar="SHARELEARN_COORDINATO
 Token = Annotated[str, typer.Option("--token", envvar="SHARELEARN_TOKEN", help="API token")]
 Json = Annotated[bool, typer.Option("--json", help="print JSON on stdout")]
 _DEFAULT_URL = "http://127.0.0.1:8710"
+
+
+def _client(url: str, token: str = "") -> CoordinatorClient:
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # no per-request INFO lines in the output
+    return CoordinatorClient(url, token)
 
 
 @coordinator_app.callback(invoke_without_command=True)
@@ -95,9 +103,10 @@ def worker_command(
     """Run this organisation's worker: connects out to the coordinator and runs its tasks."""
     if not party:
         raise ConfigError("worker: --party is required")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a heartbeat is not a log line
     certs = certs or data_dir.resolve().parent / f"{party}-certs"
     if enroll_token and not (certs / f"{party}.token").is_file():
-        enroll_worker(CoordinatorClient(coordinator), party, certs, enroll_token)
+        enroll_worker(_client(coordinator), party, certs, enroll_token)
     options = WorkerOptions(
         coordinator, party, data_dir, certs, work_dir or data_dir / ".sharelearn", policy, listen_host
     )
@@ -112,13 +121,13 @@ def submit_command(
     job: Path, coordinator: Url = _DEFAULT_URL, token: Token = "", as_json: Json = False
 ) -> None:
     """Submit JOB.yaml; print its id."""
-    got = CoordinatorClient(coordinator, token).call("POST", "/api/v1/jobs", content=job.read_bytes())
+    got = _client(coordinator, token).call("POST", "/api/v1/jobs", content=job.read_bytes())
     _out(got, as_json, got["job_id"])
 
 
 def jobs_command(coordinator: Url = _DEFAULT_URL, token: Token = "", as_json: Json = False) -> None:
     """List the jobs this caller may see."""
-    rows = CoordinatorClient(coordinator, token).call("GET", "/api/v1/jobs")
+    rows = _client(coordinator, token).call("GET", "/api/v1/jobs")
     _out(rows, as_json, "\n".join(f"{j['job_id']}  {j['state']:<18} {j['name']}  {j['error']}" for j in rows))
 
 
@@ -126,7 +135,7 @@ def status_command(
     job_id: str, coordinator: Url = _DEFAULT_URL, token: Token = "", as_json: Json = False
 ) -> None:
     """A job's state, tasks and metrics."""
-    j = CoordinatorClient(coordinator, token).call("GET", f"/api/v1/jobs/{job_id}")
+    j = _client(coordinator, token).call("GET", f"/api/v1/jobs/{job_id}")
     lines = [f"{j['job_id']} {j['name']}: {j['state']} (attempt {j['attempt']}) {j['error']}"]
     for step, parties in j["tasks"].items():
         lines.append(f"  {step}: " + ", ".join(f"{p}={t['state']}" for p, t in parties.items()))
@@ -143,7 +152,7 @@ def logs_command(
     as_json: Json = False,
 ) -> None:
     """Print a job's log and progress lines."""
-    client, after = CoordinatorClient(coordinator, token), 0
+    client, after = _client(coordinator, token), 0
     while True:
         rows = client.call(
             "GET", f"/api/v1/jobs/{job_id}/logs", params={"party": party or None, "after": after}
@@ -162,7 +171,7 @@ def cancel_command(
     job_id: str, coordinator: Url = _DEFAULT_URL, token: Token = "", as_json: Json = False
 ) -> None:
     """Cancel a job."""
-    got = CoordinatorClient(coordinator, token).call("POST", f"/api/v1/jobs/{job_id}/cancel")
+    got = _client(coordinator, token).call("POST", f"/api/v1/jobs/{job_id}/cancel")
     _out(got, as_json, got["state"])
 
 
@@ -174,7 +183,7 @@ def rerun_command(
     as_json: Json = False,
 ) -> None:
     """Submit a job again (a new job whose parent is JOB_ID)."""
-    got = CoordinatorClient(coordinator, token).call(
+    got = _client(coordinator, token).call(
         "POST", f"/api/v1/jobs/{job_id}/rerun", json={"from_step": from_step}
     )
     _out(got, as_json, got["job_id"])
@@ -188,7 +197,7 @@ def _decide(
             raise ConfigError(
                 f"{certs / f}: missing; approvals are signed with the party's own key and token"
             )
-    client = CoordinatorClient(coordinator, (certs / f"{party}.token").read_text().strip())
+    client = _client(coordinator, (certs / f"{party}.token").read_text().strip())
     job = client.call("GET", f"/api/v1/jobs/{job_id}")
     state = client.decide(job, party, (certs / f"{party}.key").read_bytes(), decision, reason)
     return {"job_id": job_id, "party": party, "decision": decision, "state": state}
@@ -221,7 +230,7 @@ def reject_command(
 
 def models_command(coordinator: Url = _DEFAULT_URL, token: Token = "", as_json: Json = False) -> None:
     """The model registry: model id, version, parties, lineage."""
-    rows = CoordinatorClient(coordinator, token).call("GET", "/api/v1/models")
+    rows = _client(coordinator, token).call("GET", "/api/v1/models")
     _out(
         rows,
         as_json,
@@ -233,7 +242,7 @@ def models_command(coordinator: Url = _DEFAULT_URL, token: Token = "", as_json: 
 
 def parties_command(coordinator: Url = _DEFAULT_URL, token: Token = "", as_json: Json = False) -> None:
     """Enrolled workers and their last heartbeat."""
-    rows = CoordinatorClient(coordinator, token).call("GET", "/api/v1/parties")
+    rows = _client(coordinator, token).call("GET", "/api/v1/parties")
     now = time.time()
     _out(
         rows,
@@ -280,8 +289,49 @@ def register(app: typer.Typer, certs_app: typer.Typer) -> None:
         ("reject", reject_command),
         ("models", models_command),
         ("parties", parties_command),
+        ("up", up_command),
+        ("down", down_command),
     ]
     for name, fn in commands:
         app.command(name)(fn)
     certs_app.command("request")(certs_request_command)
     certs_app.command("sign")(certs_sign_command)
+
+
+def up_command(
+    job: Annotated[Path | None, typer.Argument(help="job YAML (default: the embedded demo)")] = None,
+    home: Annotated[Path, typer.Option(help="folder for the coordinator and every party")] = Path(
+        "sharelearn-up"
+    ),
+    port: Annotated[int, typer.Option(help="coordinator port (0 = any free port)")] = 8710,
+    as_json: Json = False,
+) -> int:
+    """Start a coordinator and a worker per party on this machine, submit JOB, print the coordinator URL."""
+    from sharelearn.algorithms.registry import step_params
+    from sharelearn.interfaces.api import demo_job_path
+    from sharelearn.runtime.coordinator.local import LocalPlatform
+    from sharelearn.runtime.jobspec import load_job
+
+    path = job or demo_job_path()
+    local = LocalPlatform(home.resolve())
+    url = local.start(load_job(path, step_params=step_params()), port)
+    job_id = local.submit(path.read_text())
+    token = home.resolve() / "coordinator" / "admin.token"
+    _out(
+        {"url": url, "job_id": job_id, "admin_token_file": str(token)},
+        as_json,
+        f"coordinator: {url}\njob: {job_id}\n"
+        f"export SHARELEARN_COORDINATOR={url} SHARELEARN_TOKEN=$(cat {token})\n"
+        f"then: sharelearn status {job_id}; stop with: sharelearn down --home {home}",
+    )
+    return 0
+
+
+def down_command(
+    home: Annotated[Path, typer.Option(help="the folder `sharelearn up` used")] = Path("sharelearn-up"),
+) -> None:
+    """Stop everything `sharelearn up` started."""
+    from sharelearn.runtime.coordinator.local import stop_recorded
+
+    pids = stop_recorded(home.resolve())
+    typer.echo(f"stopped {len(pids)} process groups" if pids else f"nothing running under {home}")

@@ -73,13 +73,14 @@ class Worker:
         self.asked: set[str] = set()
         self.connected = False
 
-    def step(self) -> None:
-        """Send queued events, heartbeat, act on the answer, drop finished runs."""
+    def step(self) -> bool:
+        """Send queued events, heartbeat, act on the answer, drop finished runs; True if it had work."""
         self._flush()
         reply = self.client.heartbeat([r.key for r in self.runs.values()])
         if not self.connected:
             log.info("%s: connected to %s", self.o.party, self.o.coordinator)
             self.connected = True
+        fresh = any(str(a["job_id"]) not in self.asked for a in reply.get("approvals", []))
         for item in reply.get("approvals", []):
             self._consider(item)
         for assignment in reply.get("assign", []):
@@ -91,6 +92,7 @@ class Worker:
         for key in reply.get("cancel", []):
             self._cancel(str(key))
         self._reap()
+        return fresh or bool(reply.get("assign"))
 
     def _cancel(self, key: str) -> None:
         found = self.runs.get(key) or next((r for r in self.runs.values() if r.job_id == key), None)
@@ -162,7 +164,8 @@ class Worker:
         try:
             while True:
                 try:
-                    self.step()
+                    if self.step():
+                        continue  # act on the consequences at once (an approval queues, a job starts)
                     backoff = self.o.poll_s
                 except ProtocolError as exc:
                     if self.connected:

@@ -1,0 +1,52 @@
+"""Worker-side checks without processes: approval policy rules, data-path confinement."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from harness import APPROVE_ALL, DEMO_JOB
+
+from sharelearn.algorithms.registry import step_params
+from sharelearn.core.errors import ConfigError
+from sharelearn.runtime.agent.policy import load_policy
+from sharelearn.runtime.agent.task import prepare_job
+from sharelearn.runtime.jobspec import parse_job
+
+JOB = parse_job(DEMO_JOB % {"epochs": 1}, base_dir=Path("/data"), step_params=step_params())
+
+
+def _policy(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    return load_policy(path)
+
+
+def test_policy_rules_approve_only_what_they_name(tmp_path: Path) -> None:
+    assert load_policy(None).decide(JOB, "bank", "admin") == "ask"  # default: a person decides
+    assert _policy(tmp_path, APPROVE_ALL).decide(JOB, "bank", "admin") == "approve"
+    narrow = "auto_approve:\n  - peers: [bank, shop]\n"  # the job also has coord
+    assert _policy(tmp_path, narrow).decide(JOB, "bank", "admin") == "ask"
+    steps = "default: reject\nauto_approve:\n  - steps: [psi]\n"  # the job also trains
+    assert _policy(tmp_path, steps).decide(JOB, "bank", "admin") == "reject"
+    who = "auto_approve:\n  - submitters: [bank]\n    datasets: [breast_hetero_guest.csv]\n"
+    assert _policy(tmp_path, who).decide(JOB, "bank", "bank") == "approve"
+    assert _policy(tmp_path, who).decide(JOB, "bank", "mallory") == "ask"
+    assert _policy(tmp_path, who).decide(JOB, "shop", "bank") == "ask"  # shop's file is not listed
+    with pytest.raises(ConfigError, match="auto_approve\\[0\\].peers must be a list"):
+        _policy(tmp_path, "auto_approve:\n  - peers: bank\n")
+    with pytest.raises(ConfigError, match="default must be"):
+        _policy(tmp_path, "default: maybe\n")
+
+
+def test_a_job_cannot_read_outside_the_workers_data_folder(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    ok = prepare_job(DEMO_JOB % {"epochs": 1}, "bank", data, tmp_path / "job1")
+    assert str(data.resolve() / "breast_hetero_guest.csv") in ok.read_text()
+    for evil in ("../secrets.csv", "/etc/passwd", "sub/../../x.csv"):
+        spec = (DEMO_JOB % {"epochs": 1}).replace("path: breast_hetero_guest.csv", f"path: {evil}")
+        with pytest.raises(ConfigError, match="leaves the worker's data folder"):
+            prepare_job(spec, "bank", data, tmp_path / "job2")
+    with pytest.raises(ConfigError, match="party 'mallory' is not in it"):
+        prepare_job(DEMO_JOB % {"epochs": 1}, "mallory", data, tmp_path / "job3")
