@@ -41,7 +41,8 @@ def _job(folder: Path, data: Path, scheme: str, args: argparse.Namespace) -> Pat
         f"  shop: {{role: host, data: {{path: {data}/{args.dataset}_hetero_host.csv, id: id}}}}\n"
         "steps:\n  - psi: {}\n"
         f"  - secureboost: {{num_trees: {args.trees}, max_depth: {args.depth}, max_bins: {args.bins},"
-        f" learning_rate: 0.3, he_scheme: {scheme}, key_bits: {args.bits}}}\n"
+        f" learning_rate: 0.3, validation_fraction: 0, early_stopping_rounds: 0,"
+        f" he_scheme: {scheme}, key_bits: {args.bits}}}\n"
         "  - evaluate: {plots: false}\n"
     )
     return job
