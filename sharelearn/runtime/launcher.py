@@ -32,8 +32,17 @@ from typing import Any
 
 from sharelearn.algorithms.registry import step_params
 from sharelearn.core.errors import PartyFailed, SharelearnError
+from sharelearn.core.fileio import TMP_GLOB
 from sharelearn.runtime.certs import throwaway_certs
-from sharelearn.runtime.control import ControlEvent, Exited, Listening, PartyDone, PartyError, event_from_json
+from sharelearn.runtime.control import (
+    ControlEvent,
+    Exited,
+    Listening,
+    PartyDone,
+    PartyError,
+    event_from_json,
+    exit_code_for,
+)
 from sharelearn.runtime.jobspec import JobSpec, load_job
 from sharelearn.runtime.report import write_summary
 
@@ -189,6 +198,16 @@ def _stop_all(parties: dict[str, _Party]) -> None:
             p.proc.wait()
 
 
+def _remove_leftovers(report: Path) -> None:
+    """Delete what a party killed mid-write may have left: temp files and empty files."""
+    for leftover in report.rglob(TMP_GLOB):
+        leftover.unlink(missing_ok=True)
+    for log_file in (report / "logs").glob("*.log"):
+        with contextlib.suppress(OSError):
+            if log_file.stat().st_size == 0:  # nothing was logged (or the disk was full): no 0-byte file
+                log_file.unlink()
+
+
 def _last_log_line(party: _Party) -> str:
     try:
         lines = [ln for ln in party.log_path.read_text(errors="replace").splitlines() if ln.strip()]
@@ -209,6 +228,14 @@ class _Run:
         }
         self.done: dict[str, PartyDone] = {}
         self.ports: dict[str, int] = {}
+        self.reported: dict[str, PartyError] = {}  # each party's own error report, if it sent one
+
+    def outcome(self, failure: PartyFailed) -> tuple[int, str]:
+        """The exit code and error type of a failed run: the failed party's own, when it reported."""
+        report = self.reported.get(failure.party)
+        if report is None or report.error not in failure.reason:
+            return 1, type(failure).__name__
+        return (report.exit_code if report.exit_code > 1 else 1), report.error.split(":", 1)[0]
 
     def _crashed(self, name: str) -> PartyFailed | None:
         """`name` died without reporting an error, or has been stopped too long; else None."""
@@ -248,6 +275,7 @@ class _Run:
     def _failure(self, event: ControlEvent) -> PartyFailed | None:
         name = event.party
         if isinstance(event, PartyError):
+            self.reported[name] = event
             return self._root_cause(PartyFailed(name, event.error))
         if isinstance(event, Exited) and name not in self.done:
             self.parties[name].proc.wait()
@@ -322,7 +350,7 @@ def launch(job_path: Path | str, options: LaunchOptions = LaunchOptions()) -> di
     report = _report_dir(job, options.report_dir)
     started = time.perf_counter()
     error: SharelearnError | None = None
-    exit_code = 0
+    exit_code, error_type = 0, ""
     run: _Run | None = None
     with _signals_raise() as armed:
         try:
@@ -334,12 +362,16 @@ def launch(job_path: Path | str, options: LaunchOptions = LaunchOptions()) -> di
                 finally:
                     if run is not None:
                         _stop_all(run.parties)
+                        _remove_leftovers(report)
+        except PartyFailed as exc:
+            error = exc
+            exit_code, error_type = (1, "PartyFailed") if run is None else run.outcome(exc)
         except SharelearnError as exc:
-            error, exit_code = exc, 1
+            error, exit_code, error_type = exc, exit_code_for(exc), type(exc).__name__
         except (_Signalled, KeyboardInterrupt) as exc:
             signum = exc.signum if isinstance(exc, _Signalled) else signal.SIGINT
             error = PartyFailed("launcher", f"stopped by {signal.Signals(signum).name}")
-            exit_code = 128 + signum
+            exit_code, error_type = 128 + signum, exc.__class__.__name__
         armed[0] = False
         pids = {} if run is None else {name: p.proc.pid for name, p in run.parties.items()}
         done = {} if run is None else run.done
@@ -352,4 +384,5 @@ def launch(job_path: Path | str, options: LaunchOptions = LaunchOptions()) -> di
             done,
             audit=options.audit,
             exit_code=exit_code,
+            error_type=error_type or None,
         )

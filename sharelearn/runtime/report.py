@@ -7,6 +7,7 @@ intersection, found in the bytes another party received (see `core.audit`).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -17,8 +18,8 @@ from sharelearn.algorithms.context import BaselineData
 from sharelearn.algorithms.registry import get_step
 from sharelearn.core.audit import WireAudit
 from sharelearn.core.errors import PartyFailed, SharelearnError
-from sharelearn.core.fileio import atomic_write_json
-from sharelearn.runtime.control import PartyDone
+from sharelearn.core.fileio import OutputWriteError, atomic_write_bytes, atomic_write_json
+from sharelearn.runtime.control import PartyDone, exit_code_for
 from sharelearn.runtime.data import read_ids, read_party_data
 from sharelearn.runtime.jobspec import JobSpec
 
@@ -137,8 +138,9 @@ def collect_plots(job: JobSpec, report: Path) -> list[str]:
         for plot in _PLOTS:
             source = report / "parties" / name / plot
             if source.is_file() and plot not in found:
-                (report / plot).write_bytes(source.read_bytes())
-                found.append(plot)
+                with contextlib.suppress(OutputWriteError):  # the party's copy is still there
+                    atomic_write_bytes(report / plot, source.read_bytes())
+                    found.append(plot)
     return found
 
 
@@ -185,6 +187,7 @@ def write_summary(
     *,
     audit: bool,
     exit_code: int | None = None,
+    error_type: str | None = None,
 ) -> dict[str, Any]:
     """Build the run's summary, write it atomically to `report/summary.json`, and return it."""
     parties = {
@@ -199,7 +202,7 @@ def write_summary(
         job=job.name,
         status="failed" if error is not None else "success",
         error=None if error is None else str(error),
-        error_type=None if error is None else type(error).__name__,
+        error_type=None if error is None else (error_type or type(error).__name__),
         failed_party=error.party if isinstance(error, PartyFailed) else None,
         exit_code=(0 if error is None else 1) if exit_code is None else exit_code,
         elapsed_s=round(elapsed_s, 4),
@@ -213,5 +216,25 @@ def write_summary(
             leaks=leaks,
         ),
     ).as_dict()
-    atomic_write_json(report / "summary.json", summary)
-    return summary
+    return _save_summary(report, summary)
+
+
+def _save_summary(report: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """Write summary.json; on a full disk try a smaller one, and say so in the summary returned."""
+    try:
+        atomic_write_json(report / "summary.json", summary)
+        return summary
+    except OutputWriteError as exc:
+        failed = {
+            **summary,
+            "status": "failed",
+            "error": "; ".join(e for e in (summary["error"], str(exc)) if e),
+            "error_type": summary["error_type"] or type(exc).__name__,
+            "exit_code": summary["exit_code"] or exit_code_for(exc),
+        }
+    small = {**failed, "steps": {}, "plots": []}
+    try:
+        atomic_write_json(report / "summary.json", small)
+    except OutputWriteError as exc:
+        failed["error"] += f"; {exc}"
+    return failed

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -109,9 +110,10 @@ def test_bad_data_file_fails_the_job_naming_party_file_and_column(tmp_path: Path
 
     proc = _cli("run", str(job), "--json", "--report-dir", str(tmp_path / "report"), cwd=tmp_path)
 
-    assert proc.returncode == 1
+    assert proc.returncode == 3  # the README's exit code for bad data, whichever party read it
     summary = json.loads(proc.stdout)
-    assert summary["status"] == "failed"
+    assert summary["status"] == "failed" and summary["exit_code"] == 3
+    assert summary["failed_party"] == "shop" and summary["error_type"] == "DataError"
     assert "'shop'" in summary["error"] and "shop.csv" in summary["error"] and "x1" in summary["error"]
 
 
@@ -196,3 +198,44 @@ def test_sigkilled_launcher_leaves_no_key_behind(tmp_path: Path) -> None:
     while keys.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not keys.exists()
+
+
+def _can_mount_tmpfs() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs none /mnt"], capture_output=True)
+    return probe.returncode == 0
+
+
+_FULL_DISK_SCRIPT = """
+mount -t tmpfs -o size=256k tmpfs "$R" || exit 99
+"$PY" -m sharelearn run "$JOB" --json --report-dir "$R" > "$O/out.json" 2> "$O/err.txt"
+echo $? > "$O/rc"
+find "$R" -type f -size 0 > "$O/empty.txt"
+find "$R" -name '*.tmp' > "$O/tmp.txt"
+cp "$R/summary.json" "$O/summary.json"
+"""
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs user+mount namespaces to mount a tiny tmpfs")
+def test_full_disk_fails_clearly_with_a_summary_and_no_partial_files(tmp_path: Path) -> None:
+    """A real full file system (not an injected error): the report folder is a 256 KiB tmpfs."""
+    job = _write_job(tmp_path, 20_000, 1000)
+    (tmp_path / "report").mkdir()
+    env = {
+        **os.environ,
+        "R": str(tmp_path / "report"),
+        "PY": sys.executable,
+        "JOB": str(job),
+        "O": str(tmp_path),
+    }
+
+    subprocess.run(["unshare", "-rm", "sh", "-c", _FULL_DISK_SCRIPT], env=env, cwd=tmp_path, timeout=170)
+
+    assert (tmp_path / "rc").read_text().strip() == "3", (tmp_path / "err.txt").read_text()[-2000:]
+    summary = json.loads((tmp_path / "out.json").read_text())
+    assert summary == json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["exit_code"] == 3
+    assert "No space left on device" in summary["error"] and summary["error_type"] == "OutputWriteError"
+    assert summary["failed_party"] in ("bank", "shop", "coord") and "report/parties" in summary["error"]
+    assert (tmp_path / "empty.txt").read_text() == "" and (tmp_path / "tmp.txt").read_text() == ""
