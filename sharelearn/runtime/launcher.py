@@ -40,6 +40,7 @@ from sharelearn.runtime.control import (
     Listening,
     PartyDone,
     PartyError,
+    StepDone,
     event_from_json,
     exit_code_for,
 )
@@ -229,6 +230,23 @@ class _Run:
         self.done: dict[str, PartyDone] = {}
         self.ports: dict[str, int] = {}
         self.reported: dict[str, PartyError] = {}  # each party's own error report, if it sent one
+        self.finished: dict[str, dict[str, Any]] = {name: {} for name in job.parties}  # step outputs
+
+    def drain(self) -> None:
+        """Record the step outputs still queued after the run stopped (a failure ends the loop early)."""
+        with contextlib.suppress(queue.Empty):
+            while True:
+                event = self.events.get(timeout=0.2)
+                if isinstance(event, StepDone):
+                    self.finished[event.party][event.step] = event.outputs
+
+    def finished_steps(self) -> dict[str, PartyDone]:
+        """What every party finished, for the summary: its final report, or the steps it completed."""
+        return {
+            name: self.done.get(name) or PartyDone(name, steps, {}, self.parties[name].proc.pid, 0.0)
+            for name, steps in self.finished.items()
+            if name in self.done or steps
+        }
 
     def outcome(self, failure: PartyFailed) -> tuple[int, str]:
         """The exit code and error type of a failed run: the failed party's own, when it reported."""
@@ -325,6 +343,8 @@ class _Run:
                 raise failure
             if isinstance(event, PartyDone):
                 self.done[event.party] = event
+            if isinstance(event, StepDone):
+                self.finished[event.party][event.step] = event.outputs
             self.options.on_event(event)
         for p in self.parties.values():
             p.proc.wait(30)
@@ -363,6 +383,7 @@ def launch(job_path: Path | str, options: LaunchOptions = LaunchOptions()) -> di
                     if run is not None:
                         _stop_all(run.parties)
                         _remove_leftovers(report)
+                        run.drain()
         except PartyFailed as exc:
             error = exc
             exit_code, error_type = (1, "PartyFailed") if run is None else run.outcome(exc)
@@ -374,7 +395,7 @@ def launch(job_path: Path | str, options: LaunchOptions = LaunchOptions()) -> di
             exit_code, error_type = 128 + signum, exc.__class__.__name__
         armed[0] = False
         pids = {} if run is None else {name: p.proc.pid for name, p in run.parties.items()}
-        done = {} if run is None else run.done
+        done = {} if run is None else run.finished_steps()
         return write_summary(
             job,
             report,

@@ -2,7 +2,10 @@
 
 The launcher runs every party locally, so it can also do what no party may: look at all the data
 at once. It uses that to audit the wire — `leaks` counts raw ids that lie outside the
-intersection, found in the bytes another party received (see `core.audit`).
+intersection, found in the bytes another party received (see `core.audit`); it is `null` when
+the run was not audited (`--no-audit`, or a run that failed before the audit). A failed run's
+summary keeps the steps that had finished, `error_type` (the failed party's own exception type)
+and `failed_party`, and `exit_code` is what `sharelearn run` exits with.
 """
 
 from __future__ import annotations
@@ -51,11 +54,11 @@ class PartySummary:
 
 @dataclass(frozen=True, slots=True)
 class WireSummary:
-    """Traffic of the whole run, and the audit's count of leaked raw ids."""
+    """Traffic of the whole run, and the audit's count of leaked raw ids (None: not audited)."""
 
     bytes: int
     messages: int
-    leaks: int
+    leaks: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +83,10 @@ class RunSummary:
 
 
 def merge_step_outputs(job: JobSpec, done: dict[str, PartyDone]) -> dict[str, Any]:
-    """One dict per step: the first party's value of each output wins, elapsed_s is the slowest."""
+    """One dict per step: the first party's value of each output wins, elapsed_s is the slowest.
+
+    `parties` holds each party's own outputs of the step (only the parties that finished it).
+    """
     steps: dict[str, Any] = {}
     for step in job.steps:
         merged: dict[str, Any] = {}
@@ -194,8 +200,10 @@ def write_summary(
         name: _party_summary(spec.role, pids.get(name, 0), done.get(name))
         for name, spec in job.parties.items()
     }
-    leaks = count_id_leaks(job, report) if audit and error is None else 0
-    steps = merge_step_outputs(job, done) if error is None else {}
+    leaks = count_id_leaks(job, report) if audit and error is None else None
+    steps = merge_step_outputs(job, done)
+    if error is not None:  # a failed run keeps the steps some party had finished
+        steps = {name: out for name, out in steps.items() if out["parties"]}
     if error is None:
         add_centralized(job, steps)
     summary = RunSummary(

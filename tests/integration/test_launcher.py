@@ -20,19 +20,26 @@ from sharelearn.runtime.control import ControlEvent, Listening, StepStarted
 pytestmark = [pytest.mark.grpc, pytest.mark.timeout(180)]
 
 
-def _write_job(folder: Path, n: int, common: int, *, extra_b: str = "", timeout_s: float = 60) -> Path:
+def _write_job(
+    folder: Path, n: int, common: int, *, extra_b: str = "", timeout_s: float = 60, label: bool = False
+) -> Path:
     rng = np.random.default_rng(n)
     ids = rng.choice(10**9, size=2 * n - common, replace=False) + 10**9
     a = np.concatenate([ids[:common], ids[common:n]])
     b = np.concatenate([ids[:common], ids[n:]])
     rng.shuffle(a)
     rng.shuffle(b)
-    (folder / "bank.csv").write_text("id,x0\n" + "".join(f"{i},{k % 7}\n" for k, i in enumerate(a)))
+    if label:
+        (folder / "bank.csv").write_text(
+            "id,x0,y\n" + "".join(f"{i},{k % 7},{k % 2}\n" for k, i in enumerate(a))
+        )
+    else:
+        (folder / "bank.csv").write_text("id,x0\n" + "".join(f"{i},{k % 7}\n" for k, i in enumerate(a)))
     (folder / "shop.csv").write_text("id,x1\n" + "".join(f"{i},{k % 5}\n" for k, i in enumerate(b)) + extra_b)
     job = folder / "job.yaml"
     job.write_text(
         f"job: itest\ntimeout_s: {timeout_s}\nparties:\n"
-        "  bank: {role: guest, data: {path: bank.csv, id: id}}\n"
+        f"  bank: {{role: guest, data: {{path: bank.csv, id: id{', label: y' if label else ''}}}}}\n"
         "  shop: {role: host, data: {path: shop.csv, id: id}}\n"
         "  coord: {role: arbiter}\n"
         "steps:\n  - psi: {}\n"
@@ -125,7 +132,41 @@ def test_bad_job_file_is_refused_before_any_party_starts(tmp_path: Path) -> None
 
     assert proc.returncode == 2
     assert "job.yaml" in proc.stderr and "role" in proc.stderr and "line 3" in proc.stderr
-    assert proc.stdout == ""
+    summary = json.loads(proc.stdout)  # exactly one JSON object, even though no party started
+    assert summary["status"] == "failed" and summary["exit_code"] == 2
+    assert summary["error_type"] == "ConfigError" and "line 3" in summary["error"]
+    assert proc.stdout.count("\n") == 1
+
+
+def test_no_audit_reports_leaks_as_null_not_zero(tmp_path: Path) -> None:
+    job = _write_job(tmp_path, 50, 10)
+
+    proc = _cli("run", str(job), "--json", "--no-audit", "--report-dir", str(tmp_path / "r"), cwd=tmp_path)
+
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout)
+    assert summary["steps"]["psi"]["intersection_size"] == 10 and summary["wire"]["leaks"] is None
+
+
+def test_a_failed_run_keeps_the_steps_that_had_finished(tmp_path: Path) -> None:
+    job = _write_job(tmp_path, 300, 200, label=True)
+    job.write_text(job.read_text() + "  - hetero_lr: {epochs: 50, batch_size: 16, key_bits: 1024}\n")
+    pids: dict[str, int] = {}
+
+    def on_event(event: ControlEvent) -> None:
+        if isinstance(event, Listening):
+            pids[event.party] = event.pid
+        if isinstance(event, StepStarted) and event.step == "hetero_lr" and event.party == "shop":
+            os.kill(pids["shop"], signal.SIGKILL)
+
+    summary = run_job(job, report_dir=tmp_path / "report", on_event=on_event)
+
+    assert summary["status"] == "failed" and summary["failed_party"] == "shop"
+    assert summary["error_type"] == "PartyFailed" and summary["exit_code"] == 1
+    assert list(summary["steps"]) == ["psi"] and summary["steps"]["psi"]["intersection_size"] == 200
+    assert "shop" in summary["steps"]["psi"]["parties"]
+    assert (tmp_path / "report" / "parties" / "bank" / "intersection_ids.csv").is_file()
+    assert summary["wire"]["leaks"] is None
 
 
 def test_demo_runs_from_the_embedded_data(tmp_path: Path) -> None:

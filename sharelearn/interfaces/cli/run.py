@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sharelearn.interfaces.api import demo_job_path, run_job
-from sharelearn.runtime.control import ControlEvent, PartyDone, Progress, StepDone
+from sharelearn.runtime.control import ControlEvent, PartyDone, Progress, StepDone, exit_code_for
 
 __all__ = ["demo_command", "print_summary", "run_command"]
 
@@ -84,18 +84,37 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
             console.print(table)
     wire = summary["wire"]
     console.print(
-        f"wire: {_human_bytes(wire['bytes'])} in {wire['messages']} messages, leaks: {wire['leaks']}"
+        f"wire: {_human_bytes(wire['bytes'])} in {wire['messages']} messages, "
+        + ("not audited" if wire["leaks"] is None else f"leaks: {wire['leaks']}")
     )
     for plot in summary.get("plots", []):
         console.print(f"plot: {Path(summary['report_dir']) / plot}")
     console.print(f"time: {summary['elapsed_s']:.2f} s; report: {summary['report_dir']}")
 
 
+def _refused(job: Path, exc: Exception) -> dict[str, Any]:
+    """The one JSON object `--json` prints when no party could start (an invalid job file, a bug)."""
+    return {
+        "job": str(job),
+        "status": "failed",
+        "error": str(exc),
+        "error_type": type(exc).__name__,
+        "failed_party": None,
+        "exit_code": exit_code_for(exc),
+        "steps": {},
+    }
+
+
 def _run(job: Path, as_json: bool, report_dir: Path | None, audit: bool, timeout: float | None) -> int:
     console = Console(stderr=True)
-    summary = run_job(
-        job, report_dir=report_dir, audit=audit, timeout_s=timeout, on_event=_progress_printer(console)
-    )
+    try:
+        summary = run_job(
+            job, report_dir=report_dir, audit=audit, timeout_s=timeout, on_event=_progress_printer(console)
+        )
+    except Exception as exc:  # the CLI's main() reports it on stderr and exits with its code
+        if as_json:
+            sys.stdout.write(json.dumps(_refused(job, exc)) + "\n")
+        raise
     if as_json:
         sys.stdout.write(json.dumps(summary) + "\n")
     else:
