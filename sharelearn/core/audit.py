@@ -6,6 +6,10 @@ what one party received. A value is searched in each of its plain encodings: UTF
 msgpack string, and 8-byte little-endian int64 / float64. Patterns shorter than `MIN_PATTERN_LEN`
 bytes are skipped: a 3-byte pattern turns up by chance in a few megabytes of ciphertext.
 
+`sample_leaks` is the cheap default check of a run: it scans the received bytes in a random
+(unpredictable to the parties) order, one 1 MiB piece at a time, and stops when its time budget is
+spent, saying how many bytes it covered. `count_leaks` is the exhaustive scan (`--audit full`).
+
 The record is bounded: past `payload_cap` bytes from one sender to one receiver only a digest and
 a short sample of each message are kept, and `save` writes the file atomically with mode 0600 (it
 holds what the party received).
@@ -16,8 +20,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import random
 import struct
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +39,7 @@ __all__ = [
     "MIN_PATTERN_LEN",
     "SAMPLE_BYTES",
     "SAMPLE_CAP",
+    "LeakSample",
     "Message",
     "WireAudit",
     "byte_patterns",
@@ -111,6 +118,62 @@ def scan(payloads: Iterable[bytes], patterns: Iterable[bytes]) -> set[bytes]:
                 hits = win[np.isin(win, table)]
                 found.update(bytes(h).ljust(length, b"\x00") for h in np.unique(hits))
     return found
+
+
+def _tables(patterns: Iterable[bytes]) -> dict[int, np.ndarray]:
+    by_len: dict[int, set[bytes]] = {}
+    for p in patterns:
+        by_len.setdefault(len(p), set()).add(p)
+    return {length: np.array(sorted(pats), dtype=f"S{length}") for length, pats in by_len.items()}
+
+
+def _pieces(payloads: Iterable[bytes], overlap: int) -> list[tuple[int, int, int]]:
+    """(payload index, start, end) of ≤ `_CHUNK`-byte pieces overlapping by `overlap` bytes."""
+    out = []
+    for i, payload in enumerate(payloads):
+        for start in range(0, max(len(payload) - overlap, 1), _CHUNK):
+            out.append((i, start, min(len(payload), start + _CHUNK + overlap)))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class LeakSample:
+    """A budgeted leak scan: secrets found in the `scanned` of `total` bytes it covered."""
+
+    leaks: int
+    scanned: int
+    total: int
+
+
+def sample_leaks(
+    payloads: list[bytes], secrets: Iterable[object], budget_s: float, *, rng: random.Random | None = None
+) -> LeakSample:
+    """Scan random 1 MiB pieces of `payloads` for `secrets` until `budget_s` seconds are spent.
+
+    The order comes from the OS CSPRNG (a party cannot tell which bytes will be looked at); at
+    least one piece is scanned. Every secret found is a real leak; a zero covers `scanned` bytes.
+    """
+    owners: dict[bytes, int] = {}
+    for i, v in enumerate(secrets):
+        for p in byte_patterns(v):
+            owners.setdefault(p, i)
+    tables = _tables(owners)
+    overlap = max(tables, default=1) - 1
+    pieces = _pieces(payloads, overlap)
+    (rng or random.SystemRandom()).shuffle(pieces)
+    deadline = time.perf_counter() + budget_s
+    found: set[bytes] = set()
+    scanned = 0
+    for index, (i, start, end) in enumerate(pieces):
+        if index and time.perf_counter() >= deadline:
+            break
+        piece = payloads[i][start:end]
+        for length, table in tables.items():
+            for win in _windows(piece, length):
+                hits = win[np.isin(win, table)]
+                found.update(bytes(h).ljust(length, b"\x00") for h in np.unique(hits))
+        scanned += end - start - (overlap if end < len(payloads[i]) else 0)
+    return LeakSample(len({owners[p] for p in found}), scanned, sum(len(p) for p in payloads))
 
 
 class WireAudit:

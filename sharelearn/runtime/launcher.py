@@ -45,7 +45,7 @@ from sharelearn.runtime.control import (
     exit_code_for,
 )
 from sharelearn.runtime.jobspec import JobSpec, load_job
-from sharelearn.runtime.report import write_summary
+from sharelearn.runtime.report import audit_mode, write_summary
 
 __all__ = ["LaunchOptions", "launch"]
 
@@ -61,7 +61,7 @@ class LaunchOptions:
     """Knobs of a local run."""
 
     report_dir: Path | None = None
-    audit: bool = True
+    audit: bool | str = True  # "sample" (the CLI's default), "full" / True, "off" / False
     timeout_s: float | None = None
     on_event: Callable[[ControlEvent], None] = field(default=lambda event: None)
 
@@ -130,7 +130,7 @@ def _spawn(
     name: str,
     certs: Path,
     report: Path,
-    audit: bool,
+    audit: bool | str,
     events: queue.Queue[ControlEvent],
     run_id: str,
 ) -> _Party:
@@ -154,7 +154,7 @@ def _spawn(
         "--run-id",
         run_id,
     ]
-    if not audit:
+    if audit_mode(audit) == "off":
         cmd.append("--no-audit")
     env = {**os.environ, "GRPC_VERBOSITY": "ERROR", "PYTHONUNBUFFERED": "1"}
     with open(log_path, "w") as log_file:
@@ -367,6 +367,7 @@ def launch(job_path: Path | str, options: LaunchOptions = LaunchOptions()) -> di
     (no party was started).
     """
     job = load_job(Path(job_path), step_params=step_params())
+    audit_mode(options.audit)  # a bad mode is refused before anything starts
     report = _report_dir(job, options.report_dir)
     started = time.perf_counter()
     error: SharelearnError | None = None

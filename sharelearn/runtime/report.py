@@ -11,6 +11,7 @@ and `failed_party`, and `exit_code` is what `sharelearn run` exits with.
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -19,18 +20,21 @@ import numpy as np
 
 from sharelearn.algorithms.context import BaselineData
 from sharelearn.algorithms.registry import get_step
-from sharelearn.core.audit import WireAudit
-from sharelearn.core.errors import PartyFailed, SharelearnError
+from sharelearn.core.audit import WireAudit, sample_leaks
+from sharelearn.core.errors import ConfigError, PartyFailed, SharelearnError
 from sharelearn.core.fileio import OutputWriteError, atomic_write_bytes, atomic_write_json
 from sharelearn.runtime.control import PartyDone, exit_code_for
 from sharelearn.runtime.data import read_ids, read_party_data
 from sharelearn.runtime.jobspec import JobSpec
 
 __all__ = [
+    "AUDIT_SHARE",
+    "LeakCount",
     "PartySummary",
     "RunSummary",
     "WireSummary",
     "add_centralized",
+    "audit_mode",
     "collect_plots",
     "count_id_leaks",
     "merge_step_outputs",
@@ -54,11 +58,18 @@ class PartySummary:
 
 @dataclass(frozen=True, slots=True)
 class WireSummary:
-    """Traffic of the whole run, and the audit's count of leaked raw ids (None: not audited)."""
+    """Traffic of the whole run, and the audit's count of leaked raw ids (None: not audited).
+
+    `audit` is the mode ("sample", "full" or "off"); `audit_coverage` the share of the received
+    bytes the leak scan searched (1.0 for a full audit), `audit_s` what the scan cost.
+    """
 
     bytes: int
     messages: int
     leaks: int | None
+    audit: str = "off"
+    audit_coverage: float | None = None
+    audit_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,25 +161,60 @@ def collect_plots(job: JobSpec, report: Path) -> list[str]:
     return found
 
 
-def count_id_leaks(job: JobSpec, report: Path) -> int:
-    """Count raw ids outside the intersection that appear in bytes another party received."""
+AUDIT_SHARE = 0.05  # the default audit may cost at most this share of the job's wall time
+
+
+@dataclass(frozen=True, slots=True)
+class LeakCount:
+    """The audit's result: leaked ids found, and how many of the received bytes were searched."""
+
+    leaks: int
+    scanned_bytes: int
+    received_bytes: int
+
+
+def count_id_leaks(job: JobSpec, report: Path, *, budget_s: float | None = None) -> LeakCount:
+    """Count raw ids outside the intersection that appear in bytes another party received.
+
+    With `budget_s` None the scan is exhaustive (`--audit full`); otherwise each (owner,
+    receiver) pair gets an equal share of `budget_s` for a random sample (`core.audit.sample_leaks`).
+    """
+    started = time.perf_counter()
     data_parties = [p for p in job.parties.values() if p.data is not None]
     ids = {p.name: np.asarray(read_ids(p.data), dtype=object) for p in data_parties if p.data is not None}
     if not ids:
-        return 0
+        return LeakCount(0, 0, 0)
     common = set.intersection(*(set(v.tolist()) for v in ids.values()))
     audits = {
         name: WireAudit.load(path)
         for name in job.parties
         if (path := report / "parties" / name / "audit.msgpack").is_file()
     }
-    leaks = 0
-    for owner, owned in ids.items():
-        secrets = [i for i in owned.tolist() if i not in common]
-        for receiver, audit in audits.items():
-            if receiver != owner:
-                leaks += audit.count_leaks(receiver, secrets)
-    return leaks
+    pairs = [(o, r) for o in ids for r in audits if r != o]
+    leaks = scanned = total = 0
+    for owner, receiver in pairs:
+        secrets = [i for i in ids[owner].tolist() if i not in common]
+        received = audits[receiver].received(receiver)
+        total += sum(len(b) for b in received)
+        if budget_s is None:
+            leaks += audits[receiver].count_leaks(receiver, secrets)
+            scanned += sum(len(b) for b in received)
+            continue
+        left = budget_s - (time.perf_counter() - started)
+        found = sample_leaks(received, secrets, max(left, 0.0) / len(pairs))
+        leaks, scanned = leaks + found.leaks, scanned + found.scanned
+    return LeakCount(leaks, scanned, total)
+
+
+def audit_mode(audit: bool | str) -> str:
+    """ "sample" (the default check), "full" (exhaustive; `True`) or "off" (`False`)."""
+    if audit is True or audit == "full":
+        return "full"
+    if audit is False or audit == "off":
+        return "off"
+    if audit == "sample":
+        return "sample"
+    raise ConfigError(f"--audit must be sample, full or off, got {audit!r}")
 
 
 def _party_summary(role: str, pid: int, done: PartyDone | None) -> PartySummary:
@@ -191,7 +237,7 @@ def write_summary(
     pids: dict[str, int],
     done: dict[str, PartyDone],
     *,
-    audit: bool,
+    audit: bool | str,
     exit_code: int | None = None,
     error_type: str | None = None,
 ) -> dict[str, Any]:
@@ -200,7 +246,12 @@ def write_summary(
         name: _party_summary(spec.role, pids.get(name, 0), done.get(name))
         for name, spec in job.parties.items()
     }
-    leaks = count_id_leaks(job, report) if audit and error is None else None
+    mode = audit_mode(audit)
+    audit_started = time.perf_counter()
+    count = None
+    if mode != "off" and error is None:
+        count = count_id_leaks(job, report, budget_s=None if mode == "full" else AUDIT_SHARE * elapsed_s)
+    audit_s = round(time.perf_counter() - audit_started, 4) if count is not None else None
     steps = merge_step_outputs(job, done)
     if error is not None:  # a failed run keeps the steps some party had finished
         steps = {name: out for name, out in steps.items() if out["parties"]}
@@ -221,7 +272,12 @@ def write_summary(
         wire=WireSummary(
             bytes=sum(p.bytes_sent for p in parties.values()),
             messages=sum(p.messages for p in parties.values()),
-            leaks=leaks,
+            leaks=None if count is None else count.leaks,
+            audit=mode,
+            audit_coverage=None
+            if count is None
+            else round(count.scanned_bytes / max(count.received_bytes, 1), 4),
+            audit_s=audit_s,
         ),
     ).as_dict()
     return _save_summary(report, summary)

@@ -118,3 +118,28 @@ def test_audit_files_of_the_older_four_field_format_still_load(tmp_path: Path) -
     path.write_bytes(msgpack.packb([["bank", "shop", "t", encode("customer-0042")]], use_bin_type=True))
 
     assert WireAudit.load(path).count_leaks("shop", ["customer-0042"]) == 1
+
+
+def test_sampled_scan_with_time_to_spare_covers_everything_and_finds_the_leak() -> None:
+    from sharelearn.core.audit import sample_leaks
+
+    noise = np.random.default_rng(1).integers(0, 256, size=3 << 20, dtype=np.uint8).tobytes()
+    payloads = [noise, noise[:1000] + encode(["customer-0042"]) + noise[:1000]]
+
+    found = sample_leaks(payloads, ["customer-0042", "customer-0043"], budget_s=60.0)
+
+    assert (found.leaks, found.scanned, found.total) == (1, len(payloads[0]) + len(payloads[1]), found.total)
+
+
+def test_sampled_scan_stops_at_its_budget_says_what_it_covered_and_varies_its_sample() -> None:
+    from sharelearn.core.audit import sample_leaks
+
+    pieces = [bytes([k]) * (1 << 20) for k in range(8)]
+    leak = b"\x07" * 100 + b"customer-0042"  # the leak sits in one of eight 1 MiB pieces
+    payloads = [*pieces[:7], leak + pieces[7][len(leak) :]]
+
+    runs = [sample_leaks(payloads, ["customer-0042"], budget_s=0.0) for _ in range(80)]
+
+    assert all(r.scanned == 1 << 20 and r.total == 8 << 20 for r in runs)  # one piece each
+    hits = sum(r.leaks for r in runs)
+    assert 0 < hits < 80  # a random piece: sometimes the leaky one, never a claim beyond it

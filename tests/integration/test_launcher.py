@@ -138,14 +138,27 @@ def test_bad_job_file_is_refused_before_any_party_starts(tmp_path: Path) -> None
     assert proc.stdout.count("\n") == 1
 
 
-def test_no_audit_reports_leaks_as_null_not_zero(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("flags", "mode", "leaks"),
+    [(["--no-audit"], "off", None), ([], "sample", 0), (["--audit", "full"], "full", 0)],
+)
+def test_audit_modes_say_what_they_checked(
+    tmp_path: Path, flags: list[str], mode: str, leaks: int | None
+) -> None:
     job = _write_job(tmp_path, 50, 10)
 
-    proc = _cli("run", str(job), "--json", "--no-audit", "--report-dir", str(tmp_path / "r"), cwd=tmp_path)
+    proc = _cli("run", str(job), "--json", *flags, "--report-dir", str(tmp_path / "r"), cwd=tmp_path)
 
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads(proc.stdout)
-    assert summary["steps"]["psi"]["intersection_size"] == 10 and summary["wire"]["leaks"] is None
+    wire = summary["wire"]
+    assert summary["steps"]["psi"]["intersection_size"] == 10
+    assert (wire["leaks"], wire["audit"]) == (leaks, mode)  # off: null, never a 0 nobody checked
+    if mode == "off":
+        assert wire["audit_coverage"] is None and not list((tmp_path / "r").rglob("audit.msgpack"))
+    else:
+        assert wire["audit_coverage"] == 1.0  # a small job is scanned whole within the budget
+        assert mode == "full" or wire["audit_s"] <= 0.05 * summary["elapsed_s"] + 0.2
 
 
 def test_a_failed_run_keeps_the_steps_that_had_finished(tmp_path: Path) -> None:

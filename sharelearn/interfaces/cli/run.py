@@ -11,8 +11,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sharelearn.interfaces.api import demo_job_path, run_job
+from sharelearn.interfaces.api import demo_job_path
 from sharelearn.runtime.control import ControlEvent, PartyDone, Progress, StepDone, exit_code_for
+from sharelearn.runtime.launcher import LaunchOptions, launch
 
 __all__ = ["demo_command", "print_summary", "run_command"]
 
@@ -105,12 +106,11 @@ def _refused(job: Path, exc: Exception) -> dict[str, Any]:
     }
 
 
-def _run(job: Path, as_json: bool, report_dir: Path | None, audit: bool, timeout: float | None) -> int:
+def _run(job: Path, as_json: bool, report_dir: Path | None, audit: str, timeout: float | None) -> int:
     console = Console(stderr=True)
+    options = LaunchOptions(report_dir, audit, timeout, _progress_printer(console))
     try:
-        summary = run_job(
-            job, report_dir=report_dir, audit=audit, timeout_s=timeout, on_event=_progress_printer(console)
-        )
+        summary = launch(job, options)
     except Exception as exc:  # the CLI's main() reports it on stderr and exits with its code
         if as_json:
             sys.stdout.write(json.dumps(_refused(job, exc)) + "\n")
@@ -128,11 +128,18 @@ def run_command(
     report_dir: Annotated[
         Path | None, typer.Option(help="report folder (default: ./reports/<job>-<time>)")
     ] = None,
-    audit: Annotated[bool, typer.Option(help="record every message and count leaks")] = True,
+    audit: Annotated[
+        str,
+        typer.Option(
+            help="leak check of what each party received: 'sample' (random bytes, <= 5% of the job's"
+            " time), 'full' (every byte), 'off'"
+        ),
+    ] = "sample",
+    no_audit: Annotated[bool, typer.Option("--no-audit", help="same as --audit off")] = False,
     timeout: Annotated[float | None, typer.Option(help="fail the job after this many seconds")] = None,
 ) -> int:
     """Run every party of JOB as its own process over gRPC + mutual TLS on this machine."""
-    return _run(job, as_json, report_dir, audit, timeout)
+    return _run(job, as_json, report_dir, "off" if no_audit else audit, timeout)
 
 
 def demo_command(
@@ -140,4 +147,4 @@ def demo_command(
     report_dir: Annotated[Path | None, typer.Option(help="report folder")] = None,
 ) -> int:
     """Run the embedded demo: PSI, then vertical LR (bank, shop, arbiter) on the breast-cancer data."""
-    return _run(demo_job_path(), as_json, report_dir, True, None)
+    return _run(demo_job_path(), as_json, report_dir, "sample", None)
