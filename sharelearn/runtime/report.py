@@ -60,8 +60,8 @@ class PartySummary:
 class WireSummary:
     """Traffic of the whole run, and the audit's count of leaked raw ids (None: not audited).
 
-    `audit` is the mode ("sample", "full" or "off"); `audit_coverage` the share of the received
-    bytes the leak scan searched (1.0 for a full audit), `audit_s` what the scan cost.
+    `audit` is the mode ("sample", "full" or "off"); `audit_coverage` the share of all (secret id,
+    received byte) pairs the leak scan searched (1.0 for a full audit), `audit_s` what it cost.
     """
 
     bytes: int
@@ -166,11 +166,12 @@ AUDIT_SHARE = 0.05  # the default audit may cost at most this share of the job's
 
 @dataclass(frozen=True, slots=True)
 class LeakCount:
-    """The audit's result: leaked ids found, and how many of the received bytes were searched."""
+    """The audit's result: leaked ids found, and what share of (id, received byte) it searched."""
 
     leaks: int
     scanned_bytes: int
     received_bytes: int
+    coverage: float = 1.0
 
 
 def count_id_leaks(job: JobSpec, report: Path, *, budget_s: float | None = None) -> LeakCount:
@@ -192,6 +193,7 @@ def count_id_leaks(job: JobSpec, report: Path, *, budget_s: float | None = None)
     }
     pairs = [(o, r) for o in ids for r in audits if r != o]
     leaks = scanned = total = 0
+    searched = 0.0  # bytes x share of the owner's ids searched, summed over pairs
     for owner, receiver in pairs:
         secrets = [i for i in ids[owner].tolist() if i not in common]
         received = audits[receiver].received(receiver)
@@ -199,11 +201,13 @@ def count_id_leaks(job: JobSpec, report: Path, *, budget_s: float | None = None)
         if budget_s is None:
             leaks += audits[receiver].count_leaks(receiver, secrets)
             scanned += sum(len(b) for b in received)
+            searched += sum(len(b) for b in received)
             continue
         left = budget_s - (time.perf_counter() - started)
         found = sample_leaks(received, secrets, max(left, 0.0) / len(pairs))
         leaks, scanned = leaks + found.leaks, scanned + found.scanned
-    return LeakCount(leaks, scanned, total)
+        searched += found.scanned * (found.checked / found.secrets if found.secrets else 1.0)
+    return LeakCount(leaks, scanned, total, round(searched / total, 4) if total else 1.0)
 
 
 def audit_mode(audit: bool | str) -> str:
