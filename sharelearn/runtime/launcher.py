@@ -223,10 +223,8 @@ class _Run:
     def __init__(self, job: JobSpec, options: LaunchOptions, report: Path, certs: Path) -> None:
         self.job, self.options, self.report = job, options, report
         self.events: queue.Queue[ControlEvent] = queue.Queue()
-        run_id = secrets.token_hex(16)  # one per run: the parties derive their model ids from it
-        self.parties = {
-            name: _spawn(job, name, certs, report, options.audit, self.events, run_id) for name in job.parties
-        }
+        self.certs = certs
+        self.parties: dict[str, _Party] = {}
         self.done: dict[str, PartyDone] = {}
         self.ports: dict[str, int] = {}
         self.reported: dict[str, PartyError] = {}  # each party's own error report, if it sent one
@@ -318,6 +316,14 @@ class _Run:
             except queue.Empty:
                 self._check_health()
 
+    def start(self) -> None:
+        """Start every party; the ones started are in `parties` even if a signal stops this midway."""
+        run_id = secrets.token_hex(16)  # one per run: the parties derive their model ids from it
+        for name in self.job.parties:
+            self.parties[name] = _spawn(
+                self.job, name, self.certs, self.report, self.options.audit, self.events, run_id
+            )
+
     def handshake(self) -> None:
         deadline = time.monotonic() + _STARTUP_TIMEOUT_S
         while len(self.ports) < len(self.parties):
@@ -378,6 +384,7 @@ def launch(job_path: Path | str, options: LaunchOptions = LaunchOptions()) -> di
             with throwaway_certs(list(job.parties)) as certs:
                 try:
                     run = _Run(job, options, report, certs)
+                    run.start()
                     run.handshake()
                     run.wait()
                 finally:
