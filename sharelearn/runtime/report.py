@@ -11,6 +11,7 @@ and `failed_party`, and `exit_code` is what `sharelearn run` exits with.
 from __future__ import annotations
 
 import contextlib
+import secrets
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 
 from sharelearn.algorithms.context import BaselineData
 from sharelearn.algorithms.registry import get_step
-from sharelearn.core.audit import WireAudit, sample_leaks
+from sharelearn.core.audit import SAMPLE_SECRETS, WireAudit, sample_leaks
 from sharelearn.core.errors import ConfigError, PartyFailed, SharelearnError
 from sharelearn.core.fileio import OutputWriteError, atomic_write_bytes, atomic_write_json
 from sharelearn.runtime.control import PartyDone, exit_code_for
@@ -174,39 +175,58 @@ class LeakCount:
     coverage: float = 1.0
 
 
+def _secrets(ids: dict[str, np.ndarray], owner: str, sample: int | None) -> tuple[list[object], int]:
+    """The owner's ids outside the intersection (or a random `sample` of them), and how many there are.
+
+    A sample is drawn (OS CSPRNG) from the owner's ids and kept if some other party lacks it; the
+    count is then estimated from the share of drawn ids kept.
+    """
+    owned = ids[owner].tolist()
+    others = [set(v.tolist()) for other, v in ids.items() if other != owner]
+    picked = owned
+    if sample is not None and len(owned) > sample:
+        draw = np.random.default_rng(secrets.randbits(128)).choice(len(owned), 4 * sample, replace=False)
+        picked = [owned[i] for i in draw.tolist()]
+    outside = [i for i in picked if not all(i in theirs for theirs in others)]
+    if picked is owned:
+        return outside, len(outside)
+    return outside[:sample], round(len(owned) * len(outside) / len(picked))
+
+
 def count_id_leaks(job: JobSpec, report: Path, *, budget_s: float | None = None) -> LeakCount:
     """Count raw ids outside the intersection that appear in bytes another party received.
 
-    With `budget_s` None the scan is exhaustive (`--audit full`); otherwise each (owner,
-    receiver) pair gets an equal share of `budget_s` for a random sample (`core.audit.sample_leaks`).
+    With `budget_s` None the scan is exhaustive (`--audit full`); otherwise the whole check,
+    reading included, aims at `budget_s`: each (owner, receiver) pair searches a random sample of
+    the owner's ids over random pieces of what the receiver got (`core.audit.sample_leaks`).
     """
     started = time.perf_counter()
     data_parties = [p for p in job.parties.values() if p.data is not None]
     ids = {p.name: np.asarray(read_ids(p.data), dtype=object) for p in data_parties if p.data is not None}
     if not ids:
         return LeakCount(0, 0, 0)
-    common = set.intersection(*(set(v.tolist()) for v in ids.values()))
     audits = {
         name: WireAudit.load(path)
         for name in job.parties
         if (path := report / "parties" / name / "audit.msgpack").is_file()
     }
     pairs = [(o, r) for o in ids for r in audits if r != o]
+    owned = {o: _secrets(ids, o, None if budget_s is None else SAMPLE_SECRETS) for o in ids}
     leaks = scanned = total = 0
     searched = 0.0  # bytes x share of the owner's ids searched, summed over pairs
-    for owner, receiver in pairs:
-        secrets = [i for i in ids[owner].tolist() if i not in common]
+    for k, (owner, receiver) in enumerate(pairs):
+        secret_ids, n_secrets = owned[owner]
         received = audits[receiver].received(receiver)
         total += sum(len(b) for b in received)
         if budget_s is None:
-            leaks += audits[receiver].count_leaks(receiver, secrets)
+            leaks += audits[receiver].count_leaks(receiver, secret_ids)
             scanned += sum(len(b) for b in received)
             searched += sum(len(b) for b in received)
             continue
         left = budget_s - (time.perf_counter() - started)
-        found = sample_leaks(received, secrets, max(left, 0.0) / len(pairs))
+        found = sample_leaks(received, secret_ids, max(left, 0.0) / (len(pairs) - k))
         leaks, scanned = leaks + found.leaks, scanned + found.scanned
-        searched += found.scanned * (found.checked / found.secrets if found.secrets else 1.0)
+        searched += found.scanned * (len(secret_ids) / n_secrets if n_secrets else 1.0)
     return LeakCount(leaks, scanned, total, round(searched / total, 4) if total else 1.0)
 
 
