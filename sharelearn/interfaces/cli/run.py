@@ -87,6 +87,11 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     console.print(
         f"wire: {_human_bytes(wire['bytes'])} in {wire['messages']} messages, "
         + ("not audited" if wire["leaks"] is None else f"leaks: {wire['leaks']}")
+        + (
+            f" ({wire['audit']} audit, coverage {wire['audit_coverage']:.1%})"
+            if wire.get("audit_coverage")
+            else ""
+        )
     )
     for plot in summary.get("plots", []):
         console.print(f"plot: {Path(summary['report_dir']) / plot}")
