@@ -13,6 +13,35 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeAlias
 
+from sharelearn.core.errors import (
+    AttestationError,
+    ConfigError,
+    CryptoError,
+    DataError,
+    PartyFailed,
+    ProtocolError,
+    SharelearnError,
+)
+
+# The README's exit-code table, for a party's own failure (the CLI's `EXIT_CODES` agree).
+_EXIT_CODES: tuple[tuple[type[SharelearnError], int], ...] = (
+    (PartyFailed, 1),
+    (ConfigError, 2),
+    (DataError, 3),
+    (ProtocolError, 4),
+    (CryptoError, 5),
+    (AttestationError, 6),
+)
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The exit code a party (or the CLI) ends with for `exc`: 70 for anything unexpected."""
+    for kind, code in _EXIT_CODES:
+        if isinstance(exc, kind):
+            return code
+    return 70
+
+
 __all__ = [
     "ControlEvent",
     "Exited",
@@ -24,6 +53,7 @@ __all__ = [
     "StepStarted",
     "event_from_json",
     "event_to_json",
+    "exit_code_for",
 ]
 
 

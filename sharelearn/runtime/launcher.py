@@ -33,10 +33,20 @@ from typing import Any
 from sharelearn.algorithms.registry import step_params
 from sharelearn.algorithms.rolecheck import ROLE_CHECKS
 from sharelearn.core.errors import PartyFailed, SharelearnError
+from sharelearn.core.fileio import TMP_GLOB
 from sharelearn.runtime.certs import throwaway_certs
-from sharelearn.runtime.control import ControlEvent, Exited, Listening, PartyDone, PartyError, event_from_json
+from sharelearn.runtime.control import (
+    ControlEvent,
+    Exited,
+    Listening,
+    PartyDone,
+    PartyError,
+    StepDone,
+    event_from_json,
+    exit_code_for,
+)
 from sharelearn.runtime.jobspec import JobSpec, load_job
-from sharelearn.runtime.report import write_summary
+from sharelearn.runtime.report import audit_mode, write_summary
 
 __all__ = ["LaunchOptions", "launch"]
 
@@ -52,7 +62,7 @@ class LaunchOptions:
     """Knobs of a local run."""
 
     report_dir: Path | None = None
-    audit: bool = True
+    audit: bool | str = True  # "sample" (the CLI's default), "full" / True, "off" / False
     timeout_s: float | None = None
     on_event: Callable[[ControlEvent], None] = field(default=lambda event: None)
     baseline: bool = True  # train the centralised references after the run (False: --no-baseline)
@@ -122,7 +132,7 @@ def _spawn(
     name: str,
     certs: Path,
     report: Path,
-    audit: bool,
+    audit: bool | str,
     events: queue.Queue[ControlEvent],
     run_id: str,
 ) -> _Party:
@@ -146,7 +156,7 @@ def _spawn(
         "--run-id",
         run_id,
     ]
-    if not audit:
+    if audit_mode(audit) == "off":
         cmd.append("--no-audit")
     env = {**os.environ, "GRPC_VERBOSITY": "ERROR", "PYTHONUNBUFFERED": "1"}
     with open(log_path, "w") as log_file:
@@ -191,6 +201,16 @@ def _stop_all(parties: dict[str, _Party]) -> None:
             p.proc.wait()
 
 
+def _remove_leftovers(report: Path) -> None:
+    """Delete what a party killed mid-write may have left: temp files and empty files."""
+    for leftover in report.rglob(TMP_GLOB):
+        leftover.unlink(missing_ok=True)
+    for log_file in (report / "logs").glob("*.log"):
+        with contextlib.suppress(OSError):
+            if log_file.stat().st_size == 0:  # nothing was logged (or the disk was full): no 0-byte file
+                log_file.unlink()
+
+
 def _last_log_line(party: _Party) -> str:
     try:
         lines = [ln for ln in party.log_path.read_text(errors="replace").splitlines() if ln.strip()]
@@ -205,12 +225,35 @@ class _Run:
     def __init__(self, job: JobSpec, options: LaunchOptions, report: Path, certs: Path) -> None:
         self.job, self.options, self.report = job, options, report
         self.events: queue.Queue[ControlEvent] = queue.Queue()
-        run_id = secrets.token_hex(16)  # one per run: the parties derive their model ids from it
-        self.parties = {
-            name: _spawn(job, name, certs, report, options.audit, self.events, run_id) for name in job.parties
-        }
+        self.certs = certs
+        self.parties: dict[str, _Party] = {}
         self.done: dict[str, PartyDone] = {}
         self.ports: dict[str, int] = {}
+        self.reported: dict[str, PartyError] = {}  # each party's own error report, if it sent one
+        self.finished: dict[str, dict[str, Any]] = {name: {} for name in job.parties}  # step outputs
+
+    def drain(self) -> None:
+        """Record the step outputs still queued after the run stopped (a failure ends the loop early)."""
+        with contextlib.suppress(queue.Empty):
+            while True:
+                event = self.events.get(timeout=0.2)
+                if isinstance(event, StepDone):
+                    self.finished[event.party][event.step] = event.outputs
+
+    def finished_steps(self) -> dict[str, PartyDone]:
+        """What every party finished, for the summary: its final report, or the steps it completed."""
+        return {
+            name: self.done.get(name) or PartyDone(name, steps, {}, self.parties[name].proc.pid, 0.0)
+            for name, steps in self.finished.items()
+            if name in self.done or steps
+        }
+
+    def outcome(self, failure: PartyFailed) -> tuple[int, str]:
+        """The exit code and error type of a failed run: the failed party's own, when it reported."""
+        report = self.reported.get(failure.party)
+        if report is None or report.error not in failure.reason:
+            return 1, type(failure).__name__
+        return (report.exit_code if report.exit_code > 1 else 1), report.error.split(":", 1)[0]
 
     def _crashed(self, name: str) -> PartyFailed | None:
         """`name` died without reporting an error, or has been stopped too long; else None."""
@@ -250,6 +293,7 @@ class _Run:
     def _failure(self, event: ControlEvent) -> PartyFailed | None:
         name = event.party
         if isinstance(event, PartyError):
+            self.reported[name] = event
             return self._root_cause(PartyFailed(name, event.error))
         if isinstance(event, Exited) and name not in self.done:
             self.parties[name].proc.wait()
@@ -273,6 +317,14 @@ class _Run:
                 return self.events.get(timeout=_POLL_S if remaining is None else min(_POLL_S, remaining))
             except queue.Empty:
                 self._check_health()
+
+    def start(self) -> None:
+        """Start every party; the ones started are in `parties` even if a signal stops this midway."""
+        run_id = secrets.token_hex(16)  # one per run: the parties derive their model ids from it
+        for name in self.job.parties:
+            self.parties[name] = _spawn(
+                self.job, name, self.certs, self.report, self.options.audit, self.events, run_id
+            )
 
     def handshake(self) -> None:
         deadline = time.monotonic() + _STARTUP_TIMEOUT_S
@@ -299,6 +351,8 @@ class _Run:
                 raise failure
             if isinstance(event, PartyDone):
                 self.done[event.party] = event
+            if isinstance(event, StepDone):
+                self.finished[event.party][event.step] = event.outputs
             self.options.on_event(event)
         for p in self.parties.values():
             p.proc.wait(30)
@@ -322,30 +376,37 @@ def launch(job_path: Path | str, options: LaunchOptions = LaunchOptions()) -> di
     (no party was started).
     """
     job = load_job(Path(job_path), step_params=step_params(), step_checks=ROLE_CHECKS)
+    audit_mode(options.audit)  # a bad mode is refused before anything starts
     report = _report_dir(job, options.report_dir)
     started = time.perf_counter()
     error: SharelearnError | None = None
-    exit_code = 0
+    exit_code, error_type = 0, ""
     run: _Run | None = None
     with _signals_raise() as armed:
         try:
             with throwaway_certs(list(job.parties)) as certs:
                 try:
                     run = _Run(job, options, report, certs)
+                    run.start()
                     run.handshake()
                     run.wait()
                 finally:
                     if run is not None:
                         _stop_all(run.parties)
+                        _remove_leftovers(report)
+                        run.drain()
+        except PartyFailed as exc:
+            error = exc
+            exit_code, error_type = (1, "PartyFailed") if run is None else run.outcome(exc)
         except SharelearnError as exc:
-            error, exit_code = exc, 1
+            error, exit_code, error_type = exc, exit_code_for(exc), type(exc).__name__
         except (_Signalled, KeyboardInterrupt) as exc:
             signum = exc.signum if isinstance(exc, _Signalled) else signal.SIGINT
             error = PartyFailed("launcher", f"stopped by {signal.Signals(signum).name}")
-            exit_code = 128 + signum
+            exit_code, error_type = 128 + signum, exc.__class__.__name__
         armed[0] = False
         pids = {} if run is None else {name: p.proc.pid for name, p in run.parties.items()}
-        done = {} if run is None else run.done
+        done = {} if run is None else run.finished_steps()
         return write_summary(
             job,
             report,
@@ -356,4 +417,5 @@ def launch(job_path: Path | str, options: LaunchOptions = LaunchOptions()) -> di
             audit=options.audit,
             exit_code=exit_code,
             baseline=options.baseline,
+            error_type=error_type or None,
         )

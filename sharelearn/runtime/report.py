@@ -2,11 +2,17 @@
 
 The launcher runs every party locally, so it can also do what no party may: look at all the data
 at once. It uses that to audit the wire — `leaks` counts raw ids that lie outside the
-intersection, found in the bytes another party received (see `core.audit`).
+intersection, found in the bytes another party received (see `core.audit`); it is `null` when
+the run was not audited (`--no-audit`, or a run that failed before the audit). A failed run's
+summary keeps the steps that had finished, `error_type` (the failed party's own exception type)
+and `failed_party`, and `exit_code` is what `sharelearn run` exits with.
 """
 
 from __future__ import annotations
 
+import contextlib
+import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,18 +23,21 @@ import numpy as np
 from sharelearn.algorithms.context import BaselineData
 from sharelearn.algorithms.registry import get_step
 from sharelearn.algorithms.split import CV_STEPS, converged_reference
-from sharelearn.core.audit import WireAudit
-from sharelearn.core.errors import PartyFailed, SharelearnError
-from sharelearn.core.fileio import atomic_write_json
-from sharelearn.runtime.control import PartyDone
+from sharelearn.core.audit import SAMPLE_SECRETS, WireAudit, sample_leaks
+from sharelearn.core.errors import ConfigError, PartyFailed, SharelearnError
+from sharelearn.core.fileio import OutputWriteError, atomic_write_bytes, atomic_write_json
+from sharelearn.runtime.control import PartyDone, exit_code_for
 from sharelearn.runtime.data import read_ids, read_party_data
 from sharelearn.runtime.jobspec import JobSpec
 
 __all__ = [
+    "AUDIT_SHARE",
+    "LeakCount",
     "PartySummary",
     "RunSummary",
     "WireSummary",
     "add_centralized",
+    "audit_mode",
     "collect_plots",
     "count_id_leaks",
     "merge_step_outputs",
@@ -52,11 +61,18 @@ class PartySummary:
 
 @dataclass(frozen=True, slots=True)
 class WireSummary:
-    """Traffic of the whole run, and the audit's count of leaked raw ids."""
+    """Traffic of the whole run, and the audit's count of leaked raw ids (None: not audited).
+
+    `audit` is the mode ("sample", "full" or "off"); `audit_coverage` the share of all (secret id,
+    received byte) pairs the leak scan searched (1.0 for a full audit), `audit_s` what it cost.
+    """
 
     bytes: int
     messages: int
-    leaks: int
+    leaks: int | None
+    audit: str = "off"
+    audit_coverage: float | None = None
+    audit_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +97,10 @@ class RunSummary:
 
 
 def merge_step_outputs(job: JobSpec, done: dict[str, PartyDone]) -> dict[str, Any]:
-    """One dict per step: the first party's value of each output wins, elapsed_s is the slowest."""
+    """One dict per step: the first party's value of each output wins, elapsed_s is the slowest.
+
+    `parties` holds each party's own outputs of the step (only the parties that finished it).
+    """
     steps: dict[str, Any] = {}
     for step in job.steps:
         merged: dict[str, Any] = {}
@@ -164,30 +183,89 @@ def collect_plots(job: JobSpec, report: Path) -> list[str]:
         for plot in _PLOTS:
             source = report / "parties" / name / plot
             if source.is_file() and plot not in found:
-                (report / plot).write_bytes(source.read_bytes())
-                found.append(plot)
+                with contextlib.suppress(OutputWriteError):  # the party's copy is still there
+                    atomic_write_bytes(report / plot, source.read_bytes())
+                    found.append(plot)
     return found
 
 
-def count_id_leaks(job: JobSpec, report: Path) -> int:
-    """Count raw ids outside the intersection that appear in bytes another party received."""
+AUDIT_SHARE = 0.05  # the default audit may cost at most this share of the job's wall time
+
+
+@dataclass(frozen=True, slots=True)
+class LeakCount:
+    """The audit's result: leaked ids found, and what share of (id, received byte) it searched."""
+
+    leaks: int
+    scanned_bytes: int
+    received_bytes: int
+    coverage: float = 1.0
+
+
+def _secrets(ids: dict[str, np.ndarray], owner: str, sample: int | None) -> tuple[list[object], int]:
+    """The owner's ids outside the intersection (or a random `sample` of them), and how many there are.
+
+    A sample is drawn (OS CSPRNG) from the owner's ids and kept if some other party lacks it; the
+    count is then estimated from the share of drawn ids kept.
+    """
+    owned = ids[owner].tolist()
+    others = [set(v.tolist()) for other, v in ids.items() if other != owner]
+    picked = owned
+    if sample is not None and len(owned) > sample:
+        draw = np.random.default_rng(secrets.randbits(128)).choice(len(owned), 4 * sample, replace=False)
+        picked = [owned[i] for i in draw.tolist()]
+    outside = [i for i in picked if not all(i in theirs for theirs in others)]
+    if picked is owned:
+        return outside, len(outside)
+    return outside[:sample], round(len(owned) * len(outside) / len(picked))
+
+
+def count_id_leaks(job: JobSpec, report: Path, *, budget_s: float | None = None) -> LeakCount:
+    """Count raw ids outside the intersection that appear in bytes another party received.
+
+    With `budget_s` None the scan is exhaustive (`--audit full`); otherwise the whole check,
+    reading included, aims at `budget_s`: each (owner, receiver) pair searches a random sample of
+    the owner's ids over random pieces of what the receiver got (`core.audit.sample_leaks`).
+    """
+    started = time.perf_counter()
     data_parties = [p for p in job.parties.values() if p.data is not None]
     ids = {p.name: np.asarray(read_ids(p.data), dtype=object) for p in data_parties if p.data is not None}
     if not ids:
-        return 0
-    common = set.intersection(*(set(v.tolist()) for v in ids.values()))
+        return LeakCount(0, 0, 0)
     audits = {
         name: WireAudit.load(path)
         for name in job.parties
         if (path := report / "parties" / name / "audit.msgpack").is_file()
     }
-    leaks = 0
-    for owner, owned in ids.items():
-        secrets = [i for i in owned.tolist() if i not in common]
-        for receiver, audit in audits.items():
-            if receiver != owner:
-                leaks += audit.count_leaks(receiver, secrets)
-    return leaks
+    pairs = [(o, r) for o in ids for r in audits if r != o]
+    owned = {o: _secrets(ids, o, None if budget_s is None else SAMPLE_SECRETS) for o in ids}
+    leaks = scanned = total = 0
+    searched = 0.0  # bytes x share of the owner's ids searched, summed over pairs
+    for k, (owner, receiver) in enumerate(pairs):
+        secret_ids, n_secrets = owned[owner]
+        received = audits[receiver].received(receiver)
+        total += sum(len(b) for b in received)
+        if budget_s is None:
+            leaks += audits[receiver].count_leaks(receiver, secret_ids)
+            scanned += sum(len(b) for b in received)
+            searched += sum(len(b) for b in received)
+            continue
+        left = budget_s - (time.perf_counter() - started)
+        found = sample_leaks(received, secret_ids, max(left, 0.0) / (len(pairs) - k))
+        leaks, scanned = leaks + found.leaks, scanned + found.scanned
+        searched += found.scanned * (len(secret_ids) / n_secrets if n_secrets else 1.0)
+    return LeakCount(leaks, scanned, total, round(searched / total, 4) if total else 1.0)
+
+
+def audit_mode(audit: bool | str) -> str:
+    """ "sample" (the default check), "full" (exhaustive; `True`) or "off" (`False`)."""
+    if audit is True or audit == "full":
+        return "full"
+    if audit is False or audit == "off":
+        return "off"
+    if audit == "sample":
+        return "sample"
+    raise ConfigError(f"--audit must be sample, full or off, got {audit!r}")
 
 
 def _party_summary(role: str, pid: int, done: PartyDone | None) -> PartySummary:
@@ -210,9 +288,10 @@ def write_summary(
     pids: dict[str, int],
     done: dict[str, PartyDone],
     *,
-    audit: bool,
+    audit: bool | str,
     exit_code: int | None = None,
     baseline: bool = True,
+    error_type: str | None = None,
 ) -> dict[str, Any]:
     """Build the run's summary, write it atomically to `report/summary.json`, and return it.
 
@@ -222,15 +301,22 @@ def write_summary(
         name: _party_summary(spec.role, pids.get(name, 0), done.get(name))
         for name, spec in job.parties.items()
     }
-    leaks = count_id_leaks(job, report) if audit and error is None else 0
-    steps = merge_step_outputs(job, done) if error is None else {}
+    mode = audit_mode(audit)
+    audit_started = time.perf_counter()
+    count = None
+    if mode != "off" and error is None:
+        count = count_id_leaks(job, report, budget_s=None if mode == "full" else AUDIT_SHARE * elapsed_s)
+    audit_s = round(time.perf_counter() - audit_started, 4) if count is not None else None
+    steps = merge_step_outputs(job, done)
+    if error is not None:  # a failed run keeps the steps some party had finished
+        steps = {name: out for name, out in steps.items() if out["parties"]}
     if error is None and baseline:
         add_centralized(job, steps)
     summary = RunSummary(
         job=job.name,
         status="failed" if error is not None else "success",
         error=None if error is None else str(error),
-        error_type=None if error is None else type(error).__name__,
+        error_type=None if error is None else (error_type or type(error).__name__),
         failed_party=error.party if isinstance(error, PartyFailed) else None,
         exit_code=(0 if error is None else 1) if exit_code is None else exit_code,
         elapsed_s=round(elapsed_s, 4),
@@ -241,8 +327,33 @@ def write_summary(
         wire=WireSummary(
             bytes=sum(p.bytes_sent for p in parties.values()),
             messages=sum(p.messages for p in parties.values()),
-            leaks=leaks,
+            leaks=None if count is None else count.leaks,
+            audit=mode,
+            audit_coverage=None
+            if count is None
+            else round(count.scanned_bytes / max(count.received_bytes, 1), 4),
+            audit_s=audit_s,
         ),
     ).as_dict()
-    atomic_write_json(report / "summary.json", summary)
-    return summary
+    return _save_summary(report, summary)
+
+
+def _save_summary(report: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """Write summary.json; on a full disk try a smaller one, and say so in the summary returned."""
+    try:
+        atomic_write_json(report / "summary.json", summary)
+        return summary
+    except OutputWriteError as exc:
+        failed = {
+            **summary,
+            "status": "failed",
+            "error": "; ".join(e for e in (summary["error"], str(exc)) if e),
+            "error_type": summary["error_type"] or type(exc).__name__,
+            "exit_code": summary["exit_code"] or exit_code_for(exc),
+        }
+    small = {**failed, "steps": {}, "plots": []}
+    try:
+        atomic_write_json(report / "summary.json", small)
+    except OutputWriteError as exc:
+        failed["error"] += f"; {exc}"
+    return failed

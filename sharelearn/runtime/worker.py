@@ -39,6 +39,7 @@ from sharelearn.runtime.control import (
     StepDone,
     StepStarted,
     event_to_json,
+    exit_code_for,
 )
 from sharelearn.runtime.data import read_party_data
 from sharelearn.runtime.executors import make_executor
@@ -169,14 +170,15 @@ def run_node(options: NodeOptions, control: StdioControl) -> int:
         max_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         control.emit(PartyDone(party, outputs, stats, os.getpid(), max_rss_mb))
         return 0
-    except SharelearnError as exc:
+    except SharelearnError as exc:  # exit code per the README table (3: data, 4: protocol, ...)
         log.error("%s failed: %s", party, exc)
-        control.emit(PartyError(party, f"{type(exc).__name__}: {exc}", 1))
-        return 1
+        code = exit_code_for(exc)
+        control.emit(PartyError(party, f"{type(exc).__name__}: {exc}", code))
+        return code
     except Exception as exc:  # an unexpected bug: report it with its traceback in the party log
         log.error("%s crashed:\n%s", party, traceback.format_exc())
-        control.emit(PartyError(party, f"{type(exc).__name__}: {exc}", 2))
-        return 2
+        control.emit(PartyError(party, f"{type(exc).__name__}: {exc}", 70))
+        return 70
     finally:
         if ctx is not None and ctx.tee is not None:
             ctx.tee.close()  # the embedded TEE cluster this party started, if any

@@ -9,6 +9,7 @@ import numpy as np
 
 from sharelearn.core.audit import SAMPLE_BYTES, SAMPLE_CAP, WireAudit, byte_patterns, scan
 from sharelearn.core.codec import encode
+from sharelearn.core.types import Wire
 
 
 def test_audit_finds_ids_features_and_labels_sent_in_the_clear() -> None:
@@ -118,3 +119,57 @@ def test_audit_files_of_the_older_four_field_format_still_load(tmp_path: Path) -
     path.write_bytes(msgpack.packb([["bank", "shop", "t", encode("customer-0042")]], use_bin_type=True))
 
     assert WireAudit.load(path).count_leaks("shop", ["customer-0042"]) == 1
+
+
+def test_sampled_scan_with_time_to_spare_covers_everything_and_finds_the_leak() -> None:
+    from sharelearn.core.audit import sample_leaks
+
+    noise = np.random.default_rng(1).integers(0, 256, size=3 << 20, dtype=np.uint8).tobytes()
+    payloads = [noise, noise[:1000] + encode(["customer-0042"]) + noise[:1000]]
+
+    found = sample_leaks(payloads, ["customer-0042", "customer-0043"], budget_s=60.0)
+
+    assert (found.leaks, found.scanned, found.total) == (1, len(payloads[0]) + len(payloads[1]), found.total)
+
+
+def test_sampled_scan_stops_at_its_budget_says_what_it_covered_and_varies_its_sample() -> None:
+    from sharelearn.core.audit import sample_leaks
+
+    pieces = [bytes([k]) * (1 << 20) for k in range(8)]
+    leak = b"\x07" * 100 + b"customer-0042"  # the leak sits in one of eight 1 MiB pieces
+    payloads = [*pieces[:7], leak + pieces[7][len(leak) :]]
+
+    runs = [sample_leaks(payloads, ["customer-0042"], budget_s=0.0) for _ in range(80)]
+
+    assert all(r.scanned == 1 << 20 and r.total == 8 << 20 for r in runs)  # one piece each
+    hits = sum(r.leaks for r in runs)
+    assert 0 < hits < 80  # a random piece: sometimes the leaky one, never a claim beyond it
+
+
+def test_scan_agrees_with_a_naive_search_at_every_length_and_position() -> None:
+    rng = np.random.default_rng(7)
+    data = bytearray(rng.integers(0, 4, size=5000, dtype=np.uint8).tobytes())  # few symbols: many near-hits
+    patterns = {
+        bytes(data[p : p + n]) for p, n in [(0, 6), (4994, 6), (100, 7), (200, 8), (4987, 13), (3000, 21)]
+    }
+    patterns |= {
+        rng.integers(0, 4, size=n, dtype=np.uint8).tobytes() for n in (6, 7, 8, 9, 13) for _ in range(50)
+    }
+    patterns |= {b"\x00" * 6, b"ab\x00\x00\x00\x00\x00\x00"}
+
+    found = scan([bytes(data)], patterns)
+
+    assert found == {p for p in patterns if p in bytes(data)}
+
+
+def test_sampled_scan_draws_at_most_its_quota_of_ids() -> None:
+    from sharelearn.core.audit import sample_leaks
+
+    ids = [f"customer-{k:06d}" for k in range(10_000)]
+    leaked: list[Wire] = list(ids[:5000])  # half of the ids leak
+    payload = encode(leaked)
+
+    found = sample_leaks([payload], ids, budget_s=60.0, max_secrets=200)
+
+    assert (found.checked, found.secrets, found.scanned) == (200, 10_000, len(payload))
+    assert 60 < found.leaks < 140  # about half of the 200 drawn

@@ -89,9 +89,9 @@ from sharelearn.core.types import F64Array, PartyId, U8Array, U64Array, Wire
 from sharelearn.crypto import aead, kdf, maskadd, shamir, x25519
 
 __all__ = [
+    "DROP_STAGES",
     "ClientPolicy",
     "ClientState",
-    "DROP_STAGES",
     "SecAggConfig",
     "SecAggError",
     "SecAggResult",

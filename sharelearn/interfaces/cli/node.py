@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -41,4 +43,10 @@ def node_command(
         run_id=run_id,
     )
     ctl = StdioControl() if control == "stdio" else EndpointControl()
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     return run_node(options, ctl)
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """Stopped by the launcher (another party failed): unwind, so half-written files are removed."""
+    raise SystemExit(128 + signum)

@@ -11,8 +11,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sharelearn.interfaces.api import demo_job_path, run_job
-from sharelearn.runtime.control import ControlEvent, PartyDone, Progress, StepDone
+from sharelearn.interfaces.api import demo_job_path
+from sharelearn.runtime.control import ControlEvent, PartyDone, Progress, StepDone, exit_code_for
+from sharelearn.runtime.launcher import LaunchOptions, launch
 
 __all__ = ["demo_command", "print_summary", "run_command"]
 
@@ -84,30 +85,43 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
             console.print(table)
     wire = summary["wire"]
     console.print(
-        f"wire: {_human_bytes(wire['bytes'])} in {wire['messages']} messages, leaks: {wire['leaks']}"
+        f"wire: {_human_bytes(wire['bytes'])} in {wire['messages']} messages, "
+        + ("not audited" if wire["leaks"] is None else f"leaks: {wire['leaks']}")
+        + (
+            f" ({wire['audit']} audit, coverage {wire['audit_coverage']:.1%})"
+            if wire.get("audit_coverage")
+            else ""
+        )
     )
     for plot in summary.get("plots", []):
         console.print(f"plot: {Path(summary['report_dir']) / plot}")
     console.print(f"time: {summary['elapsed_s']:.2f} s; report: {summary['report_dir']}")
 
 
+def _refused(job: Path, exc: Exception) -> dict[str, Any]:
+    """The one JSON object `--json` prints when no party could start (an invalid job file, a bug)."""
+    return {
+        "job": str(job),
+        "status": "failed",
+        "error": str(exc),
+        "error_type": type(exc).__name__,
+        "failed_party": None,
+        "exit_code": exit_code_for(exc),
+        "steps": {},
+    }
+
+
 def _run(
-    job: Path,
-    as_json: bool,
-    report_dir: Path | None,
-    audit: bool,
-    timeout: float | None,
-    baseline: bool = True,
+    job: Path, as_json: bool, report_dir: Path | None, audit: str, timeout: float | None, baseline: bool
 ) -> int:
     console = Console(stderr=True)
-    summary = run_job(
-        job,
-        report_dir=report_dir,
-        audit=audit,
-        timeout_s=timeout,
-        on_event=_progress_printer(console),
-        baseline=baseline,
-    )
+    options = LaunchOptions(report_dir, audit, timeout, _progress_printer(console), baseline)
+    try:
+        summary = launch(job, options)
+    except Exception as exc:  # the CLI's main() reports it on stderr and exits with its code
+        if as_json:
+            sys.stdout.write(json.dumps(_refused(job, exc)) + "\n")
+        raise
     if as_json:
         sys.stdout.write(json.dumps(summary) + "\n")
     else:
@@ -121,14 +135,21 @@ def run_command(
     report_dir: Annotated[
         Path | None, typer.Option(help="report folder (default: ./reports/<job>-<time>)")
     ] = None,
-    audit: Annotated[bool, typer.Option(help="record every message and count leaks")] = True,
+    audit: Annotated[
+        str,
+        typer.Option(
+            help="leak check of what each party received: 'sample' (random bytes, <= 5% of the job's"
+            " time), 'full' (every byte), 'off'"
+        ),
+    ] = "sample",
+    no_audit: Annotated[bool, typer.Option("--no-audit", help="same as --audit off")] = False,
     timeout: Annotated[float | None, typer.Option(help="fail the job after this many seconds")] = None,
     baseline: Annotated[
         bool, typer.Option(help="train the centralised references on the pooled data (after the run)")
     ] = True,
 ) -> int:
     """Run every party of JOB as its own process over gRPC + mutual TLS on this machine."""
-    return _run(job, as_json, report_dir, audit, timeout, baseline)
+    return _run(job, as_json, report_dir, "off" if no_audit else audit, timeout, baseline)
 
 
 def demo_command(
@@ -136,4 +157,4 @@ def demo_command(
     report_dir: Annotated[Path | None, typer.Option(help="report folder")] = None,
 ) -> int:
     """Run the embedded demo: PSI, then vertical LR (bank, shop, arbiter) on the breast-cancer data."""
-    return _run(demo_job_path(), as_json, report_dir, True, None)
+    return _run(demo_job_path(), as_json, report_dir, "sample", None, True)
