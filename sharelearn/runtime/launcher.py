@@ -160,6 +160,9 @@ def _spawn(
         cmd.append("--no-audit")
     env = {**os.environ, "GRPC_VERBOSITY": "ERROR", "PYTHONUNBUFFERED": "1"}
     with open(log_path, "w") as log_file:
+        with contextlib.suppress(OSError):  # a full disk leaves it empty: removed at the end
+            log_file.write(f"# {name}: sharelearn node, started by launcher pid {os.getpid()}\n")
+            log_file.flush()
         proc = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,
