@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from functools import partial
@@ -9,6 +10,10 @@ import pytest
 
 from sharelearn.testing.roles import RoleRun
 from sharelearn.testing.transports import run_over
+
+# Jobs the tests run through the CLI get the exhaustive leak check (`--audit full`), not the
+# sampled default of `sharelearn run`; the test of the default itself unsets this.
+os.environ.setdefault("SHARELEARN_AUDIT", "full")
 
 # Role wrappers for multi-process tests live beside the tests and must be importable by name
 # in spawned processes.

@@ -143,8 +143,9 @@ def test_bad_job_file_is_refused_before_any_party_starts(tmp_path: Path) -> None
     [(["--no-audit"], "off", None), ([], "sample", 0), (["--audit", "full"], "full", 0)],
 )
 def test_audit_modes_say_what_they_checked(
-    tmp_path: Path, flags: list[str], mode: str, leaks: int | None
+    tmp_path: Path, flags: list[str], mode: str, leaks: int | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("SHARELEARN_AUDIT", raising=False)  # the CLI's own default, not the suite's
     job = _write_job(tmp_path, 50, 10)
 
     proc = _cli("run", str(job), "--json", *flags, "--report-dir", str(tmp_path / "r"), cwd=tmp_path)

@@ -139,7 +139,8 @@ def run_command(
         str,
         typer.Option(
             help="leak check of what each party received: 'sample' (random bytes, <= 5% of the job's"
-            " time), 'full' (every byte), 'off'"
+            " time), 'full' (every byte), 'off'",
+            envvar="SHARELEARN_AUDIT",
         ),
     ] = "sample",
     no_audit: Annotated[bool, typer.Option("--no-audit", help="same as --audit off")] = False,
