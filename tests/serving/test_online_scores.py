@@ -14,8 +14,9 @@ from serving_models import Trained, train, write_csv
 from serving_procs import Fleet, fleet
 
 from sharelearn.algorithms.package import load_package
-from sharelearn.runtime.certs import init_certs
+from sharelearn.runtime.certs import init_certs, load_credentials
 from sharelearn.runtime.serving.client import ServingClient
+from sharelearn.runtime.serving.wire import RpcClient
 
 pytestmark = [pytest.mark.grpc, pytest.mark.timeout(300)]
 
@@ -65,3 +66,20 @@ def test_online_scores_equal_batch_predict(tmp_path: Path, kind: str, task: str,
     np.testing.assert_allclose(np.asarray(batch["scores"]), trained.batch_scores[rows], rtol=0, atol=1e-9)
     for r, reply in zip(rows[:5], single, strict=True):
         np.testing.assert_allclose(np.asarray(reply["scores"][0]), trained.batch_scores[r], rtol=0, atol=1e-9)
+
+
+def test_the_guest_grpc_endpoint_scores_as_rest(tmp_path: Path) -> None:
+    trained = train("secureboost", "multiclass", 1, tmp_path / "train")
+    ids = np.asarray(trained.tables["bank"].ids)
+    rows = np.arange(0, 150, 7)
+
+    with fleet(tmp_path) as f:
+        client, model = start_model(f, trained, tmp_path, "--grpc", "127.0.0.1:0")
+        port = f.procs[-1].ready["grpc_port"]
+        creds = load_credentials(tmp_path / "certs", "bank")
+        doc = {"ids": ids[rows].tolist(), "features": guest_features(trained, rows)}
+        over_grpc = RpcClient(creds, "bank", f"127.0.0.1:{port}").call("Predict", doc, timeout=30)
+        over_rest = client.predict(model, ids[rows].tolist(), guest_features(trained, rows))
+
+    assert over_grpc["errors"] == [] and over_grpc["scores"] == over_rest["scores"]
+    np.testing.assert_allclose(np.asarray(over_grpc["scores"]), trained.batch_scores[rows], rtol=0, atol=1e-9)
