@@ -54,8 +54,9 @@ def run_host(
     if ready_file is not None:
         atomic_write_json(ready_file, {"grpc_port": port, "party": party})
     stop = _stop_event()
-    stop.wait()
-    server.stop(1.0).wait(2.0)
+    while not stop.wait(0.5):  # a timed wait: the signal handler runs between waits
+        pass
+    server.stop(0.5).wait(1.0)
 
 
 def _guest_rpc(service: GuestService) -> dict[str, Any]:
