@@ -36,7 +36,11 @@ from sharelearn.runtime.serving.metrics import ServingMetrics
 from sharelearn.runtime.serving.replicas import HostUnavailable, PartialCache, ReplicaSet
 from sharelearn.runtime.serving.scoring import GuestScorer, guest_scorer
 
-__all__ = ["GuestConfig", "GuestService", "Prediction"]
+__all__ = ["BatchTooLarge", "GuestConfig", "GuestService", "Prediction"]
+
+
+class BatchTooLarge(ConfigError):
+    """A request carries more rows than the guest's batch cap (HTTP 413)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +261,7 @@ class GuestService:
         model = self.config.model_id
         try:
             if not 1 <= len(ids) <= self.config.max_batch:
-                raise ConfigError(f"a request carries 1..{self.config.max_batch} rows, this one {len(ids)}")
+                raise BatchTooLarge(f"a request carries 1..{self.config.max_batch} rows, this one {len(ids)}")
             scorer = self._pick(version)
             x = self._features(scorer, features, len(ids))
             deadline = start + self.config.deadline_s

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from sharelearn.core.errors import ConfigError, DataError, ProtocolError, SharelearnError
-from sharelearn.runtime.serving.guest import GuestService
+from sharelearn.runtime.serving.guest import BatchTooLarge, GuestService
 from sharelearn.runtime.serving.replicas import HostUnavailable
 from sharelearn.runtime.serving.wire import RpcFailed
 
@@ -32,7 +32,7 @@ def http_status(exc: SharelearnError) -> int:
     if isinstance(exc, RpcFailed):
         return 409 if exc.code == "FAILED_PRECONDITION" else 502
     if isinstance(exc, ConfigError):
-        return 413 if "rows, this one" in str(exc) else 409
+        return 413 if isinstance(exc, BatchTooLarge) else 409
     if isinstance(exc, DataError):
         return 400
     if isinstance(exc, ProtocolError):
