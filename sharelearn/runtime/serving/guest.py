@@ -253,6 +253,17 @@ class GuestService:
                     self.cache.put(keys[k], got[j])
         return np.stack([r for r in rows if r is not None]), unknown
 
+    def _all_partials(
+        self, scorer: GuestScorer, ids: Sequence[str], deadline: float
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Every host's partial results; in parallel when there are several hosts."""
+        if len(scorer.hosts) == 1:  # no thread hop for the common single-host case
+            return {h: self._host_partials(scorer, h, ids, deadline) for h in scorer.hosts}
+        futures = {
+            h: self._threads.submit(self._host_partials, scorer, h, ids, deadline) for h in scorer.hosts
+        }
+        return {h: _wait(f, h, self.config.deadline_s + 1.0) for h, f in futures.items()}
+
     def predict(
         self, ids: Sequence[str], features: Mapping[str, Sequence[float]], *, version: int | None = None
     ) -> Prediction:
@@ -265,10 +276,7 @@ class GuestService:
             scorer = self._pick(version)
             x = self._features(scorer, features, len(ids))
             deadline = start + self.config.deadline_s
-            futures = {
-                h: self._threads.submit(self._host_partials, scorer, h, ids, deadline) for h in scorer.hosts
-            }
-            results = {h: _wait(f, h, self.config.deadline_s + 1.0) for h, f in futures.items()}
+            results = self._all_partials(scorer, ids, deadline)
         except Exception:
             self.metrics.error(model, "request")
             raise
