@@ -29,7 +29,7 @@ from sharelearn.core.errors import (
     ProtocolError,
     SharelearnError,
 )
-from sharelearn.interfaces.cli import bench, certs, node, platform, run, tee
+from sharelearn.interfaces.cli import bench, certs, node, platform, run, serve, tee
 
 __all__ = ["EXIT_CODES", "app", "exit_code", "main"]
 
@@ -55,6 +55,8 @@ app.command("node")(node.node_command)
 app.add_typer(certs.app, name="certs")
 app.add_typer(tee.app, name="tee")
 platform.register(app, certs.app)
+app.add_typer(serve.serve_app, name="serve")
+app.add_typer(serve.serving_app, name="serving")
 app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
     bench.bench_command
 )
