@@ -44,6 +44,7 @@ __all__ = [
     "Message",
     "WireAudit",
     "byte_patterns",
+    "sample_leaks",
     "scan",
 ]
 
