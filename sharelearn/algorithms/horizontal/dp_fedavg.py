@@ -40,11 +40,11 @@ class DpConfig:
 
     def __post_init__(self) -> None:
         if not self.clip_norm > 0:
-            raise ConfigError(f"fedavg.dp_clip_norm must be > 0, got {self.clip_norm}")
+            raise ConfigError(f"fedavg.dp.clip_norm must be > 0, got {self.clip_norm}")
         if not self.noise_multiplier > 0:
-            raise ConfigError(f"fedavg.dp_noise_multiplier must be > 0, got {self.noise_multiplier}")
+            raise ConfigError(f"fedavg.dp.noise_multiplier must be > 0, got {self.noise_multiplier}")
         if not 0 < self.delta < 1:
-            raise ConfigError(f"fedavg.dp_delta must be in (0, 1), got {self.delta}")
+            raise ConfigError(f"fedavg.dp.delta must be in (0, 1), got {self.delta}")
 
 
 def clip_update(delta: F64Array, cfg: DpConfig) -> F64Array:

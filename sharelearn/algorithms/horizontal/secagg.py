@@ -53,7 +53,7 @@ round's clients in index order (the roster). Every client
 - reveals at most once per round, for each peer either the b-share or the s_sk-share, never both.
 With the default threshold (a strict majority) this holds against a malicious server alone; a
 server colluding with c clients needs t > (holders + c) / 2 (Bonawitz et al., Theorem 6.5), which
-the job sets with `fedavg.secagg_threshold`.
+the job sets with `fedavg.secagg.threshold`.
 What each role learns: the server, the sum over U3, the sets U1..U4, the roster and the vector
 length; a client, the roster, the public keys and certificates of its neighbours and the sets it
 is shown. Each masked input is uniform in Z_2^k to the server (one-time pad by PRG(b_u)) as long as
