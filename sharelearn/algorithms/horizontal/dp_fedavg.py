@@ -1,7 +1,7 @@
 """DP-FedAvg (McMahan et al. 2018): client-level clipping, server noise, per-round (epsilon, delta).
 
-Wiring around `fedavg`: with `dp_noise_multiplier` > 0 each client clips its model delta to L2 norm
-`dp_clip_norm` (`clip_update`) and counts with weight 1 (weighting by sample count would let one
+Wiring around `fedavg`: with `dp.noise_multiplier` > 0 each client clips its model delta to L2 norm
+`dp.clip_norm` (`clip_update`) and counts with weight 1 (weighting by sample count would let one
 client's influence exceed the clip); the server adds discrete Gaussian noise of std z C to each
 coordinate of the sum of clipped deltas, on a fixed grid (`crypto.dp.add_gaussian_noise`, safe in
 floating point), before dividing by the number of contributors (`noisy_average`), and charges the

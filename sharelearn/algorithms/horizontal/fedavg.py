@@ -599,21 +599,50 @@ def _policy(ctx: StepContext, params: FedAvgParams, length: int, round_index: in
     )
 
 
+def _client_spec(
+    ctx: StepContext, data: Dataset, trainer: ClientTrainer, server: PartyId
+) -> models.ModelSpec:
+    """Send this client's schema; receive and check the model description the server agreed."""
+    ctx.link.send(server, "info", schema.client_info(data, ctx.party))
+    spec = models.ModelSpec.from_meta(
+        codec.expect_type(ctx.link.recv(server, "spec"), dict, peer=server, tag="spec")
+    )
+    if spec.n_features != trainer.x.shape[1]:
+        raise DecodeError(
+            f"message 'spec' from {server!r}: feature count differs from the data", peer=server, tag="spec"
+        )
+    return spec
+
+
+def _send_update(
+    ctx: StepContext, params: FedAvgParams, rlink: Link, vector: F64Array, r: int, identity: Identity | None
+) -> int:
+    """Send one round's update vector (plain, or through secure aggregation); 1 if it counted."""
+    server, drop = _server(ctx), params.dropouts().get(ctx.party)
+    if identity is not None:  # secure aggregation
+        q = secagg.quantize(
+            vector,
+            frac_bits=params.secagg.frac_bits,
+            modulus_bits=params.secagg.modulus_bits,
+            max_summands=len(_clients(ctx)),
+            overwrite=True,
+        )
+        policy = _policy(ctx, params, q.size, r)
+        return secagg.run_secagg_client(
+            rlink.scope("sa"), server, q, identity=identity, policy=policy, drop_after=drop, overwrite=True
+        )
+    rlink.send(server, "update", None if drop is not None else vector)
+    return int(drop is None)
+
+
 def _run_client(ctx: StepContext, params: FedAvgParams) -> dict[str, Any]:
+    """A client's side: the server learns its update per round (or, under secagg, only the sum)."""
     if ctx.data is None:
         raise ConfigError(f"fedavg: client {ctx.party!r} has no data")
     server, link = _server(ctx), ctx.link
     trainer = ClientTrainer(ctx.party, ctx.data, params)
-    link.send(server, "info", schema.client_info(ctx.data, ctx.party))
-    trainer.spec = models.ModelSpec.from_meta(
-        codec.expect_type(link.recv(server, "spec"), dict, peer=server, tag="spec")
-    )
-    if trainer.spec.n_features != trainer.x.shape[1]:
-        raise DecodeError(
-            f"message 'spec' from {server!r}: feature count differs from the data", peer=server, tag="spec"
-        )
+    trainer.spec = _client_spec(ctx, ctx.data, trainer, server)
     size = models.num_params(trainer.spec)
-    drop = params.dropouts().get(ctx.party)
     identity = _identity(ctx) if params.secure_aggregation else None
     joined = 0
     for r in range(params.round_limit):
@@ -624,30 +653,7 @@ def _run_client(ctx: StepContext, params: FedAvgParams) -> dict[str, Any]:
             break  # the server's loss converged
         if not codec.expect_type(doc.get("selected"), bool, peer=server, tag="global"):
             continue
-        vector = trainer.update(weights, r)
-        if identity is not None:  # secure aggregation
-            n_sum = len(_clients(ctx))
-            q = secagg.quantize(
-                vector,
-                frac_bits=params.secagg.frac_bits,
-                modulus_bits=params.secagg.modulus_bits,
-                max_summands=n_sum,
-                overwrite=True,
-            )
-            joined += secagg.run_secagg_client(
-                rlink.scope("sa"),
-                server,
-                q,
-                identity=identity,
-                policy=_policy(ctx, params, q.size, r),
-                drop_after=drop,
-                overwrite=True,
-            )
-        elif drop is not None:
-            rlink.send(server, "update", None)
-        else:
-            rlink.send(server, "update", vector)
-            joined += 1
+        joined += _send_update(ctx, params, rlink, trainer.update(weights, r), r, identity)
         ctx.progress(f"round {r + 1}/{params.round_limit}: local update sent", {})
     doc = codec.expect_type(link.recv(server, "final"), dict, peer=server, tag="final")
     weights = codec.expect_array(doc.get("w"), peer=server, tag="final", dtype=np.float64, shape=(size,))

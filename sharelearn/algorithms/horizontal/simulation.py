@@ -1,7 +1,7 @@
 """Simulate many FedAvg clients on one machine, on a local Ray (`simulation: {compute: ray}`) or in-process.
 
 The clients run the same code as in a deployment (`fedavg.ClientTrainer` for local training and the
-`secagg` client stages), hosted by a pool of `ray_actors` Ray actors, each holding a share of the
+`secagg` client stages), hosted by a pool of `simulation.ray_actors` Ray actors, each holding a share of the
 virtual clients: Flower's virtual client engine does the same, since hundreds of OS processes would
 not fit on a laptop. The driver plays the server (`fedavg.ServerLoop` and the `secagg` server
 stages) and passes each stage's messages between server and clients, as the Link would.
@@ -341,7 +341,7 @@ def _secagg_round(
 
 
 def split_table(data: Dataset, params: FedAvgParams) -> tuple[dict[str, Dataset], Dataset]:
-    """Split a table into `simulate_clients` IID clients and a held-out test set (seeded)."""
+    """Split a table into `simulation.clients` IID clients and a held-out test set (seeded)."""
     n = len(data)
     order = np.random.default_rng([params.seed, 23]).permutation(n)
     n_test = max(1, int(n * params.simulation.test_fraction))
@@ -356,7 +356,7 @@ def split_table(data: Dataset, params: FedAvgParams) -> tuple[dict[str, Dataset]
 
 
 def run_simulation_step(ctx: StepContext, params: FedAvgParams) -> dict[str, Any]:
-    """`fedavg` with `compute: ray`: the server simulates `simulate_clients` clients from its table."""
+    """`fedavg` with `simulation: {compute: ray}`: the server simulates `simulation.clients` clients."""
     if ctx.role != "server":
         if ctx.role == "client":
             raise ConfigError(
