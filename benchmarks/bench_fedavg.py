@@ -18,7 +18,7 @@ Flower: when Flower's own venv exists (`.venv-flower`, made by `benchmarks/envs/
 `--flower-python PATH`), `benchmarks/flower_workload.py` runs there as a subprocess after our runs,
 on the same workload (same data split, MLP, rounds, local epoch, batch, learning rate, weighting
 and server-side test AUC; Flower's Ray simulation with one CPU per client and as many CPUs as our
-run uses: 1 for `--compute local`, `ray_cpus` for `--compute ray`), twice per row: plain FedAvg,
+run uses: 1 for `--compute local`, `simulation.ray_cpus` for `--compute ray`), twice per row: plain FedAvg,
 then under Flower's own SecAgg+ with S = our share holders per client (neighbours + itself; n for
 the full graph) and T = our threshold t (both from `secagg_config`), the same client leaving after
 sharing its keys every round. `flower_ratio` = our plain round time / Flower's (its steady rounds:
@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from sharelearn.algorithms.horizontal.fedavg import FedAvgParams, baseline_fedavg, secagg_config
+from sharelearn.algorithms.horizontal.options import SecAggOptions, SimulationOptions
 from sharelearn.algorithms.horizontal.simulation import simulate
 from sharelearn.runtime.data import PartyData
 from sharelearn.testing.steps import load_csv
@@ -70,15 +71,17 @@ def _params(secure: bool, n: int, rounds: int, neighbours: int, compute: str) ->
         learning_rate=0.05,
         batch_size=64,
         secure_aggregation=secure,
-        secagg_neighbours=neighbours if neighbours < n - 1 else 0,
         # Z_2^32 as Flower's SecAgg+ default; 16 fractional bits leave room for 100 summands.
-        secagg_modulus_bits=32,
-        secagg_frac_bits=16,
+        secagg=SecAggOptions(
+            neighbours=neighbours if neighbours < n - 1 else 0, modulus_bits=32, frac_bits=16
+        ),
         # The same client leaves every round in both runs (after sharing its keys, under secagg).
         simulate_dropouts=("c0001:share",) if secure else ("c0001:update",),
-        compute=compute,
-        ray_cpus=os.cpu_count() or 2,
-        ray_actors=os.cpu_count() or 2,
+        simulation=SimulationOptions(
+            compute="ray" if compute == "ray" else "local",
+            ray_cpus=os.cpu_count() or 2,
+            ray_actors=os.cpu_count() or 2,
+        ),
     )
 
 

@@ -97,8 +97,8 @@ def _check_ss_lr(roles: Mapping[str, str], data: Sequence[str], params: Any, ear
 
 def _check_fedavg(roles: Mapping[str, str], data: Sequence[str], params: Any, earlier: Sequence[str]) -> None:
     _exactly("fedavg", roles, "server")
-    if not _with(roles, "client") and not getattr(params, "simulate_clients", 0):
-        raise ConfigError("fedavg needs at least one party with role client (or simulate_clients)")
+    if not _with(roles, "client") and getattr(params, "compute", "local") != "ray":
+        raise ConfigError("fedavg needs at least one party with role client (or simulation: {compute: ray})")
     if vertical := [p for p in roles if roles[p] in ("guest", "host")]:
         raise ConfigError(f"fedavg runs between a server and clients; {vertical} have vertical roles")
 

@@ -578,6 +578,8 @@ def _typed_fields(doc: _Doc, path: KeyPath, cls: type, params: dict[str, Any]) -
                 (*path, key),
                 "unknown parameter 'workers': set a party's cores in its `compute: {workers: N}`",
             )
+        if key not in fields and key in getattr(cls, "RENAMED", {}):
+            raise doc.error((*path, key), f"parameter {key!r} is now written {cls.RENAMED[key]}")  # type: ignore[attr-defined]
         if key not in fields:
             expected = f"expected one of {', '.join(fields)}" if fields else "this step takes none"
             raise doc.error((*path, key), f"unknown parameter {key!r}; {expected}")

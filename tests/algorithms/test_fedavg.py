@@ -15,6 +15,7 @@ from sharelearn.algorithms.horizontal.fedavg import (
     baseline_fedavg,
     load_fedavg_model,
 )
+from sharelearn.algorithms.horizontal.options import SecAggOptions
 from sharelearn.algorithms.package import load_package
 from sharelearn.core.errors import ConfigError, DataError, PartyFailed
 from sharelearn.testing.steps import dataset, load_csv, run_steps
@@ -85,7 +86,10 @@ def test_secure_fedavg_tolerates_a_client_dropping_every_round(tmp_path: Path) -
     parties = _homo("breast_homo", ("guest", "host"))
     parties["extra"] = ("client", load_csv(DATA / "breast_homo_guest.csv", label="y"))
     params = FedAvgParams(
-        rounds=3, secure_aggregation=True, secagg_threshold=2, simulate_dropouts=("extra:share",)
+        rounds=3,
+        secure_aggregation=True,
+        secagg=SecAggOptions(threshold=2),
+        simulate_dropouts=("extra:share",),
     )
 
     out = _run(parties, params, tmp_path)

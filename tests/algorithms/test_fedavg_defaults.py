@@ -17,6 +17,7 @@ from sklearn.model_selection import train_test_split
 
 from sharelearn.algorithms.evaluation import EvaluateParams
 from sharelearn.algorithms.horizontal.fedavg import FedAvgParams
+from sharelearn.algorithms.horizontal.options import ServerOptions
 from sharelearn.algorithms.horizontal.server_opt import Convergence, ServerOptimizer
 from sharelearn.core.errors import ConfigError
 from sharelearn.runtime.data import PartyData
@@ -62,11 +63,11 @@ def test_default_fedavg_reaches_pooled_sklearn_within_001_auc(name: str, seed: i
 @pytest.mark.parametrize("kind", ["adam", "yogi"])
 def test_fedadam_and_fedyogi_converge_and_explicit_rounds_run_exactly(kind: str, tmp_path: Path) -> None:
     parties, reference = _split("breast", 0)
-    params = FedAvgParams(server_optimizer=kind, server_learning_rate=0.1)
+    params = FedAvgParams(server=ServerOptions(optimizer=kind, learning_rate=0.1))
     steps = [("fedavg", params), ("evaluate", EvaluateParams(plots=False))]
     out = run_steps(parties, steps, tmp_path / "auto", timeout=120).parties["agg"].outputs
     assert out["evaluate"]["auc"] >= reference - 0.01 and out["fedavg"]["converged"] is True
-    fixed = FedAvgParams(rounds=7, server_optimizer=kind, server_learning_rate=0.1)
+    fixed = FedAvgParams(rounds=7, server=ServerOptions(optimizer=kind, learning_rate=0.1))
     run = run_steps(parties, [("fedavg", fixed)], tmp_path / "fixed", timeout=120)
     assert run.parties["agg"].outputs["fedavg"]["rounds"] == 7
     assert run.parties["c0"].outputs["fedavg"]["rounds_joined"] == 7
@@ -83,7 +84,7 @@ def test_server_optimiser_steps_follow_reddi_et_al() -> None:
     yogi = ServerOptimizer("yogi", 1.0, 0.9, 0.99, 1e-3)
     v_yogi = 1e-6 - 0.01 * delta**2 * np.sign(1e-6 - delta**2)
     assert np.allclose(yogi.step(w, delta), m / (np.sqrt(v_yogi) + 1e-3))
-    with pytest.raises(ConfigError, match="server_optimizer"):
-        FedAvgParams(server_optimizer="lamb")
+    with pytest.raises(ConfigError, match="server.optimizer"):
+        FedAvgParams(server=ServerOptions(optimizer="lamb"))  # type: ignore[arg-type]
     stop = Convergence(patience=2, tolerance=0.01)
     assert [stop.done(x) for x in (1.0, 0.5, 0.3, 0.299, 0.2985)] == [False, False, False, False, True]

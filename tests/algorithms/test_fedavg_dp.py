@@ -10,6 +10,7 @@ import pytest
 from sharelearn.algorithms.evaluation import EvaluateParams
 from sharelearn.algorithms.horizontal.dp_fedavg import DpConfig, clip_update, noisy_average
 from sharelearn.algorithms.horizontal.fedavg import FedAvgParams, load_fedavg_model
+from sharelearn.algorithms.horizontal.options import DpOptions
 from sharelearn.algorithms.horizontal.simulation import simulate
 from sharelearn.algorithms.package import load_package
 from sharelearn.core.errors import ConfigError
@@ -29,7 +30,7 @@ def test_dp_fedavg_reports_the_budget_per_round_and_its_accuracy_cost(tmp_path: 
     plain = simulate(FedAvgParams(**common), clients, test, compute="local").outputs
     private = simulate(
         FedAvgParams(
-            **common, dp_noise_multiplier=1.0, dp_clip_norm=0.5, dp_delta=1e-4, secure_aggregation=True
+            **common, dp=DpOptions(noise_multiplier=1.0, clip_norm=0.5, delta=1e-4), secure_aggregation=True
         ),
         clients,
         test,
@@ -53,7 +54,7 @@ def test_dp_fedavg_step_puts_epsilon_in_the_output_and_model(tmp_path: Path) -> 
         "guest": ("client", load_csv(DATA / "breast_homo_guest.csv", label="y")),
         "host": ("client", load_csv(DATA / "breast_homo_host.csv", label="y")),
     }
-    params = FedAvgParams(rounds=3, dp_noise_multiplier=2.0, dp_clip_norm=1.0)
+    params = FedAvgParams(rounds=3, dp=DpOptions(noise_multiplier=2.0, clip_norm=1.0))
 
     run = run_steps(parties, [("fedavg", params), ("evaluate", EvaluateParams(plots=False))], tmp_path)
 
@@ -72,10 +73,10 @@ def test_clipping_and_noise_follow_the_config() -> None:
     assert np.isclose(np.linalg.norm(clipped), 1.0)
     avg = noisy_average(np.zeros(50_000), 4, cfg, SeededRng(0))
     assert abs(float(avg.std()) - 0.5 / 4) < 0.005
-    with pytest.raises(ConfigError, match="dp_noise_multiplier"):
+    with pytest.raises(ConfigError, match="dp.noise_multiplier"):
         DpConfig(clip_norm=1.0, noise_multiplier=0.0)
-    with pytest.raises(ConfigError, match="dp_clip_norm"):
-        FedAvgParams(dp_noise_multiplier=1.0, dp_clip_norm=-1.0)
+    with pytest.raises(ConfigError, match="dp.clip_norm"):
+        FedAvgParams(dp=DpOptions(noise_multiplier=1.0, clip_norm=-1.0))
 
 
 def _breast_clients(folder: Path) -> tuple[dict[str, object], object]:
@@ -98,7 +99,7 @@ def _breast_clients(folder: Path) -> tuple[dict[str, object], object]:
 
 def test_dp_noise_is_fresh_in_every_run_not_drawn_from_the_job_seed(tmp_path: Path) -> None:
     clients, test = _breast_clients(tmp_path)
-    params = FedAvgParams(rounds=1, seed=5, dp_noise_multiplier=1.0, dp_clip_norm=1.0)
+    params = FedAvgParams(rounds=1, seed=5, dp=DpOptions(noise_multiplier=1.0, clip_norm=1.0))
     plain = FedAvgParams(rounds=1, seed=5)
 
     first = simulate(params, clients, test, compute="local").model.weights  # type: ignore[arg-type]

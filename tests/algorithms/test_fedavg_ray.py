@@ -8,6 +8,7 @@ import pytest
 
 from sharelearn.algorithms.evaluation import EvaluateParams
 from sharelearn.algorithms.horizontal.fedavg import FedAvgParams, baseline_fedavg, infer_spec
+from sharelearn.algorithms.horizontal.options import SecAggOptions, SimulationOptions
 from sharelearn.algorithms.horizontal.simulation import ClientPool, simulate
 from sharelearn.testing.steps import load_csv, run_steps
 
@@ -23,15 +24,12 @@ def test_hundred_clients_on_ray_with_secure_aggregation_run_three_rounds(tmp_pat
     params = FedAvgParams(
         rounds=3,
         secure_aggregation=True,
-        secagg_neighbours=8,
+        secagg=SecAggOptions(neighbours=8),
         simulate_dropouts=("sim_0007:share", "sim_0042:masked"),
-        compute="ray",
-        simulate_clients=100,
-        ray_cpus=2,
-        ray_actors=2,
+        simulation=SimulationOptions(compute="ray", clients=100, ray_cpus=2, ray_actors=2),
     )
 
-    # The `fedavg` step with compute: ray: the server splits its table into 100 simulated clients.
+    # `fedavg` with simulation: {compute: ray}: the server splits its table into 100 simulated clients.
     run = run_steps(
         {"agg": ("server", table)}, [("fedavg", params), ("evaluate", EvaluateParams())], tmp_path
     )

@@ -22,7 +22,7 @@ randomness *inside* a party's part, and the tests say which field and why:
   (2^-frac_bits) with a probability set by the shares' randomness, which must be fresh; the
   revealed weights and scores agree to within that rounding, and are compared with a tolerance
   derived from it (epochs x batches x 2^-frac_bits), not bit for bit.
-- fedavg with DP noise (`dp_noise_multiplier > 0`) draws its noise from the OS CSPRNG on purpose
+- fedavg with DP noise (`dp: {noise_multiplier: > 0}`) draws its noise from the OS CSPRNG on purpose
   (tests/algorithms/test_fedavg_dp.py); without DP, secure aggregation's masks cancel exactly and
   the model is bit-identical, which is what is tested here.
 """

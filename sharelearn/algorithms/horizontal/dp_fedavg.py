@@ -1,7 +1,7 @@
 """DP-FedAvg (McMahan et al. 2018): client-level clipping, server noise, per-round (epsilon, delta).
 
-Wiring around `fedavg`: with `dp_noise_multiplier` > 0 each client clips its model delta to L2 norm
-`dp_clip_norm` (`clip_update`) and counts with weight 1 (weighting by sample count would let one
+Wiring around `fedavg`: with `dp.noise_multiplier` > 0 each client clips its model delta to L2 norm
+`dp.clip_norm` (`clip_update`) and counts with weight 1 (weighting by sample count would let one
 client's influence exceed the clip); the server adds discrete Gaussian noise of std z C to each
 coordinate of the sum of clipped deltas, on a fixed grid (`crypto.dp.add_gaussian_noise`, safe in
 floating point), before dividing by the number of contributors (`noisy_average`), and charges the
@@ -40,11 +40,11 @@ class DpConfig:
 
     def __post_init__(self) -> None:
         if not self.clip_norm > 0:
-            raise ConfigError(f"fedavg.dp_clip_norm must be > 0, got {self.clip_norm}")
+            raise ConfigError(f"fedavg.dp.clip_norm must be > 0, got {self.clip_norm}")
         if not self.noise_multiplier > 0:
-            raise ConfigError(f"fedavg.dp_noise_multiplier must be > 0, got {self.noise_multiplier}")
+            raise ConfigError(f"fedavg.dp.noise_multiplier must be > 0, got {self.noise_multiplier}")
         if not 0 < self.delta < 1:
-            raise ConfigError(f"fedavg.dp_delta must be in (0, 1), got {self.delta}")
+            raise ConfigError(f"fedavg.dp.delta must be in (0, 1), got {self.delta}")
 
 
 def clip_update(delta: F64Array, cfg: DpConfig) -> F64Array:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -35,7 +35,15 @@ from sharelearn.algorithms.context import BaselineData, Dataset, StepContext, St
 from sharelearn.algorithms.horizontal import models, schema, secagg
 from sharelearn.algorithms.horizontal.dp_fedavg import DpConfig, DpTracker, clip_update, noisy_average
 from sharelearn.algorithms.horizontal.identity import Identity
-from sharelearn.algorithms.horizontal.server_opt import SERVER_OPTIMIZERS, Convergence, ServerOptimizer
+from sharelearn.algorithms.horizontal.options import (
+    RENAMED,
+    Compute,
+    DpOptions,
+    SecAggOptions,
+    ServerOptions,
+    SimulationOptions,
+)
+from sharelearn.algorithms.horizontal.server_opt import Convergence, ServerOptimizer
 from sharelearn.algorithms.metrics import metrics_for
 from sharelearn.algorithms.package import ModelPackage, publish_model
 from sharelearn.core import codec
@@ -46,9 +54,13 @@ from sharelearn.core.types import F64Array, PartyId
 __all__ = [
     "FEDAVG_STEP",
     "ClientTrainer",
+    "DpOptions",
     "FedAvgModel",
     "FedAvgParams",
+    "SecAggOptions",
     "ServerLoop",
+    "ServerOptions",
+    "SimulationOptions",
     "baseline_fedavg",
     "infer_spec",
     "load_fedavg_model",
@@ -71,9 +83,6 @@ class FedAvgParams:
         rounds: federated rounds; 0 (the default) = until the training loss converges
             (`stop_patience` rounds without a relative improvement of `stop_tolerance`), at most
             `max_rounds`.
-        server_optimizer: "sgd" (FedAvg: w += server_learning_rate * mean update), "adam"
-            (FedAdam) or "yogi" (FedYogi), Reddi et al. 2021; `server_beta1`, `server_beta2`,
-            `server_tau` their moments' decay and the adaptivity floor.
         local_epochs / batch_size / learning_rate / optimizer / momentum / weight_decay: local training.
         proximal_mu: FedProx proximal coefficient (0 = plain FedAvg).
         keep_optimizer_state: torch models: each client keeps its optimiser state (Adam moments,
@@ -85,36 +94,28 @@ class FedAvgParams:
         seed: seed of the initial model, the client sampling and the local shuffles.
         validation_fraction: rows each client holds out; the global model's loss on them is
             aggregated every round (history "client_val_loss").
-        secure_aggregation: sum the updates with Bonawitz et al. secure aggregation.
-        secagg_threshold: t; 0 = a majority of each client's share holders.
-        secagg_neighbours: 0 = full graph; else SecAgg+ with this many neighbours per client.
-        secagg_modulus_bits / secagg_frac_bits: Z_2^k and the fixed-point scale of the updates.
-        stage_timeout_s: a client silent this long in a secure-aggregation stage counts as dropped.
-        dp_noise_multiplier: > 0 turns on DP-FedAvg (noise std z * dp_clip_norm on the sum).
-        dp_clip_norm / dp_delta: the clipping bound and the delta of the reported epsilon.
+        secure_aggregation: sum the updates with Bonawitz et al. secure aggregation, configured by
+            `secagg` (`SecAggOptions`).
+        dp: DP-FedAvg (`DpOptions`; `noise_multiplier` > 0 turns it on).
+        simulation: where the clients run (`SimulationOptions`: `compute: ray` simulates them).
+        server: the server optimiser (`ServerOptions`).
         simulate_dropouts: TEST/SIMULATION KNOB: "client:stage" items; that client leaves every
             round after `stage` ("advertise", "share", "masked" with secure aggregation; "update"
             (sends no update) without).
-        compute: "local" (clients are the job's parties) or "ray" (simulation: the server's own
-            table is split into `simulate_clients` clients run on a local Ray).
-        simulate_clients / simulation_test_fraction / ray_cpus / ray_actors: the Ray simulation.
     """
 
-    model: str = "logistic"
-    task: str = "auto"
+    RENAMED: ClassVar[Mapping[str, str]] = RENAMED
+
+    model: Literal["logistic", "linear", "mlp", "cnn"] = "logistic"
+    task: Literal["auto", "binary", "multiclass", "regression"] = "auto"
     rounds: int = 0
     max_rounds: int = 300
     stop_patience: int = 5
     stop_tolerance: float = 1e-3
-    server_optimizer: str = "sgd"
-    server_learning_rate: float = 1.0
-    server_beta1: float = 0.9
-    server_beta2: float = 0.99
-    server_tau: float = 1e-3
     local_epochs: int = 1
     batch_size: int = 64
     learning_rate: float = 0.1
-    optimizer: str = "sgd"
+    optimizer: Literal["sgd", "adam"] = "sgd"
     momentum: float = 0.0
     weight_decay: float = 0.0
     proximal_mu: float = 0.0
@@ -126,20 +127,11 @@ class FedAvgParams:
     seed: int = 0
     validation_fraction: float = 0.0
     secure_aggregation: bool = False
-    secagg_threshold: int = 0
-    secagg_neighbours: int = 0
-    secagg_modulus_bits: int = 64
-    secagg_frac_bits: int = 24
-    stage_timeout_s: float = 60.0
-    dp_noise_multiplier: float = 0.0
-    dp_clip_norm: float = 1.0
-    dp_delta: float = 1e-5
+    secagg: SecAggOptions = field(default_factory=SecAggOptions)
+    dp: DpOptions = field(default_factory=DpOptions)
+    simulation: SimulationOptions = field(default_factory=SimulationOptions)
+    server: ServerOptions = field(default_factory=ServerOptions)
     simulate_dropouts: tuple[str, ...] = ()
-    compute: str = "local"
-    simulate_clients: int = 100
-    simulation_test_fraction: float = 0.2
-    ray_cpus: int = 2
-    ray_actors: int = 2
 
     def __post_init__(self) -> None:
         if self.model not in models.MODELS:
@@ -155,39 +147,39 @@ class FedAvgParams:
             raise ConfigError(f"fedavg.rounds must be in 0..1000000 (0 = until converged), got {self.rounds}")
         if self.stop_patience < 1 or not self.stop_tolerance >= 0:
             raise ConfigError("fedavg.stop_patience must be >= 1 and fedavg.stop_tolerance >= 0")
-        self.server_opt()
         if not self.learning_rate > 0:
             raise ConfigError(f"fedavg.learning_rate must be > 0, got {self.learning_rate}")
         if self.optimizer not in models.OPTIMIZERS:
             raise ConfigError(
                 f"fedavg.optimizer must be one of {', '.join(models.OPTIMIZERS)}, got {self.optimizer!r}"
             )
-        for name in ("momentum", "weight_decay", "proximal_mu", "dp_noise_multiplier"):
+        for name in ("momentum", "weight_decay", "proximal_mu"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"fedavg.{name} must be >= 0, got {getattr(self, name)}")
         if not 0 < self.fraction <= 1:
             raise ConfigError(f"fedavg.fraction must be in (0, 1], got {self.fraction}")
         if not 0 <= self.validation_fraction < 1:
             raise ConfigError(f"fedavg.validation_fraction must be in [0, 1), got {self.validation_fraction}")
-        if not 1 <= self.secagg_modulus_bits <= 64:
-            raise ConfigError(f"fedavg.secagg_modulus_bits must be in 1..64, got {self.secagg_modulus_bits}")
-        if not 0 <= self.secagg_frac_bits < self.secagg_modulus_bits - 1:
-            raise ConfigError("fedavg.secagg_frac_bits must be in 0..secagg_modulus_bits-2")
-        if self.secagg_threshold < 0 or self.secagg_neighbours < 0:
-            raise ConfigError("fedavg.secagg_threshold and fedavg.secagg_neighbours must be >= 0")
-        if not self.stage_timeout_s > 0:
-            raise ConfigError(f"fedavg.stage_timeout_s must be > 0, got {self.stage_timeout_s}")
-        if self.dp_noise_multiplier > 0:
-            self.dp_config()
-        if self.compute not in ("local", "ray"):
-            raise ConfigError(f"fedavg.compute must be 'local' or 'ray', got {self.compute!r}")
-        if not 2 <= self.simulate_clients <= 100_000:
-            raise ConfigError(f"fedavg.simulate_clients must be in 2..100000, got {self.simulate_clients}")
-        if not 0 < self.simulation_test_fraction < 1:
-            raise ConfigError("fedavg.simulation_test_fraction must be in (0, 1)")
-        if self.ray_cpus < 1 or self.ray_actors < 1:
-            raise ConfigError("fedavg.ray_cpus and fedavg.ray_actors must be >= 1")
+        self._check_groups()
         self.dropouts()
+
+    def _check_groups(self) -> None:
+        """Each option group is its own type (a mapping in a Python call is a mistake, not a spelling)."""
+        for name, kind in (
+            ("secagg", SecAggOptions),
+            ("dp", DpOptions),
+            ("simulation", SimulationOptions),
+            ("server", ServerOptions),
+        ):
+            if not isinstance(getattr(self, name), kind):
+                raise ConfigError(
+                    f"fedavg.{name} must be a {kind.__name__}, got {type(getattr(self, name)).__name__}"
+                )
+
+    @property
+    def compute(self) -> Compute:
+        """`simulation.compute`: "local" or "ray"."""
+        return self.simulation.compute
 
     @property
     def round_limit(self) -> int:
@@ -196,19 +188,13 @@ class FedAvgParams:
 
     def server_opt(self) -> ServerOptimizer:
         """A fresh server optimiser as configured."""
-        kind = self.server_optimizer
-        if kind not in SERVER_OPTIMIZERS:
-            raise ConfigError(
-                f"fedavg.server_optimizer must be one of {', '.join(SERVER_OPTIMIZERS)}, got {kind!r}"
-            )
-        return ServerOptimizer(
-            kind, self.server_learning_rate, self.server_beta1, self.server_beta2, self.server_tau
-        )
+        o = self.server
+        return ServerOptimizer(o.optimizer, o.learning_rate, o.beta1, o.beta2, o.tau)
 
     def dp_config(self) -> DpConfig | None:
-        if self.dp_noise_multiplier == 0:
+        if not self.dp.enabled:
             return None
-        return DpConfig(self.dp_clip_norm, self.dp_noise_multiplier, self.dp_delta)
+        return DpConfig(self.dp.clip_norm, self.dp.noise_multiplier, self.dp.delta)
 
     def dropouts(self) -> dict[str, str]:
         """client -> stage of the `simulate_dropouts` knob."""
@@ -425,7 +411,7 @@ def infer_spec(
     if len(widths) != 1:
         detail = ", ".join(f"{n}: {int(i['n_features'])}" for n, i in zip(names, infos, strict=True))
         raise DataError(f"fedavg: clients disagree on the number of features ({detail})")
-    task = params.task
+    task: str = params.task
     if task == "auto":
         task = "regression" if params.model == "linear" else "classification"
     n_classes = 1
@@ -451,16 +437,16 @@ def infer_spec(
 
 def secagg_config(params: FedAvgParams, n: int, length: int, round_index: int) -> secagg.SecAggConfig:
     """The round's secure-aggregation parameters (threshold 0 = majority of share holders)."""
-    neighbours = params.secagg_neighbours if params.secagg_neighbours < n - 1 else 0
-    probe = secagg.SecAggConfig(n, 2, length, params.secagg_modulus_bits, neighbours, bytes(32), round_index)
-    threshold = params.secagg_threshold or probe.holders // 2 + 1
+    neighbours = params.secagg.neighbours if params.secagg.neighbours < n - 1 else 0
+    probe = secagg.SecAggConfig(n, 2, length, params.secagg.modulus_bits, neighbours, bytes(32), round_index)
+    threshold = params.secagg.threshold or probe.holders // 2 + 1
     if threshold > probe.holders:
         raise ConfigError(
-            f"fedavg.secagg_threshold {threshold} exceeds the {probe.holders} share holders per client"
+            f"fedavg.secagg.threshold {threshold} exceeds the {probe.holders} share holders per client"
         )
     seed = np.random.default_rng([params.seed, round_index, 13]).bytes(32)
     return secagg.SecAggConfig(
-        n, threshold, length, params.secagg_modulus_bits, neighbours, seed, round_index
+        n, threshold, length, params.secagg.modulus_bits, neighbours, seed, round_index
     )
 
 
@@ -544,10 +530,10 @@ def _server_round(
     if params.secure_aggregation:
         cfg = secagg_config(params, len(members), length, r)
         result = secagg.run_secagg_server(
-            rlink.scope("sa"), members, cfg, stage_timeout=params.stage_timeout_s
+            rlink.scope("sa"), members, cfg, stage_timeout=params.secagg.stage_timeout_s
         )
         total = secagg.dequantize(
-            result.total, frac_bits=params.secagg_frac_bits, modulus_bits=cfg.modulus_bits
+            result.total, frac_bits=params.secagg.frac_bits, modulus_bits=cfg.modulus_bits
         )
         return total, [m for m in members if m not in result.survivors]
     total = np.zeros(length, dtype=np.float64)
@@ -586,9 +572,9 @@ def _summary(
             out[key] = round(values[-1], 6)
     if loop.dp is not None:
         out["dp_epsilon"] = round(loop.dp.epsilons[-1], 6)
-        out["dp_delta"] = params.dp_delta
-        out["dp_noise_multiplier"] = params.dp_noise_multiplier
-        out["dp_clip_norm"] = params.dp_clip_norm
+        out["dp_delta"] = params.dp.delta
+        out["dp_noise_multiplier"] = params.dp.noise_multiplier
+        out["dp_clip_norm"] = params.dp.clip_norm
     if path is not None:
         out["model_path"] = str(path)
     return out
@@ -613,21 +599,50 @@ def _policy(ctx: StepContext, params: FedAvgParams, length: int, round_index: in
     )
 
 
+def _client_spec(
+    ctx: StepContext, data: Dataset, trainer: ClientTrainer, server: PartyId
+) -> models.ModelSpec:
+    """Send this client's schema; receive and check the model description the server agreed."""
+    ctx.link.send(server, "info", schema.client_info(data, ctx.party))
+    spec = models.ModelSpec.from_meta(
+        codec.expect_type(ctx.link.recv(server, "spec"), dict, peer=server, tag="spec")
+    )
+    if spec.n_features != trainer.x.shape[1]:
+        raise DecodeError(
+            f"message 'spec' from {server!r}: feature count differs from the data", peer=server, tag="spec"
+        )
+    return spec
+
+
+def _send_update(
+    ctx: StepContext, params: FedAvgParams, rlink: Link, vector: F64Array, r: int, identity: Identity | None
+) -> int:
+    """Send one round's update vector (plain, or through secure aggregation); 1 if it counted."""
+    server, drop = _server(ctx), params.dropouts().get(ctx.party)
+    if identity is not None:  # secure aggregation
+        q = secagg.quantize(
+            vector,
+            frac_bits=params.secagg.frac_bits,
+            modulus_bits=params.secagg.modulus_bits,
+            max_summands=len(_clients(ctx)),
+            overwrite=True,
+        )
+        policy = _policy(ctx, params, q.size, r)
+        return secagg.run_secagg_client(
+            rlink.scope("sa"), server, q, identity=identity, policy=policy, drop_after=drop, overwrite=True
+        )
+    rlink.send(server, "update", None if drop is not None else vector)
+    return int(drop is None)
+
+
 def _run_client(ctx: StepContext, params: FedAvgParams) -> dict[str, Any]:
+    """A client's side: the server learns its update per round (or, under secagg, only the sum)."""
     if ctx.data is None:
         raise ConfigError(f"fedavg: client {ctx.party!r} has no data")
     server, link = _server(ctx), ctx.link
     trainer = ClientTrainer(ctx.party, ctx.data, params)
-    link.send(server, "info", schema.client_info(ctx.data, ctx.party))
-    trainer.spec = models.ModelSpec.from_meta(
-        codec.expect_type(link.recv(server, "spec"), dict, peer=server, tag="spec")
-    )
-    if trainer.spec.n_features != trainer.x.shape[1]:
-        raise DecodeError(
-            f"message 'spec' from {server!r}: feature count differs from the data", peer=server, tag="spec"
-        )
+    trainer.spec = _client_spec(ctx, ctx.data, trainer, server)
     size = models.num_params(trainer.spec)
-    drop = params.dropouts().get(ctx.party)
     identity = _identity(ctx) if params.secure_aggregation else None
     joined = 0
     for r in range(params.round_limit):
@@ -638,30 +653,7 @@ def _run_client(ctx: StepContext, params: FedAvgParams) -> dict[str, Any]:
             break  # the server's loss converged
         if not codec.expect_type(doc.get("selected"), bool, peer=server, tag="global"):
             continue
-        vector = trainer.update(weights, r)
-        if identity is not None:  # secure aggregation
-            n_sum = len(_clients(ctx))
-            q = secagg.quantize(
-                vector,
-                frac_bits=params.secagg_frac_bits,
-                modulus_bits=params.secagg_modulus_bits,
-                max_summands=n_sum,
-                overwrite=True,
-            )
-            joined += secagg.run_secagg_client(
-                rlink.scope("sa"),
-                server,
-                q,
-                identity=identity,
-                policy=_policy(ctx, params, q.size, r),
-                drop_after=drop,
-                overwrite=True,
-            )
-        elif drop is not None:
-            rlink.send(server, "update", None)
-        else:
-            rlink.send(server, "update", vector)
-            joined += 1
+        joined += _send_update(ctx, params, rlink, trainer.update(weights, r), r, identity)
         ctx.progress(f"round {r + 1}/{params.round_limit}: local update sent", {})
     doc = codec.expect_type(link.recv(server, "final"), dict, peer=server, tag="final")
     weights = codec.expect_array(doc.get("w"), peer=server, tag="final", dtype=np.float64, shape=(size,))

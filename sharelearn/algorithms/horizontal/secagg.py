@@ -53,7 +53,7 @@ round's clients in index order (the roster). Every client
 - reveals at most once per round, for each peer either the b-share or the s_sk-share, never both.
 With the default threshold (a strict majority) this holds against a malicious server alone; a
 server colluding with c clients needs t > (holders + c) / 2 (Bonawitz et al., Theorem 6.5), which
-the job sets with `fedavg.secagg_threshold`.
+the job sets with `fedavg.secagg.threshold`.
 What each role learns: the server, the sum over U3, the sets U1..U4, the roster and the vector
 length; a client, the roster, the public keys and certificates of its neighbours and the sets it
 is shown. Each masked input is uniform in Z_2^k to the server (one-time pad by PRG(b_u)) as long as
@@ -628,22 +628,9 @@ def client_share_keys(state: ClientState, routed: Wire, *, peer: str = "server")
     return {"to": np.asarray(members, dtype=np.int64), "sealed": sealed}
 
 
-def client_masked_input(
-    state: ClientState,
-    routed: Wire,
-    x: npt.NDArray[np.unsignedinteger[Any]],
-    *,
-    peer: str = "server",
-    overwrite: bool = False,
-) -> npt.NDArray[np.unsignedinteger[Any]]:
-    """Stage 3: keep the sealed shares addressed to me; return y = x + self mask +- pairwise masks.
-
-    y is a vector in Z_2^k of uint32 words when k <= 32 (half the upload), else of uint64 words.
-    `overwrite`: x is the caller's to lose (as `quantize` returns it): mask it in place when it
-    already has y's word type instead of copying it.
-    """
+def _accept_shares(state: ClientState, routed: Wire, peer: str) -> list[int]:
+    """Keep the sealed shares routed to me (from my advertised neighbours only); return their senders."""
     tag = "secagg/shares_routed"
-    cfg = state.cfg
     doc = codec.expect_type(routed, dict, peer=peer, tag=tag)
     frm = codec.expect_array(doc.get("from"), peer=peer, tag=tag, dtype=np.int64, shape=(None,))
     sealed = codec.expect_array(
@@ -659,13 +646,39 @@ def client_masked_input(
     raw, w = sealed.tobytes(), _SEALED_BYTES
     state.sealed = {u: raw[r * w : r * w + w] for r, u in enumerate(senders)}
     state.u2 = frozenset(senders)
-    _check_quorum(len(senders) + 1, cfg, f"of client {state.index}'s share holders sent shares")
+    _check_quorum(len(senders) + 1, state.cfg, f"of client {state.index}'s share holders sent shares")
+    return senders
+
+
+def _checked_input(
+    cfg: SecAggConfig, x: npt.NDArray[np.unsignedinteger[Any]]
+) -> npt.NDArray[np.unsignedinteger[Any]]:
     values: npt.NDArray[np.unsignedinteger[Any]] = np.asarray(x)
     if values.dtype not in (np.uint64, _word(cfg.modulus_bits)) or values.shape != (cfg.length,):
         raise ConfigError(
             f"secagg input must be a vector of {cfg.length} words of Z_2^{cfg.modulus_bits} "
             f"({_word(cfg.modulus_bits)} or uint64, as `quantize` makes), got {values.dtype} {values.shape}"
         )
+    return values
+
+
+def client_masked_input(
+    state: ClientState,
+    routed: Wire,
+    x: npt.NDArray[np.unsignedinteger[Any]],
+    *,
+    peer: str = "server",
+    overwrite: bool = False,
+) -> npt.NDArray[np.unsignedinteger[Any]]:
+    """Stage 3: keep the sealed shares addressed to me; return y = x + self mask +- pairwise masks.
+
+    y is a vector in Z_2^k of uint32 words when k <= 32 (half the upload), else of uint64 words.
+    `overwrite`: x is the caller's to lose (as `quantize` returns it): mask it in place when it
+    already has y's word type instead of copying it.
+    """
+    cfg = state.cfg
+    senders = _accept_shares(state, routed, peer)
+    values = _checked_input(cfg, x)
     adder = _mask_adder(cfg.length, cfg.modulus_bits)
     # Words of uint32 (k <= 32) or uint64 wrap modulo 2^32 / 2^64, multiples of 2^k.
     y: npt.NDArray[np.unsignedinteger[Any]] = values

@@ -1,7 +1,7 @@
 """Server optimisers of federated averaging (Reddi et al. 2021, "Adaptive Federated Optimization").
 
 The round's average client update Δ (the weighted mean of w_k - w) is a pseudo-gradient step:
-- "sgd" (FedAvg): w += η Δ (η = server_learning_rate; η = 1 is McMahan et al.'s FedAvg);
+- "sgd" (FedAvg): w += η Δ (η = server.learning_rate; η = 1 is McMahan et al.'s FedAvg);
 - "adam" (FedAdam): m = β1 m + (1 - β1) Δ, v = β2 v + (1 - β2) Δ², w += η m / (√v + τ);
 - "yogi" (FedYogi): as FedAdam with v = v - (1 - β2) Δ² sign(v - Δ²).
 No bias correction, as in the paper (Algorithm 2). The server runs it on the aggregate alone: it
@@ -42,12 +42,12 @@ class ServerOptimizer:
     def __post_init__(self) -> None:
         if self.kind not in SERVER_OPTIMIZERS:
             raise ConfigError(
-                f"fedavg.server_optimizer must be one of {', '.join(SERVER_OPTIMIZERS)}, got {self.kind!r}"
+                f"fedavg.server.optimizer must be one of {', '.join(SERVER_OPTIMIZERS)}, got {self.kind!r}"
             )
         if not self.learning_rate > 0 or not self.tau > 0:
-            raise ConfigError("fedavg.server_learning_rate and fedavg.server_tau must be > 0")
+            raise ConfigError("fedavg.server.learning_rate and fedavg.server.tau must be > 0")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
-            raise ConfigError("fedavg.server_beta1 and fedavg.server_beta2 must be in [0, 1)")
+            raise ConfigError("fedavg.server.beta1 and fedavg.server.beta2 must be in [0, 1)")
 
     def step(self, weights: F64Array, delta: F64Array) -> F64Array:
         """The new global weights after the average update `delta`."""

@@ -1,7 +1,7 @@
-"""Simulate many FedAvg clients on one machine, on a local Ray (`compute: ray`) or in-process.
+"""Simulate many FedAvg clients on one machine, on a local Ray (`simulation: {compute: ray}`) or in-process.
 
 The clients run the same code as in a deployment (`fedavg.ClientTrainer` for local training and the
-`secagg` client stages), hosted by a pool of `ray_actors` Ray actors, each holding a share of the
+`secagg` client stages), hosted by a pool of `simulation.ray_actors` Ray actors, each holding a share of the
 virtual clients: Flower's virtual client engine does the same, since hundreds of OS processes would
 not fit on a laptop. The driver plays the server (`fedavg.ServerLoop` and the `secagg` server
 stages) and passes each stage's messages between server and clients, as the Link would.
@@ -9,8 +9,8 @@ stages) and passes each stage's messages between server and clients, as the Link
 Ray moves the clients' data to the actors with its own (pickle-based) serialisation: this is a
 single-owner simulation, never a way to talk to another organisation.
 
-`run_simulation_step` is the `fedavg` step with `compute: ray`: the server party's own table is split
-into `simulate_clients` IID clients and a held-out test set.
+`run_simulation_step` is the `fedavg` step with `simulation: {compute: ray}`: the server party's own table
+is split into `simulation.clients` IID clients and a held-out test set.
 """
 
 from __future__ import annotations
@@ -116,8 +116,8 @@ class ClientPool:
         p = self.params
         return secagg.quantize(
             vector,
-            frac_bits=p.secagg_frac_bits,
-            modulus_bits=p.secagg_modulus_bits,
+            frac_bits=p.secagg.frac_bits,
+            modulus_bits=p.secagg.modulus_bits,
             max_summands=self.n_total,
             overwrite=True,
         )
@@ -202,7 +202,7 @@ def _start_pools(
     clients: Mapping[str, Dataset], params: FedAvgParams, compute: str
 ) -> tuple[_Workers, Callable[[], None]]:
     names = list(clients)
-    n_workers = min(params.ray_actors, len(names)) if compute == "ray" else 1
+    n_workers = min(params.simulation.ray_actors, len(names)) if compute == "ray" else 1
     groups = [names[k::n_workers] for k in range(n_workers)]
     # One throwaway CA for the simulated clients: they sign their keys and survivor sets with it.
     ids = ephemeral_identities(names) if params.secure_aggregation else {}
@@ -212,9 +212,9 @@ def _start_pools(
 
     started = False
     if not ray.is_initialized():
-        ray.init(num_cpus=params.ray_cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=params.simulation.ray_cpus, include_dashboard=False, log_to_driver=False)
         started = True
-    actor = ray.remote(num_cpus=params.ray_cpus / n_workers)(ClientPool)
+    actor = ray.remote(num_cpus=params.simulation.ray_cpus / n_workers)(ClientPool)
     pools: list[Any] = [
         actor.remote(
             {n: clients[n] for n in g},
@@ -245,7 +245,8 @@ def simulate(
 ) -> SimulationResult:
     """Run FedAvg over `clients` (name -> table) locally: `params.rounds` rounds, or until converged.
 
-    `compute`: "ray" (local Ray, `params.ray_cpus` CPUs, `ray_actors` actors), "local" (this process).
+    `compute`: "ray" (local Ray, `params.simulation`'s `ray_cpus` CPUs and `ray_actors` actors) or
+    "local" (this process).
     """
     mode = compute or params.compute
     if mode not in ("ray", "local"):
@@ -321,7 +322,7 @@ def _outputs(
         outputs[key] = round(values[-1], 6)
     if loop.dp is not None:
         outputs["dp_epsilon"] = round(loop.dp.epsilons[-1], 6)
-        outputs["dp_delta"] = params.dp_delta
+        outputs["dp_delta"] = params.dp.delta
     return outputs
 
 
@@ -335,27 +336,27 @@ def _secagg_round(
     survivors = secagg.server_collect_masked(state, workers.call("sa_masked", inboxes, weights, r))
     signed = secagg.server_collect_signatures(state, workers.call("sa_sign", survivors))
     total = secagg.server_unmask(state, workers.call("sa_unmask", signed))
-    values = secagg.dequantize(total, frac_bits=params.secagg_frac_bits, modulus_bits=cfg.modulus_bits)
+    values = secagg.dequantize(total, frac_bits=params.secagg.frac_bits, modulus_bits=cfg.modulus_bits)
     return values, len(chosen) - len(survivors)
 
 
 def split_table(data: Dataset, params: FedAvgParams) -> tuple[dict[str, Dataset], Dataset]:
-    """Split a table into `simulate_clients` IID clients and a held-out test set (seeded)."""
+    """Split a table into `simulation.clients` IID clients and a held-out test set (seeded)."""
     n = len(data)
     order = np.random.default_rng([params.seed, 23]).permutation(n)
-    n_test = max(1, int(n * params.simulation_test_fraction))
-    if n - n_test < params.simulate_clients:
+    n_test = max(1, int(n * params.simulation.test_fraction))
+    if n - n_test < params.simulation.clients:
         raise ConfigError(
-            f"fedavg.simulate_clients={params.simulate_clients} needs at least that many training rows, "
+            f"fedavg.simulation.clients={params.simulation.clients} needs at least that many training rows, "
             f"the server's table has {n - n_test} after holding out the test set"
         )
-    shards = np.array_split(order[n_test:], params.simulate_clients)
+    shards = np.array_split(order[n_test:], params.simulation.clients)
     clients = {f"sim_{k:04d}": data.take(np.sort(s)) for k, s in enumerate(shards)}
     return clients, data.take(np.sort(order[:n_test]))
 
 
 def run_simulation_step(ctx: StepContext, params: FedAvgParams) -> dict[str, Any]:
-    """`fedavg` with `compute: ray`: the server simulates `simulate_clients` clients from its table."""
+    """`fedavg` with `simulation: {compute: ray}`: the server simulates `simulation.clients` clients."""
     if ctx.role != "server":
         if ctx.role == "client":
             raise ConfigError(
