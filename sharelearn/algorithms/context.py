@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # only annotations name the TEE actors; importing this module
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from sharelearn.algorithms.package import ModelPackage
+    from sharelearn.algorithms.tee.embedded import EmbeddedCluster
     from sharelearn.tee.backend import EnclaveImage
     from sharelearn.tee.cluster import ClusterManager, EnclaveHost, TeeClient
 
@@ -132,6 +133,8 @@ class StepContext:
         model: this party's part of the model the latest training (or `predict` loading) step left.
         package: that model's package (identity, feature schema), once published or loaded.
         tee: the TEE steps' shared session (cluster client, keys, embedded services), or None.
+        tee_embedded: the embedded default TEE cluster this party's runner started (the leader of
+            a TEE job with no `tee:` block; see `algorithms.tee.embedded`), or None.
         catalog: the steps of this run by name, so `predict` can find the loader of a saved model.
         executor: where this party's heavy kernels run (its `compute:` block); None: in the caller.
         identity: this party's certificate and key (set by the worker), or None.
@@ -156,6 +159,7 @@ class StepContext:
     model: TrainedModel | None = None
     package: ModelPackage | None = None
     tee: TeeSession | None = None
+    tee_embedded: EmbeddedCluster | None = None
     catalog: Mapping[str, StepDef] = field(default_factory=dict)
     executor: Executor | None = None
     identity: PartyIdentity | None = None

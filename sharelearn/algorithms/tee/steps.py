@@ -1,11 +1,11 @@
 """Job steps of the TEE route (`engine: tee`): tee_upload, tee_train, tee_serve (+ generic evaluate).
 
 Cluster: with a job-level `tee:` block every party talks to that cluster manager and accepts only
-the pinned MRENCLAVE. Without it, the first party of the job starts the embedded default
-(`embedded.EmbeddedCluster`: a local *simulated* platform, a cluster manager and the enclave
-instances) in its own process; it lives in `ctx.tee` and whoever runs the party closes it when
-the job ends (the worker does; no `atexit` hooks). The leader announces the CM endpoint and the
-simulation root; every party then rebuilds
+the pinned MRENCLAVE. Without it, the runner of the first party of the job (its worker, not a
+step) has started the embedded default (`embedded.EmbeddedCluster`: a local *simulated* platform,
+a cluster manager and the enclave instances) in that party's process and hands it over as
+`ctx.tee_embedded`; the runner stops it when the job ends. The leader announces the CM endpoint and
+the simulation root; every party then rebuilds
 the service bundle itself to compute the MRENCLAVE it will accept (never taking the host's word).
 Every output of this route says `"simulation": true` when the evidence was simulated.
 
@@ -35,7 +35,6 @@ from sharelearn.algorithms.metrics import pool_vertical
 from sharelearn.algorithms.package import publish_model
 from sharelearn.algorithms.tee import gbdt, lr
 from sharelearn.algorithms.tee.data import InMemoryTable
-from sharelearn.algorithms.tee.embedded import EmbeddedCluster
 from sharelearn.algorithms.tee.service import (
     HPKE_SUITE,
     MODELS,
@@ -148,9 +147,12 @@ def _connect(ctx: StepContext, params: TeeUploadParams) -> TeeSession:
     leader = _leader(ctx)
     embedded: dict[str, Any] = {}
     if ctx.party == leader:
-        started = EmbeddedCluster.start(
-            ctx.workdir / "tee" / "bundle", cluster=params.cluster, instances=params.instances
-        )
+        started = ctx.tee_embedded
+        if started is None:
+            raise ConfigError(
+                f"party {ctx.party!r} leads a TEE job with no `tee:` block but its runner started no "
+                "embedded cluster (see algorithms.tee.embedded.embedded_cluster)"
+            )
         cm, host = started.cm, started.host
         embedded = {"host": host, "cm": cm, "image": started.image}
         ctx.progress(
