@@ -79,6 +79,15 @@ def _embedded(folder: Path, steps: Sequence[tuple[str, Any]], *, leader: bool) -
     )
 
 
+def _run_closing_on_error(ctx: StepContext, link: Link, steps: Sequence[tuple[str, Any]]) -> dict[str, Any]:
+    try:
+        return run_party_steps(ctx, link, steps)
+    except BaseException:
+        if ctx.tee_embedded is not None:
+            ctx.tee_embedded.close()
+        raise
+
+
 def run_steps(
     parties: Mapping[str, tuple[str, Dataset | None]],
     steps: Sequence[tuple[str, Any]],
@@ -129,12 +138,7 @@ def run_steps(
             )
             if engine == "tee":  # as the worker does: the leader's runner starts the embedded default
                 ctx.tee_embedded = _embedded(folder, steps, leader=party == next(iter(parties)))
-            try:
-                results = run_party_steps(ctx, link, steps)
-            except BaseException:
-                if ctx.tee_embedded is not None:
-                    ctx.tee_embedded.close()
-                raise
+            results = _run_closing_on_error(ctx, link, steps)
             return PartyRun({name: r.outputs for name, r in results.items()}, ctx)
 
         return body

@@ -524,26 +524,9 @@ def run_tee_serve(ctx: StepContext, params: TeeServeParams) -> dict[str, Any]:
     model, session = ctx.model, ctx.tee
     if not isinstance(model, TeeModel) or session is None:
         raise ConfigError("`tee_serve` needs `tee_upload` and `tee_train` before it")
-    client, host = session.client, session.host
-    out: dict[str, Any] = {}
     trainer = _trainer(ctx)
     external = bool(ctx.tee_config)
-    if host is not None and session.image is not None:  # the embedded default: scale out, load everywhere
-        image = session.image
-        live = [i for i in host.instances.values() if i.alive]
-        for _ in range(params.instances - len(live)):
-            host.launch(image)  # scale-out: the new instance gets the keys by key sync
-        for inst in host.instances.values():
-            if inst.alive:
-                inst.call("load_model", model.blob)
-        out["instances"] = sum(1 for i in host.instances.values() if i.alive)
-    elif external and ctx.party == trainer:  # a running cluster: load on every routed instance
-        from sharelearn.tee.endpoint import call_endpoint
-
-        routes = client.routes(fresh=True)
-        for ep, iid, _ in routes:
-            call_endpoint(ep, {"op": "call", "instance": iid, "method": "load_model", "arg": model.blob})
-        out["instances"] = len(routes)
+    out = _load_everywhere(ctx, session, model, params.instances, trainer)
     announcer = trainer if external else _leader(ctx)
     if ctx.party == announcer:
         for peer in _others(ctx):
@@ -552,26 +535,9 @@ def run_tee_serve(ctx: StepContext, params: TeeServeParams) -> dict[str, Any]:
         ctx.link.recv(announcer, "tee/serving")
     if ctx.data is None:
         return out
-    key, _ = _attested(client)
+    key, _ = _attested(session.client)
     if ctx.party == trainer:
-        n = min(params.requests, len(ctx.data))
-        ids = [str(i) for i in ctx.data.ids[:n]]
-        peers = [p for p in ctx.data_parties if p != ctx.party]
-        for peer in peers:
-            ctx.link.send(peer, "tee/serve_ids", list[Wire](ids))
-        parts: dict[str, list[Wire]] = {ctx.party: _parts(ctx.data, ids, ctx.party, key, model.model_id)}
-        for peer in peers:
-            got = ctx.link.recv(peer, "tee/serve_parts")
-            if not isinstance(got, list) or len(got) != n:
-                raise ProtocolError("tee/serve_parts malformed", peer=peer, tag="tee/serve_parts")
-            parts[peer] = got
-        signer = session.signer  # the label holder's, admitted by the model
-        if signer is None:
-            raise ConfigError(f"party {ctx.party!r} serves as trainer but holds no request-signing key")
-        out |= _serve_requests(client, model, parts, n, params.concurrency, signer)
-        expected = model.predict(ctx, ctx.data.take(np.arange(n)))
-        assert expected is not None  # invariant: the trainer holds the label and the signer
-        out["max_abs_diff_vs_evaluate"] = float(np.max(np.abs(np.asarray(out.pop("scores")) - expected)))
+        out |= _serve_as_trainer(ctx, session, model, key, params)
     else:
         ids_in = ctx.link.recv(trainer, "tee/serve_ids")
         if not isinstance(ids_in, list):
@@ -582,6 +548,56 @@ def run_tee_serve(ctx: StepContext, params: TeeServeParams) -> dict[str, Any]:
             _parts(ctx.data, [str(i) for i in ids_in], ctx.party, key, model.model_id),
         )
     out["simulation"] = session.simulation
+    return out
+
+
+def _load_everywhere(
+    ctx: StepContext, session: TeeSession, model: TeeModel, instances: int, trainer: str
+) -> dict[str, Any]:
+    """Embedded default (at the leader): scale out to `instances` and load the model on each;
+    a `tee:` cluster (at the trainer): load it on every routed instance. Else: nothing to do."""
+    host = session.host
+    if host is not None and session.image is not None:
+        live = [i for i in host.instances.values() if i.alive]
+        for _ in range(instances - len(live)):
+            host.launch(session.image)  # scale-out: the new instance gets the keys by key sync
+        for inst in host.instances.values():
+            if inst.alive:
+                inst.call("load_model", model.blob)
+        return {"instances": sum(1 for i in host.instances.values() if i.alive)}
+    if ctx.tee_config and ctx.party == trainer:
+        from sharelearn.tee.endpoint import call_endpoint
+
+        routes = session.client.routes(fresh=True)
+        for ep, iid, _ in routes:
+            call_endpoint(ep, {"op": "call", "instance": iid, "method": "load_model", "arg": model.blob})
+        return {"instances": len(routes)}
+    return {}
+
+
+def _serve_as_trainer(
+    ctx: StepContext, session: TeeSession, model: TeeModel, key: AttestedClusterKey, params: TeeServeParams
+) -> dict[str, Any]:
+    """The label holder gathers every party's encrypted parts and sends the signed requests."""
+    assert ctx.data is not None  # invariant: only data parties serve
+    n = min(params.requests, len(ctx.data))
+    ids = [str(i) for i in ctx.data.ids[:n]]
+    peers = [p for p in ctx.data_parties if p != ctx.party]
+    for peer in peers:
+        ctx.link.send(peer, "tee/serve_ids", list[Wire](ids))
+    parts: dict[str, list[Wire]] = {ctx.party: _parts(ctx.data, ids, ctx.party, key, model.model_id)}
+    for peer in peers:
+        got = ctx.link.recv(peer, "tee/serve_parts")
+        if not isinstance(got, list) or len(got) != n:
+            raise ProtocolError("tee/serve_parts malformed", peer=peer, tag="tee/serve_parts")
+        parts[peer] = got
+    signer = session.signer  # the label holder's, admitted by the model
+    if signer is None:
+        raise ConfigError(f"party {ctx.party!r} serves as trainer but holds no request-signing key")
+    out = _serve_requests(session.client, model, parts, n, params.concurrency, signer)
+    expected = model.predict(ctx, ctx.data.take(np.arange(n)))
+    assert expected is not None  # invariant: the trainer holds the label and the signer
+    out["max_abs_diff_vs_evaluate"] = float(np.max(np.abs(np.asarray(out.pop("scores")) - expected)))
     return out
 
 
