@@ -17,7 +17,6 @@ if TYPE_CHECKING:  # only annotations name the TEE actors; importing this module
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from sharelearn.algorithms.package import ModelPackage
-    from sharelearn.algorithms.tee.embedded import EmbeddedCluster
     from sharelearn.tee.backend import EnclaveImage
     from sharelearn.tee.cluster import ClusterManager, EnclaveHost, TeeClient
 
@@ -107,6 +106,16 @@ def _no_progress(message: str, metrics: Mapping[str, Any]) -> None:
     """The default progress hook: report nothing."""
 
 
+class EmbeddedTee(Protocol):
+    """The embedded default TEE cluster as the steps see it (`algorithms.tee.embedded.EmbeddedCluster`)."""
+
+    cm: ClusterManager
+    host: EnclaveHost
+    image: EnclaveImage
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class StepContext:
     """One party's view of a running job, handed to each step in turn.
@@ -159,7 +168,7 @@ class StepContext:
     model: TrainedModel | None = None
     package: ModelPackage | None = None
     tee: TeeSession | None = None
-    tee_embedded: EmbeddedCluster | None = None
+    tee_embedded: EmbeddedTee | None = None
     catalog: Mapping[str, StepDef] = field(default_factory=dict)
     executor: Executor | None = None
     identity: PartyIdentity | None = None
