@@ -106,6 +106,16 @@ def _no_progress(message: str, metrics: Mapping[str, Any]) -> None:
     """The default progress hook: report nothing."""
 
 
+class EmbeddedTee(Protocol):
+    """The embedded default TEE cluster as the steps see it (`algorithms.tee.embedded.EmbeddedCluster`)."""
+
+    cm: ClusterManager
+    host: EnclaveHost
+    image: EnclaveImage
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class StepContext:
     """One party's view of a running job, handed to each step in turn.
@@ -132,6 +142,8 @@ class StepContext:
         model: this party's part of the model the latest training (or `predict` loading) step left.
         package: that model's package (identity, feature schema), once published or loaded.
         tee: the TEE steps' shared session (cluster client, keys, embedded services), or None.
+        tee_embedded: the embedded default TEE cluster this party's runner started (the leader of
+            a TEE job with no `tee:` block; see `algorithms.tee.embedded`), or None.
         catalog: the steps of this run by name, so `predict` can find the loader of a saved model.
         executor: where this party's heavy kernels run (its `compute:` block); None: in the caller.
         identity: this party's certificate and key (set by the worker), or None.
@@ -156,6 +168,7 @@ class StepContext:
     model: TrainedModel | None = None
     package: ModelPackage | None = None
     tee: TeeSession | None = None
+    tee_embedded: EmbeddedTee | None = None
     catalog: Mapping[str, StepDef] = field(default_factory=dict)
     executor: Executor | None = None
     identity: PartyIdentity | None = None

@@ -3,12 +3,15 @@
 It holds the party's data and keys, listens for its peers over gRPC + mutual TLS, and runs its
 role of each step of the job in order. A launcher drives it over a control channel (JSON lines on
 stdin/stdout): the worker announces its port, receives its peers' addresses, then reports progress,
-each step's outputs, and its traffic. Only status, metrics and counts cross the control channel —
+each step's outputs, and its traffic. At the leader (first party) of a TEE job with no `tee:`
+block the worker starts the embedded simulated cluster before the steps and stops it on every way
+out, under a launcher or standalone alike. Only status, metrics and counts cross the control channel —
 never data, keys or intermediate values.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -25,6 +28,7 @@ from sharelearn.algorithms.context import PartyIdentity, StepContext
 from sharelearn.algorithms.registry import step_params
 from sharelearn.algorithms.rolecheck import ROLE_CHECKS
 from sharelearn.algorithms.runner import StepResult, run_party_steps
+from sharelearn.algorithms.tee.embedded import embedded_cluster
 from sharelearn.core.audit import WireAudit
 from sharelearn.core.errors import ConfigError, SharelearnError
 from sharelearn.core.fileio import atomic_write_json
@@ -145,7 +149,7 @@ def run_node(options: NodeOptions, control: StdioControl) -> int:
     audit = WireAudit() if options.audit else None
     link: GrpcLink | None = None
     executor = None
-    ctx: StepContext | None = None
+    stack = contextlib.ExitStack()  # what this party started for the job (the embedded TEE cluster)
     try:
         job = load_job(options.job_path, step_params=step_params(), step_checks=ROLE_CHECKS)
         if party not in job.parties:
@@ -161,7 +165,12 @@ def run_node(options: NodeOptions, control: StdioControl) -> int:
         ctx.identity = PartyIdentity(party, creds.ca_pem, creds.cert_pem, creds.key_pem)
         # The party's heavy kernels run on its `compute:` executor (default: threads, every core).
         executor = ctx.executor = make_executor(job.parties[party].compute)
-        results = run_party_steps(ctx, link, [(s.name, s.params) for s in job.steps], control)
+        steps = [(s.name, s.params) for s in job.steps]
+        if job.engine == "tee":  # the leader's embedded default cluster: started here, not by a step
+            ctx.tee_embedded = stack.enter_context(
+                embedded_cluster(workdir, steps, job.tee, leader=party == next(iter(job.parties)))
+            )
+        results = run_party_steps(ctx, link, steps, control)
         outputs = {name: r.as_dict() for name, r in results.items()}
         stats = link.stats.as_dict()
         if audit is not None:
@@ -180,8 +189,7 @@ def run_node(options: NodeOptions, control: StdioControl) -> int:
         control.emit(PartyError(party, f"{type(exc).__name__}: {exc}", 70))
         return 70
     finally:
-        if ctx is not None and ctx.tee is not None:
-            ctx.tee.close()  # the embedded TEE cluster this party started, if any
+        stack.close()  # stops the embedded TEE cluster this party started, if any
         if executor is not None:
             executor.close()
         if link is not None:

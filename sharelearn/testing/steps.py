@@ -18,6 +18,7 @@ import numpy as np
 from sharelearn.algorithms.context import Dataset, Engine, PartyIdentity, StepContext, TrainedModel
 from sharelearn.algorithms.horizontal.identity import ephemeral_identities
 from sharelearn.algorithms.runner import run_party_steps
+from sharelearn.algorithms.tee.embedded import EmbeddedCluster, needs_embedded
 from sharelearn.core.audit import WireAudit
 from sharelearn.core.link import Link
 from sharelearn.runtime.data import PartyData, read_party_data
@@ -69,6 +70,24 @@ def load_csv(path: Path | str, *, id: str = "id", label: str | None = None) -> P
     return read_party_data(DataSpec(Path(path), id=id, label=label))
 
 
+def _embedded(folder: Path, steps: Sequence[tuple[str, Any]], *, leader: bool) -> EmbeddedCluster | None:
+    params = needs_embedded(steps, None, leader=leader)
+    if params is None:
+        return None
+    return EmbeddedCluster.start(
+        folder / "tee" / "bundle", cluster=params.cluster, instances=params.instances
+    )
+
+
+def _run_closing_on_error(ctx: StepContext, link: Link, steps: Sequence[tuple[str, Any]]) -> dict[str, Any]:
+    try:
+        return run_party_steps(ctx, link, steps)
+    except BaseException:
+        if ctx.tee_embedded is not None:
+            ctx.tee_embedded.close()
+        raise
+
+
 def run_steps(
     parties: Mapping[str, tuple[str, Dataset | None]],
     steps: Sequence[tuple[str, Any]],
@@ -84,7 +103,10 @@ def run_steps(
     Each party's workdir is `workdir/<party>`; `models` gives a party a model to start from (e.g.
     one loaded from its file, for a `predict`-only run). `aligned=True` declares that the tables
     already hold the same people in the same order (as if `psi` had run): vertical steps then pair
-    rows by position. Raises PartyFailed naming the first party that failed, as `run_roles` does.
+    rows by position. A TEE run (`engine="tee"`) starts the embedded default cluster at the first
+    party, as the worker does, but leaves it running on success so a test can question it: the
+    caller stops it (`run.parties[first].context.tee_embedded.close()`). Raises PartyFailed
+    naming the first party that failed, as `run_roles` does.
     """
     roles = {p: role for p, (role, _) in parties.items()}
     data_parties = [p for p, (_, d) in parties.items() if d is not None]
@@ -114,7 +136,9 @@ def run_steps(
                 aligned=aligned,
                 identity=ids[party],
             )
-            results = run_party_steps(ctx, link, steps)
+            if engine == "tee":  # as the worker does: the leader's runner starts the embedded default
+                ctx.tee_embedded = _embedded(folder, steps, leader=party == next(iter(parties)))
+            results = _run_closing_on_error(ctx, link, steps)
             return PartyRun({name: r.outputs for name, r in results.items()}, ctx)
 
         return body

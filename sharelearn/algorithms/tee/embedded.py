@@ -2,8 +2,10 @@
 
 `EmbeddedCluster.start` starts a cluster manager, one simulated enclave host admitted to it, the
 measured service bundle and its first instances, in the calling process; `close` stops them all.
-Whoever runs the party (the worker, a test) owns it and closes it when the job ends - steps only
-use it (no `atexit` hooks).
+The party's runner starts it, never a step: `sharelearn node` (under the launcher or standalone)
+enters `embedded_cluster` around the steps at the job's leader (its first party) when the job has a
+`tee_upload` step and no `tee:` block, hands it to the steps as `ctx.tee_embedded`, and stops it on
+every way out of the `with` (no `atexit` hooks). The in-process test harness starts it the same way.
 
 The host and CM here are as untrusted as ever: every party re-derives the MRENCLAVE it accepts
 from its own build of the bundle and attests each instance itself.
@@ -11,15 +13,18 @@ from its own build of the bundle and attests each instance itself.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sharelearn.algorithms.tee.service import build_bundle
 from sharelearn.tee.backend import EnclaveImage
 from sharelearn.tee.host import EnclaveHost
 from sharelearn.tee.manager import ClusterManager
 
-__all__ = ["EmbeddedCluster"]
+__all__ = ["EmbeddedCluster", "embedded_cluster", "needs_embedded"]
 
 
 @dataclass
@@ -57,3 +62,31 @@ class EmbeddedCluster:
     def close(self) -> None:
         self.host.close()
         self.cm.close()
+
+
+def needs_embedded(steps: Sequence[tuple[str, Any]], tee_config: Any, *, leader: bool) -> Any | None:
+    """The `tee_upload` parameters the embedded default starts from, or None when none is needed.
+
+    Needed at the job's leader only, for a job with a `tee_upload` step and no `tee:` block.
+    """
+    if tee_config or not leader:
+        return None
+    return next((params for name, params in steps if name == "tee_upload"), None)
+
+
+@contextlib.contextmanager
+def embedded_cluster(
+    workdir: Path, steps: Sequence[tuple[str, Any]], tee_config: Any, *, leader: bool
+) -> Iterator[EmbeddedCluster | None]:
+    """The embedded default for this party's run (None where it needs none), stopped on exit."""
+    params = needs_embedded(steps, tee_config, leader=leader)
+    if params is None:
+        yield None
+        return
+    cluster = EmbeddedCluster.start(
+        workdir / "tee" / "bundle", cluster=params.cluster, instances=params.instances
+    )
+    try:
+        yield cluster
+    finally:
+        cluster.close()

@@ -1,11 +1,11 @@
 """Job steps of the TEE route (`engine: tee`): tee_upload, tee_train, tee_serve (+ generic evaluate).
 
 Cluster: with a job-level `tee:` block every party talks to that cluster manager and accepts only
-the pinned MRENCLAVE. Without it, the first party of the job starts the embedded default
-(`embedded.EmbeddedCluster`: a local *simulated* platform, a cluster manager and the enclave
-instances) in its own process; it lives in `ctx.tee` and whoever runs the party closes it when
-the job ends (the worker does; no `atexit` hooks). The leader announces the CM endpoint and the
-simulation root; every party then rebuilds
+the pinned MRENCLAVE. Without it, the runner of the first party of the job (its worker, not a
+step) has started the embedded default (`embedded.EmbeddedCluster`: a local *simulated* platform,
+a cluster manager and the enclave instances) in that party's process and hands it over as
+`ctx.tee_embedded`; the runner stops it when the job ends. The leader announces the CM endpoint and
+the simulation root; every party then rebuilds
 the service bundle itself to compute the MRENCLAVE it will accept (never taking the host's word).
 Every output of this route says `"simulation": true` when the evidence was simulated.
 
@@ -35,7 +35,6 @@ from sharelearn.algorithms.metrics import pool_vertical
 from sharelearn.algorithms.package import publish_model
 from sharelearn.algorithms.tee import gbdt, lr
 from sharelearn.algorithms.tee.data import InMemoryTable
-from sharelearn.algorithms.tee.embedded import EmbeddedCluster
 from sharelearn.algorithms.tee.service import (
     HPKE_SUITE,
     MODELS,
@@ -148,9 +147,12 @@ def _connect(ctx: StepContext, params: TeeUploadParams) -> TeeSession:
     leader = _leader(ctx)
     embedded: dict[str, Any] = {}
     if ctx.party == leader:
-        started = EmbeddedCluster.start(
-            ctx.workdir / "tee" / "bundle", cluster=params.cluster, instances=params.instances
-        )
+        started = ctx.tee_embedded
+        if started is None:
+            raise ConfigError(
+                f"party {ctx.party!r} leads a TEE job with no `tee:` block but its runner started no "
+                "embedded cluster (see algorithms.tee.embedded.embedded_cluster)"
+            )
         cm, host = started.cm, started.host
         embedded = {"host": host, "cm": cm, "image": started.image}
         ctx.progress(
@@ -522,26 +524,9 @@ def run_tee_serve(ctx: StepContext, params: TeeServeParams) -> dict[str, Any]:
     model, session = ctx.model, ctx.tee
     if not isinstance(model, TeeModel) or session is None:
         raise ConfigError("`tee_serve` needs `tee_upload` and `tee_train` before it")
-    client, host = session.client, session.host
-    out: dict[str, Any] = {}
     trainer = _trainer(ctx)
     external = bool(ctx.tee_config)
-    if host is not None and session.image is not None:  # the embedded default: scale out, load everywhere
-        image = session.image
-        live = [i for i in host.instances.values() if i.alive]
-        for _ in range(params.instances - len(live)):
-            host.launch(image)  # scale-out: the new instance gets the keys by key sync
-        for inst in host.instances.values():
-            if inst.alive:
-                inst.call("load_model", model.blob)
-        out["instances"] = sum(1 for i in host.instances.values() if i.alive)
-    elif external and ctx.party == trainer:  # a running cluster: load on every routed instance
-        from sharelearn.tee.endpoint import call_endpoint
-
-        routes = client.routes(fresh=True)
-        for ep, iid, _ in routes:
-            call_endpoint(ep, {"op": "call", "instance": iid, "method": "load_model", "arg": model.blob})
-        out["instances"] = len(routes)
+    out = _load_everywhere(ctx, session, model, params.instances, trainer)
     announcer = trainer if external else _leader(ctx)
     if ctx.party == announcer:
         for peer in _others(ctx):
@@ -550,26 +535,9 @@ def run_tee_serve(ctx: StepContext, params: TeeServeParams) -> dict[str, Any]:
         ctx.link.recv(announcer, "tee/serving")
     if ctx.data is None:
         return out
-    key, _ = _attested(client)
+    key, _ = _attested(session.client)
     if ctx.party == trainer:
-        n = min(params.requests, len(ctx.data))
-        ids = [str(i) for i in ctx.data.ids[:n]]
-        peers = [p for p in ctx.data_parties if p != ctx.party]
-        for peer in peers:
-            ctx.link.send(peer, "tee/serve_ids", list[Wire](ids))
-        parts: dict[str, list[Wire]] = {ctx.party: _parts(ctx.data, ids, ctx.party, key, model.model_id)}
-        for peer in peers:
-            got = ctx.link.recv(peer, "tee/serve_parts")
-            if not isinstance(got, list) or len(got) != n:
-                raise ProtocolError("tee/serve_parts malformed", peer=peer, tag="tee/serve_parts")
-            parts[peer] = got
-        signer = session.signer  # the label holder's, admitted by the model
-        if signer is None:
-            raise ConfigError(f"party {ctx.party!r} serves as trainer but holds no request-signing key")
-        out |= _serve_requests(client, model, parts, n, params.concurrency, signer)
-        expected = model.predict(ctx, ctx.data.take(np.arange(n)))
-        assert expected is not None  # invariant: the trainer holds the label and the signer
-        out["max_abs_diff_vs_evaluate"] = float(np.max(np.abs(np.asarray(out.pop("scores")) - expected)))
+        out |= _serve_as_trainer(ctx, session, model, key, params)
     else:
         ids_in = ctx.link.recv(trainer, "tee/serve_ids")
         if not isinstance(ids_in, list):
@@ -580,6 +548,56 @@ def run_tee_serve(ctx: StepContext, params: TeeServeParams) -> dict[str, Any]:
             _parts(ctx.data, [str(i) for i in ids_in], ctx.party, key, model.model_id),
         )
     out["simulation"] = session.simulation
+    return out
+
+
+def _load_everywhere(
+    ctx: StepContext, session: TeeSession, model: TeeModel, instances: int, trainer: str
+) -> dict[str, Any]:
+    """Embedded default (at the leader): scale out to `instances` and load the model on each;
+    a `tee:` cluster (at the trainer): load it on every routed instance. Else: nothing to do."""
+    host = session.host
+    if host is not None and session.image is not None:
+        live = [i for i in host.instances.values() if i.alive]
+        for _ in range(instances - len(live)):
+            host.launch(session.image)  # scale-out: the new instance gets the keys by key sync
+        for inst in host.instances.values():
+            if inst.alive:
+                inst.call("load_model", model.blob)
+        return {"instances": sum(1 for i in host.instances.values() if i.alive)}
+    if ctx.tee_config and ctx.party == trainer:
+        from sharelearn.tee.endpoint import call_endpoint
+
+        routes = session.client.routes(fresh=True)
+        for ep, iid, _ in routes:
+            call_endpoint(ep, {"op": "call", "instance": iid, "method": "load_model", "arg": model.blob})
+        return {"instances": len(routes)}
+    return {}
+
+
+def _serve_as_trainer(
+    ctx: StepContext, session: TeeSession, model: TeeModel, key: AttestedClusterKey, params: TeeServeParams
+) -> dict[str, Any]:
+    """The label holder gathers every party's encrypted parts and sends the signed requests."""
+    assert ctx.data is not None  # invariant: only data parties serve
+    n = min(params.requests, len(ctx.data))
+    ids = [str(i) for i in ctx.data.ids[:n]]
+    peers = [p for p in ctx.data_parties if p != ctx.party]
+    for peer in peers:
+        ctx.link.send(peer, "tee/serve_ids", list[Wire](ids))
+    parts: dict[str, list[Wire]] = {ctx.party: _parts(ctx.data, ids, ctx.party, key, model.model_id)}
+    for peer in peers:
+        got = ctx.link.recv(peer, "tee/serve_parts")
+        if not isinstance(got, list) or len(got) != n:
+            raise ProtocolError("tee/serve_parts malformed", peer=peer, tag="tee/serve_parts")
+        parts[peer] = got
+    signer = session.signer  # the label holder's, admitted by the model
+    if signer is None:
+        raise ConfigError(f"party {ctx.party!r} serves as trainer but holds no request-signing key")
+    out = _serve_requests(session.client, model, parts, n, params.concurrency, signer)
+    expected = model.predict(ctx, ctx.data.take(np.arange(n)))
+    assert expected is not None  # invariant: the trainer holds the label and the signer
+    out["max_abs_diff_vs_evaluate"] = float(np.max(np.abs(np.asarray(out.pop("scores")) - expected)))
     return out
 
 

@@ -12,7 +12,7 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -23,7 +23,8 @@ from sharelearn.runtime.data import read_party_data
 from sharelearn.runtime.jobspec import DataSpec
 from sharelearn.tee.cluster import ClusterManager, EnclaveHost, TeeClient
 from sharelearn.tee.control import ControlSigner
-from sharelearn.tee.envelope import rows_of, write_envelope
+from sharelearn.tee.envelope import EnvelopeHeader, rows_of, write_envelope
+from sharelearn.tee.keys import AttestedClusterKey
 from sharelearn.tee.pccs import CollateralCache, PccsServer
 from sharelearn.tee.policy import AttestationPolicy, EnclaveIdentityRule
 
@@ -158,10 +159,43 @@ def encrypt_command(
     ] = None,
 ) -> None:
     """Attest the target enclave cluster with YOUR policy, then encrypt and sign a table to its key."""
+    signer = _owner_key(owner_key)
+    target = _attest_target(mrenclave, simulation_root, cm, endpoint)
+    table = read_party_data(DataSpec(data, id=id_column, label=label))
+    header = write_envelope(
+        out,
+        rows_of(list(table.ids), table.x, table.y, chunk_rows),
+        target=target,
+        dataset=dataset or data.stem,
+        owner=owner,
+        features=table.feature_names,
+        label=label,
+        allowed_ops=[o.strip() for o in ops.split(",") if o.strip()],
+        owner_key=signer,
+        parties=_parties(parties) if parties is not None else None,
+    )
+    typer.echo(json.dumps(_summary(out, len(table), header, target)))
+
+
+def _summary(out: str, rows: int, header: EnvelopeHeader, target: AttestedClusterKey) -> dict[str, Any]:
+    """What `tee encrypt` prints: where the envelope went, for whom, and whether evidence was simulated."""
+    return {
+        "envelope": out,
+        "rows": rows,
+        "dataset": header.dataset,
+        "audience": list(header.audience),
+        "cluster": header.cluster,
+        "simulation": target.evidence.simulated,
+        "owner_pk": header.owner_sig_pk,
+    }
+
+
+def _attest_target(
+    mrenclave: str, simulation_root: Path | None, cm: str, endpoint: str
+) -> AttestedClusterKey:
+    """Attest the first routed instance of the accepted build (`--mrenclave`) under the tool's policy."""
     if not cm and not endpoint:
         raise ConfigError("tee encrypt: give --cm or --endpoint")
-    signer = _owner_key(owner_key)
-    listed = _parties(parties) if parties is not None else None
     try:
         accepted = bytes.fromhex(mrenclave)
     except ValueError:
@@ -180,30 +214,7 @@ def encrypt_command(
     if not routes:
         raise ConfigError("tee encrypt: no instance of an accepted build is registered")
     ep, iid, _ = routes[0]
-    target = client.attest(ep, iid)
-    table = read_party_data(DataSpec(data, id=id_column, label=label))
-    header = write_envelope(
-        out,
-        rows_of(list(table.ids), table.x, table.y, chunk_rows),
-        target=target,
-        dataset=dataset or data.stem,
-        owner=owner,
-        features=table.feature_names,
-        label=label,
-        allowed_ops=[o.strip() for o in ops.split(",") if o.strip()],
-        owner_key=signer,
-        parties=listed,
-    )
-    summary = {
-        "envelope": out,
-        "rows": len(table),
-        "dataset": header.dataset,
-        "audience": list(header.audience),
-        "cluster": header.cluster,
-        "simulation": target.evidence.simulated,
-        "owner_pk": header.owner_sig_pk,
-    }
-    typer.echo(json.dumps(summary))
+    return client.attest(ep, iid)
 
 
 def _owner_key(path: Path | None) -> Ed25519PrivateKey:
