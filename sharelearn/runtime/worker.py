@@ -62,6 +62,21 @@ class NodeOptions:
     listen: str = "127.0.0.1:0"
     audit: bool = True
     run_id: str = ""
+    crl_path: Path | None = None  # JSON {"revoked_serials": [...]}: checked on every data-plane link
+
+
+def load_crl(path: Path | None) -> list[str]:
+    """The revoked certificate serials (lower-case hex) in a CRL file the worker wrote, or []."""
+    if path is None:
+        return []
+    try:
+        doc = json.loads(Path(path).read_text())
+        serials = doc["revoked_serials"]
+        if not isinstance(serials, list) or not all(isinstance(x, str) for x in serials):
+            raise TypeError("revoked_serials is not a list of strings")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: not a revocation list ({exc})") from exc
+    return [x.lower() for x in serials]
 
 
 class StdioControl:
@@ -153,7 +168,14 @@ def run_node(options: NodeOptions, control: StdioControl) -> int:
                 f"{options.job_path}: party {party!r} is not in the job ({', '.join(job.parties)})"
             )
         creds = load_credentials(options.certs_dir, party)
-        link = GrpcLink(creds, job.parties, listen=options.listen, timeout=job.timeout_s, audit=audit)
+        link = GrpcLink(
+            creds,
+            job.parties,
+            listen=options.listen,
+            timeout=job.timeout_s,
+            audit=audit,
+            revoked=load_crl(options.crl_path),
+        )
         control.emit(Listening(party, link.port, os.getpid()))
         link.connect(control.peers(job, party))
         run_id = options.run_id or default_run_id(options.job_path)

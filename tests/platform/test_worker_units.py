@@ -50,3 +50,15 @@ def test_a_job_cannot_read_outside_the_workers_data_folder(tmp_path: Path) -> No
             prepare_job(spec, "bank", data, tmp_path / "job2")
     with pytest.raises(ConfigError, match="party 'mallory' is not in it"):
         prepare_job(DEMO_JOB % {"epochs": 1}, "mallory", data, tmp_path / "job3")
+
+
+def test_the_node_reads_the_revocation_list_the_worker_wrote(tmp_path: Path) -> None:
+    from sharelearn.runtime.worker import load_crl
+
+    good = tmp_path / "crl.json"
+    good.write_text('{"revoked_serials": ["AB12", "ff"]}')
+    assert load_crl(good) == ["ab12", "ff"] and load_crl(None) == []
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"revoked_serials": "ab12"}')
+    with pytest.raises(ConfigError, match=r"bad.json: not a revocation list"):
+        load_crl(bad)

@@ -31,6 +31,12 @@ def node_command(
     run_id: Annotated[
         str, typer.Option(help="this run's id, the same at every party (default: a digest of the job file)")
     ] = "",
+    crl: Annotated[
+        Path | None,
+        typer.Option(
+            help='revocation list, JSON {"revoked_serials": [hex, ...]}, checked on every peer link'
+        ),
+    ] = None,
 ) -> int:
     """Run this party's role of every step of JOB, talking to its peers over gRPC + mutual TLS."""
     options = NodeOptions(
@@ -41,6 +47,7 @@ def node_command(
         listen=listen,
         audit=audit,
         run_id=run_id,
+        crl_path=crl,
     )
     ctl = StdioControl() if control == "stdio" else EndpointControl()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)

@@ -3,7 +3,8 @@
 The worker writes the job file into the job's own folder (its party's data path resolved inside
 the worker's data folder: a job may not read a file outside it), starts the node in its own process
 group (killed if the worker dies), relays the node's control events and log lines, hands it its
-peers' addresses, and kills the whole group on cancel. Outputs stay under
+peers' addresses, and kills the whole group on cancel. The revocation list the coordinator sends
+with each task is written next to the job and checked by the node on every data-plane link. Outputs stay under
 `<work>/jobs/<job_id>/attempt-<n>/`.
 """
 
@@ -85,7 +86,10 @@ class TaskRun:
         self.outbox.put({"event": "accepted"})
         try:
             job_file = prepare_job(str(assignment["spec"]), party, data_dir, self.folder)
-            self._start(job_file, certs, str(assignment["run_id"]))
+            crl = atomic_write_text(
+                self.folder / "crl.json", json.dumps({"revoked_serials": list(assignment.get("crl", []))})
+            )
+            self._start(job_file, certs, str(assignment["run_id"]), crl)
         except (ConfigError, OSError) as exc:
             self.outbox.put({"event": "error", "error": f"{type(exc).__name__}: {exc}"})
             self.finished.set()
@@ -94,7 +98,7 @@ class TaskRun:
     def key(self) -> str:
         return f"{self.job_id}#{self.attempt}"
 
-    def _start(self, job_file: Path, certs: Path, run_id: str) -> None:
+    def _start(self, job_file: Path, certs: Path, run_id: str, crl: Path) -> None:
         cmd = [
             sys.executable,
             "-m",
@@ -114,6 +118,8 @@ class TaskRun:
             f"{self.listen_host}:0",
             "--run-id",
             run_id,
+            "--crl",
+            str(crl),
         ]
         env = {**os.environ, "GRPC_VERBOSITY": "ERROR", "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
