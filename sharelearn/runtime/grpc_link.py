@@ -8,6 +8,12 @@ pickle) and whose metadata carries the sender and the tag. Both directions are a
   if that certificate's common name is a party of the job *and* the claimed sender;
 * the client checks that the server's certificate names the peer it meant to reach (the party
   name is the TLS target name).
+* both ends check the federation's revocation list (`revoked`: certificate serials in lower-case
+  hex, as the coordinator's `/api/v1/crl` serves them): the server refuses every call whose client
+  certificate is revoked, and the client, before it opens the channel to a peer, reads the
+  certificate the peer's server presents and refuses to send to it if that is revoked. (The client
+  check reads the certificate on a separate TLS connection just before the gRPC channel opens; the
+  chain itself is verified by gRPC.)
 
 Sends are synchronous (they return once the bytes sit in the peer's inbox), which keeps messages
 of one tag in order and gives natural back-pressure.
@@ -21,12 +27,16 @@ grow the receiver's memory past the quota.
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from sharelearn.core.audit import WireAudit
 from sharelearn.core.codec import DEFAULT_LIMITS, Limits
@@ -47,6 +57,28 @@ _TAG = "sl-tag-bin"
 def _options(limits: Limits) -> list[tuple[str, Any]]:
     cap = min(limits.max_message_bytes + 4096, 2**31 - 1)
     return [("grpc.max_send_message_length", cap), ("grpc.max_receive_message_length", cap)]
+
+
+def _serial_and_name(cert: x509.Certificate) -> tuple[str, str]:
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return format(cert.serial_number, "x"), str(names[0].value) if names else "?"
+
+
+def _presented_certificate(address: str, timeout: float) -> x509.Certificate:
+    """The certificate the TLS server at `address` presents (not verified here: gRPC does that)."""
+    host, _, port = address.rpartition(":")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["h2"])
+    with (
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as raw,
+        ctx.wrap_socket(raw) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    if der is None:
+        raise ssl.SSLError(f"{address}: presented no certificate")
+    return x509.load_der_x509_certificate(der)
 
 
 class _RefuseOverQuota(grpc.ServerInterceptor):  # type: ignore[misc]
@@ -84,12 +116,14 @@ class GrpcLink(BaseLink):
         timeout: float = DEFAULT_TIMEOUT_S,
         limits: Limits = DEFAULT_LIMITS,
         audit: WireAudit | None = None,
+        revoked: Collection[str] = (),
     ) -> None:
         peer_list = [p for p in peers if p != creds.party]
         super().__init__(
             creds.party, peer_list, Inbox(creds.party, audit, limits), timeout=timeout, limits=limits
         )
         self._creds = creds
+        self._revoked = frozenset(s.lower() for s in revoked)
         self._addresses: dict[PartyId, str] = {}
         self._calls: dict[PartyId, Any] = {}
         self._channels: list[grpc.Channel] = []
@@ -127,6 +161,8 @@ class GrpcLink(BaseLink):
             if call is None:
                 if peer not in self._addresses:
                     raise ProtocolError(f"{self.me}: address of peer {peer!r} is unknown", peer=peer)
+                if self._revoked:
+                    self._check_peer_not_revoked(peer)
                 channel_creds = grpc.ssl_channel_credentials(
                     root_certificates=self._creds.ca_pem,
                     private_key=self._creds.key_pem,
@@ -138,6 +174,35 @@ class GrpcLink(BaseLink):
                 call = channel.unary_unary(_METHOD)
                 self._calls[peer] = call
             return call
+
+    def _check_peer_not_revoked(self, peer: PartyId) -> None:
+        """Refuse to open a channel to a peer whose server presents a revoked certificate."""
+        address = self._addresses[peer]
+        try:
+            cert = _presented_certificate(address, min(self.timeout, 10.0))
+        except (OSError, ValueError) as exc:
+            raise ProtocolError(
+                f"{self.me}: cannot read the certificate of peer {peer!r} at {address} "
+                f"to check it against the revocation list: {exc}",
+                peer=peer,
+            ) from exc
+        serial, cn = _serial_and_name(cert)
+        if serial in self._revoked:
+            raise ProtocolError(
+                f"{self.me}: peer {peer!r} at {address} presents certificate of {cn!r} "
+                f"with serial {serial}, which is revoked; refusing to send to it",
+                peer=peer,
+            )
+
+    def _revoked_caller(self, context: grpc.ServicerContext) -> str | None:
+        """The refusal message when the caller's client certificate is revoked, else None."""
+        if not self._revoked:
+            return None
+        for pem in context.auth_context().get("x509_pem_cert", []):
+            serial, cn = _serial_and_name(x509.load_pem_x509_certificate(pem))
+            if serial in self._revoked:
+                return f"certificate of {cn!r} (serial {serial}) is revoked"
+        return None
 
     def _transmit(self, peer: PartyId, tag: str, payload: bytes) -> None:
         metadata = ((_SRC, self.me), (_TAG, tag.encode()))
@@ -160,6 +225,10 @@ class GrpcLink(BaseLink):
         metadata = dict(context.invocation_metadata())
         src = metadata.get(_SRC)
         tag = metadata.get(_TAG)
+        revoked = self._revoked_caller(context)
+        if revoked is not None:
+            log.warning("%s: refused a message from %r: %s", self.me, src, revoked)
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, revoked)
         if not isinstance(src, str) or src not in self.peers or src not in names:
             log.warning("%s: refused a message from certificate %s claiming to be %r", self.me, names, src)
             context.abort(

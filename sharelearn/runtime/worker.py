@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from sharelearn.algorithms.context import PartyIdentity, StepContext
-from sharelearn.algorithms.registry import step_params
+from sharelearn.algorithms.registry import STEPS, step_params
 from sharelearn.algorithms.rolecheck import ROLE_CHECKS
-from sharelearn.algorithms.runner import StepResult, run_party_steps
+from sharelearn.algorithms.runner import StepResult, run_step
 from sharelearn.algorithms.tee.embedded import embedded_cluster
 from sharelearn.core.audit import WireAudit
 from sharelearn.core.errors import ConfigError, SharelearnError
@@ -49,6 +49,7 @@ from sharelearn.runtime.data import read_party_data
 from sharelearn.runtime.executors import make_executor
 from sharelearn.runtime.grpc_link import GrpcLink
 from sharelearn.runtime.jobspec import JobSpec, load_job
+from sharelearn.runtime.resume import checkpoint_dir, restore_checkpoint, save_checkpoint
 
 __all__ = ["EndpointControl", "NodeOptions", "StdioControl", "default_run_id", "party_context", "run_node"]
 
@@ -66,12 +67,30 @@ class NodeOptions:
     listen: str = "127.0.0.1:0"
     audit: bool = True
     run_id: str = ""
+    checkpoint: bool = False  # keep each step's state in `<workdir>/checkpoint/` (for reruns)
+    from_step: str = ""  # rerun: reuse what steps before it left (restored from `resume_from`)
+    resume_from: Path | None = None  # the original attempt's party workdir (its `checkpoint/`)
+    crl_path: Path | None = None  # JSON {"revoked_serials": [...]}: checked on every data-plane link
+
+
+def load_crl(path: Path | None) -> list[str]:
+    """The revoked certificate serials (lower-case hex) in a CRL file the worker wrote, or []."""
+    if path is None:
+        return []
+    try:
+        doc = json.loads(Path(path).read_text())
+        serials = doc["revoked_serials"]
+        if not isinstance(serials, list) or not all(isinstance(x, str) for x in serials):
+            raise TypeError("revoked_serials is not a list of strings")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: not a revocation list ({exc})") from exc
+    return [x.lower() for x in serials]
 
 
 class StdioControl:
     """The launcher's control channel: JSON lines out on stdout, one JSON line in on stdin.
 
-    It is also the step observer of `run_party_steps`: each step's start, progress and outputs go
+    It is also the step observer of the step runner (`run_step`): each step's start, progress and outputs go
     out as control events.
     """
 
@@ -141,6 +160,34 @@ def party_context(job: JobSpec, party: str, link: Link, workdir: Path, run_id: s
     )
 
 
+def _run_steps(
+    ctx: StepContext,
+    link: Link,
+    steps: list[tuple[str, Any]],
+    control: StdioControl,
+    options: NodeOptions,
+) -> dict[str, dict[str, Any]]:
+    """Run the job's steps, checkpointing after each; on a rerun, restore and skip steps before S."""
+    ctx.catalog = ctx.catalog or STEPS
+    names = [name for name, _ in steps]
+    start, outputs = 0, {}
+    if options.from_step:
+        if options.from_step not in names or options.resume_from is None:
+            raise ConfigError(f"rerun: step {options.from_step!r} is not in {names} or no attempt to resume")
+        start = names.index(options.from_step)
+        if start > 0:
+            outputs = restore_checkpoint(ctx, checkpoint_dir(options.resume_from, start - 1))
+            for i, name in enumerate(names[:start]):  # reported as done (reused), without running
+                control.started(i, name)
+                control.done(i, name, StepResult({**outputs[name], "reused": True}, 0.0))
+    for i in range(start, len(steps)):
+        name, params = steps[i]
+        outputs[name] = run_step(ctx, link, i, name, params, control).as_dict()
+        if options.checkpoint:
+            save_checkpoint(ctx, i, outputs)
+    return outputs
+
+
 def run_node(options: NodeOptions, control: StdioControl) -> int:
     """Run one party of a job to the end; return the process exit code (0 only on success)."""
     party = control.party = options.party
@@ -157,7 +204,14 @@ def run_node(options: NodeOptions, control: StdioControl) -> int:
                 f"{options.job_path}: party {party!r} is not in the job ({', '.join(job.parties)})"
             )
         creds = load_credentials(options.certs_dir, party)
-        link = GrpcLink(creds, job.parties, listen=options.listen, timeout=job.timeout_s, audit=audit)
+        link = GrpcLink(
+            creds,
+            job.parties,
+            listen=options.listen,
+            timeout=job.timeout_s,
+            audit=audit,
+            revoked=load_crl(options.crl_path),
+        )
         control.emit(Listening(party, link.port, os.getpid()))
         link.connect(control.peers(job, party))
         run_id = options.run_id or default_run_id(options.job_path)
@@ -170,8 +224,7 @@ def run_node(options: NodeOptions, control: StdioControl) -> int:
             ctx.tee_embedded = stack.enter_context(
                 embedded_cluster(workdir, steps, job.tee, leader=party == next(iter(job.parties)))
             )
-        results = run_party_steps(ctx, link, steps, control)
-        outputs = {name: r.as_dict() for name, r in results.items()}
+        outputs = _run_steps(ctx, link, steps, control, options)
         stats = link.stats.as_dict()
         if audit is not None:
             audit.save(workdir / "audit.msgpack")

@@ -259,6 +259,20 @@ def test_revoked_party_is_refused_on_the_control_plane(coord: Coord) -> None:
     assert coord.http.post("/api/v1/parties/bank/revoke", headers=coord.tokens["shop"]).status_code == 401
 
 
+def test_tasks_carry_the_revocation_list_for_the_data_plane(coord: Coord) -> None:
+    """A revoked party still known to peers is refused on their gRPC links: each task brings the CRL."""
+    coord.enroll("mallory")
+    serial = coord.http.post("/api/v1/parties/mallory/revoke", headers=coord.admin).json()["revoked_serial"]
+    job_id = coord.submit()
+    for p in ("bank", "shop"):
+        assert coord.decide(job_id, p, "approve") == 200
+    for p in PARTIES:
+        coord.beat(p)
+    for p in PARTIES:
+        [a] = coord.beat(p)["assign"]
+        assert a["job_id"] == job_id and a["crl"] == [serial]
+
+
 def _cert(csr_dir: Path, ca_dir: Path, party: str, days: float) -> bytes:
     return sign_request(request_certificate(party, csr_dir).read_bytes(), ca_dir, party=party, days=days)
 

@@ -95,3 +95,33 @@ def test_twenty_jobs_back_to_back_all_end(platform: Platform) -> None:
     assert states == ["succeeded"] * 20
     finished = [platform.job(j)["updated"] for j in ids]
     assert finished == sorted(finished)  # one job after another, in submission order
+
+
+def test_rerun_from_a_step_reuses_the_earlier_steps_outputs(platform: Platform) -> None:
+    """psi and hetero_lr are restored from each worker's checkpoints of the original job; only
+    evaluate runs again, on the very model the original trained (same AUC to the last digit)."""
+    _start_all(platform)
+    first = platform.wait(platform.submit(DEMO_JOB % {"epochs": 2}), timeout=180)
+    assert first["state"] == "succeeded", first.get("error")
+    r = platform.admin.post(f"/api/v1/jobs/{first['job_id']}/rerun", json={"from_step": "evaluate"})
+    assert r.status_code == 200, r.text
+    again = platform.wait(r.json()["job_id"], timeout=180)
+    assert again["state"] == "succeeded", again.get("error")
+    for key in ("0:psi", "1:hetero_lr"):
+        for party, task in again["tasks"][key].items():
+            assert task["outputs"]["reused"] is True, (key, party, task)
+            assert task["outputs"]["elapsed_s"] == 0
+            old = dict(first["tasks"][key][party]["outputs"])
+            assert {k: v for k, v in task["outputs"].items() if k not in ("reused", "elapsed_s")} == {
+                k: v for k, v in old.items() if k != "elapsed_s"
+            }
+    new_eval, old_eval = (
+        again["tasks"]["2:evaluate"]["bank"]["outputs"],
+        first["tasks"]["2:evaluate"]["bank"]["outputs"],
+    )
+    assert "reused" not in new_eval and new_eval["auc"] == old_eval["auc"]
+    # the rerun's attempt folder at each data party checkpointed only the step it ran
+    for party in ("bank", "shop"):
+        attempt = platform.data_dir(party) / ".sharelearn" / "jobs" / again["job_id"] / "attempt-1"
+        ran = sorted(p.name for p in (attempt / "parties" / party / "checkpoint").iterdir())
+        assert ran == ["after-2"], ran

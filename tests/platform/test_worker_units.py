@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from harness import APPROVE_ALL, DEMO_JOB
@@ -50,3 +51,53 @@ def test_a_job_cannot_read_outside_the_workers_data_folder(tmp_path: Path) -> No
             prepare_job(spec, "bank", data, tmp_path / "job2")
     with pytest.raises(ConfigError, match="party 'mallory' is not in it"):
         prepare_job(DEMO_JOB % {"epochs": 1}, "mallory", data, tmp_path / "job3")
+
+
+def test_the_node_reads_the_revocation_list_the_worker_wrote(tmp_path: Path) -> None:
+    from sharelearn.runtime.worker import load_crl
+
+    good = tmp_path / "crl.json"
+    good.write_text('{"revoked_serials": ["AB12", "ff"]}')
+    assert load_crl(good) == ["ab12", "ff"] and load_crl(None) == []
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"revoked_serials": "ab12"}')
+    with pytest.raises(ConfigError, match=r"bad.json: not a revocation list"):
+        load_crl(bad)
+
+
+def test_a_checkpoint_restores_the_rows_and_splits_and_a_missing_one_is_named(tmp_path: Path) -> None:
+    import numpy as np
+
+    from sharelearn.algorithms.context import StepContext
+    from sharelearn.runtime.data import PartyData
+    from sharelearn.runtime.resume import checkpoint_dir, restore_checkpoint, save_checkpoint
+
+    rows = PartyData(
+        np.array(["b", "a", "c"], dtype=object),
+        np.arange(6.0).reshape(3, 2),
+        np.array([1.0, 0, 1]),
+        ("x1", "x2"),
+        tmp_path / "bank.csv",
+    )
+    link: Any = None  # checkpoints never touch the link
+
+    def fresh() -> StepContext:
+        return StepContext(
+            link=link,
+            party="bank",
+            roles={"bank": "guest"},
+            data=None,
+            data_parties=["bank"],
+            workdir=tmp_path,
+        )
+
+    ctx = fresh()
+    ctx.data, ctx.aligned, ctx.splits = rows.take([1, 0]), True, {"all": rows, "train": rows.take([2])}
+    save_checkpoint(ctx, 0, {"psi": {"intersection": 2}})
+    back = fresh()
+    assert restore_checkpoint(back, checkpoint_dir(tmp_path, 0)) == {"psi": {"intersection": 2}}
+    assert back.aligned and back.data is not None and list(back.data.ids) == ["a", "b"]
+    assert np.array_equal(back.data.x, rows.x[[1, 0]]) and back.data.feature_names == ("x1", "x2")
+    assert list(back.splits["train"].ids) == ["c"] and back.model is None
+    with pytest.raises(ConfigError, match=r"after-1/state.json is missing"):
+        restore_checkpoint(fresh(), checkpoint_dir(tmp_path, 1))

@@ -150,3 +150,46 @@ def test_a_party_process_stays_within_its_quota_under_a_flood(tmp_path: Path) ->
     assert "peer 'a'" in error and "inbox quota" in error
     assert queued == 0
     assert grown_mib < 80, f"the flooded party grew by {grown_mib:.0f} MiB"
+
+
+def _serial(certs: Path, party: str) -> str:
+    from cryptography import x509
+
+    return format(x509.load_pem_x509_certificate((certs / f"{party}.pem").read_bytes()).serial_number, "x")
+
+
+def test_peer_with_a_revoked_certificate_is_refused_on_the_data_plane(tmp_path: Path) -> None:
+    """b holds the revocation list naming a's serial: a cannot deliver to b, b will not send to a."""
+    init_certs(["a", "b"], tmp_path)
+    crl = [_serial(tmp_path, "a")]
+    a = GrpcLink(load_credentials(tmp_path, "a"), ["a", "b"], timeout=3)
+    b = GrpcLink(load_credentials(tmp_path, "b"), ["a", "b"], timeout=3, revoked=crl)
+    a.connect({"b": f"127.0.0.1:{b.port}"})
+    b.connect({"a": f"127.0.0.1:{a.port}"})
+    try:
+        # the revoked party sends: b's server refuses it, naming a and its serial
+        with pytest.raises(ProtocolError, match=rf"PERMISSION_DENIED.*'a'.*{crl[0]}.*revoked"):
+            a.send("b", "hello", 1)
+        assert b.inbox.pending() == 0
+        # b would send to the revoked party: refused before any byte of the message leaves b
+        with pytest.raises(ProtocolError, match=rf"peer 'a'.*serial {crl[0]}, which is revoked"):
+            b.send("a", "secret", 42)
+        assert a.inbox.pending() == 0
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_revocation_list_naming_another_serial_changes_nothing(tmp_path: Path) -> None:
+    init_certs(["a", "b"], tmp_path)
+    a = GrpcLink(load_credentials(tmp_path, "a"), ["a", "b"], timeout=5, revoked=["dead"])
+    b = GrpcLink(load_credentials(tmp_path, "b"), ["a", "b"], timeout=5, revoked=["dead"])
+    a.connect({"b": f"127.0.0.1:{b.port}"})
+    b.connect({"a": f"127.0.0.1:{a.port}"})
+    try:
+        a.send("b", "x", 7)
+        b.send("a", "y", 8)
+        assert b.recv("a", "x") == 7 and a.recv("b", "y") == 8
+    finally:
+        a.close()
+        b.close()

@@ -31,6 +31,19 @@ def node_command(
     run_id: Annotated[
         str, typer.Option(help="this run's id, the same at every party (default: a digest of the job file)")
     ] = "",
+    checkpoint: Annotated[
+        bool, typer.Option(help="keep each step's state in the party folder, for `rerun --from-step`")
+    ] = False,
+    from_step: Annotated[str, typer.Option(help="rerun: start at this step, reusing earlier ones")] = "",
+    resume_from: Annotated[
+        Path | None, typer.Option(help="rerun: the original attempt's party folder (with checkpoint/)")
+    ] = None,
+    crl: Annotated[
+        Path | None,
+        typer.Option(
+            help='revocation list, JSON {"revoked_serials": [hex, ...]}, checked on every peer link'
+        ),
+    ] = None,
 ) -> int:
     """Run this party's role of every step of JOB, talking to its peers over gRPC + mutual TLS."""
     options = NodeOptions(
@@ -41,6 +54,10 @@ def node_command(
         listen=listen,
         audit=audit,
         run_id=run_id,
+        crl_path=crl,
+        checkpoint=checkpoint,
+        from_step=from_step,
+        resume_from=resume_from,
     )
     ctl = StdioControl() if control == "stdio" else EndpointControl()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)

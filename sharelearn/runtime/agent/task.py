@@ -3,7 +3,10 @@
 The worker writes the job file into the job's own folder (its party's data path resolved inside
 the worker's data folder: a job may not read a file outside it), starts the node in its own process
 group (killed if the worker dies), relays the node's control events and log lines, hands it its
-peers' addresses, and kills the whole group on cancel. Outputs stay under
+peers' addresses, and kills the whole group on cancel. The revocation list the coordinator sends
+with each task is written next to the job and checked by the node on every data-plane link. The
+node checkpoints each step in its party folder; `rerun --from-step S` points the new attempt's node
+at the original job's latest attempt there, so only S and later steps run. Outputs stay under
 `<work>/jobs/<job_id>/attempt-<n>/`.
 """
 
@@ -85,7 +88,11 @@ class TaskRun:
         self.outbox.put({"event": "accepted"})
         try:
             job_file = prepare_job(str(assignment["spec"]), party, data_dir, self.folder)
-            self._start(job_file, certs, str(assignment["run_id"]))
+            crl = atomic_write_text(
+                self.folder / "crl.json", json.dumps({"revoked_serials": list(assignment.get("crl", []))})
+            )
+            resume = self._resume_args(assignment, work_dir)
+            self._start(job_file, certs, str(assignment["run_id"]), crl, resume)
         except (ConfigError, OSError) as exc:
             self.outbox.put({"event": "error", "error": f"{type(exc).__name__}: {exc}"})
             self.finished.set()
@@ -94,7 +101,23 @@ class TaskRun:
     def key(self) -> str:
         return f"{self.job_id}#{self.attempt}"
 
-    def _start(self, job_file: Path, certs: Path, run_id: str) -> None:
+    def _resume_args(self, assignment: dict[str, Any], work_dir: Path) -> list[str]:
+        """`rerun --from-step S`: the node restores the original job's latest attempt's checkpoints."""
+        step, parent = str(assignment.get("from_step") or ""), str(assignment.get("parent_id") or "")
+        if not step or not parent:
+            return []
+        attempts = sorted(
+            (work_dir / "jobs" / parent).glob("attempt-*"), key=lambda p: int(p.name.split("-")[1])
+        )
+        done = [a for a in attempts if (a / "parties" / self.party / "checkpoint").is_dir()]
+        if not done:
+            raise ConfigError(
+                f"rerun of job {parent} from step {step!r}: {work_dir / 'jobs' / parent} holds no "
+                f"checkpoint of {self.party}'s earlier steps"
+            )
+        return ["--from-step", step, "--resume-from", str(done[-1] / "parties" / self.party)]
+
+    def _start(self, job_file: Path, certs: Path, run_id: str, crl: Path, resume: list[str]) -> None:
         cmd = [
             sys.executable,
             "-m",
@@ -114,6 +137,10 @@ class TaskRun:
             f"{self.listen_host}:0",
             "--run-id",
             run_id,
+            "--crl",
+            str(crl),
+            "--checkpoint",
+            *resume,
         ]
         env = {**os.environ, "GRPC_VERBOSITY": "ERROR", "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(

@@ -7,9 +7,10 @@ Responses carry states, progress, metrics and logs — never data, keys or inter
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy import select
@@ -49,10 +50,25 @@ class Report(BaseModel):
     events: list[dict[str, Any]]
 
 
-def make_app(dispatcher: Dispatcher, identity: Identity) -> FastAPI:
-    """The ASGI app of one coordinator."""
-    app = FastAPI(title="sharelearn coordinator", version="1", openapi_url="/openapi.json")
+@dataclass(frozen=True)
+class _Deps:
+    """What every router needs: the dispatcher, the identity store and the caller dependencies."""
 
+    dispatcher: Dispatcher
+    identity: Identity
+    caller: Callable[..., Caller]
+    party_only: Callable[..., Caller]
+
+    def visible(self, job_id: str, who: Caller) -> Job:
+        """The job, if `who` takes part in it (or is the operator); else 404."""
+        with self.dispatcher.session() as s:
+            job = s.get(Job, job_id)
+            if job is None or not who.may_see(job):
+                raise HTTPException(404, f"no job {job_id}")
+            return job
+
+
+def _deps(dispatcher: Dispatcher, identity: Identity) -> _Deps:
     def caller(authorization: Annotated[str | None, Header()] = None) -> Caller:
         token = (authorization or "").removeprefix("Bearer ").strip()
         try:
@@ -65,12 +81,13 @@ def make_app(dispatcher: Dispatcher, identity: Identity) -> FastAPI:
             raise HTTPException(403, "this endpoint is for enrolled workers")
         return who
 
-    def visible(job_id: str, who: Caller) -> Job:
-        with dispatcher.session() as s:
-            job = s.get(Job, job_id)
-            if job is None or not who.may_see(job):
-                raise HTTPException(404, f"no job {job_id}")
-            return job
+    return _Deps(dispatcher, identity, caller, party_only)
+
+
+def make_app(dispatcher: Dispatcher, identity: Identity) -> FastAPI:
+    """The ASGI app of one coordinator."""
+    app = FastAPI(title="sharelearn coordinator", version="1", openapi_url="/openapi.json")
+    d = _deps(dispatcher, identity)
 
     @app.exception_handler(ConfigError)
     async def _config(_: Request, exc: ConfigError) -> JSONResponse:
@@ -84,14 +101,18 @@ def make_app(dispatcher: Dispatcher, identity: Identity) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post("/api/v1/jobs")
-    async def submit(request: Request, who: Annotated[Caller, Depends(caller)]) -> dict[str, str]:
-        text = (await request.body()).decode("utf-8", errors="replace")
-        return {"job_id": await asyncio.to_thread(_submit, dispatcher, text, who)}
+    for router in (_jobs_read(d), _jobs_write(d), _decisions(d), _registry(d), _agent(d)):
+        app.include_router(router)
+    return app
 
-    @app.get("/api/v1/jobs")
-    def jobs(who: Annotated[Caller, Depends(caller)], state: str | None = None) -> list[dict[str, Any]]:
-        with dispatcher.session() as s:
+
+def _jobs_read(d: _Deps) -> APIRouter:
+    """Job listing, one job, its logs and its server-sent events."""
+    r = APIRouter(prefix="/api/v1/jobs")
+
+    @r.get("")
+    def jobs(who: Annotated[Caller, Depends(d.caller)], state: str | None = None) -> list[dict[str, Any]]:
+        with d.dispatcher.session() as s:
             rows = s.scalars(select(Job).order_by(Job.created))
             return [
                 job_view(s, j, brief=True)
@@ -99,102 +120,135 @@ def make_app(dispatcher: Dispatcher, identity: Identity) -> FastAPI:
                 if who.may_see(j) and (state is None or j.state == state)
             ]
 
-    @app.get("/api/v1/jobs/{job_id}")
-    def job(job_id: str, who: Annotated[Caller, Depends(caller)]) -> dict[str, Any]:
-        visible(job_id, who)
-        with dispatcher.session() as s:
+    @r.get("/{job_id}")
+    def job(job_id: str, who: Annotated[Caller, Depends(d.caller)]) -> dict[str, Any]:
+        d.visible(job_id, who)
+        with d.dispatcher.session() as s:
             return job_view(s, s.get(Job, job_id))  # type: ignore[arg-type]
 
-    @app.get("/api/v1/jobs/{job_id}/logs")
+    @r.get("/{job_id}/logs")
     def logs(
-        job_id: str, who: Annotated[Caller, Depends(caller)], party: str | None = None, after: int = 0
+        job_id: str, who: Annotated[Caller, Depends(d.caller)], party: str | None = None, after: int = 0
     ) -> list[dict[str, Any]]:
-        visible(job_id, who)
-        return _events(dispatcher, job_id, party, after)
+        d.visible(job_id, who)
+        return _events(d.dispatcher, job_id, party, after)
 
-    @app.get("/api/v1/jobs/{job_id}/events")
-    async def events(job_id: str, who: Annotated[Caller, Depends(caller)]) -> StreamingResponse:
-        visible(job_id, who)
-        return StreamingResponse(_sse(dispatcher, job_id), media_type="text/event-stream")
+    @r.get("/{job_id}/events")
+    async def events(job_id: str, who: Annotated[Caller, Depends(d.caller)]) -> StreamingResponse:
+        d.visible(job_id, who)
+        return StreamingResponse(_sse(d.dispatcher, job_id), media_type="text/event-stream")
 
-    @app.post("/api/v1/jobs/{job_id}/cancel")
-    def cancel(job_id: str, who: Annotated[Caller, Depends(caller)]) -> dict[str, str]:
-        visible(job_id, who)
-        return {"job_id": job_id, "state": dispatcher.cancel(job_id, who.name)}
+    return r
 
-    @app.post("/api/v1/jobs/{job_id}/rerun")
-    def rerun(job_id: str, body: Rerun, who: Annotated[Caller, Depends(caller)]) -> dict[str, str]:
-        old = visible(job_id, who)
-        return {"job_id": dispatcher.submit(old.spec, who.name, parent=job_id, from_step=body.from_step)}
 
-    def _decide(decision: str) -> Callable[..., dict[str, str]]:
+def _jobs_write(d: _Deps) -> APIRouter:
+    """Submit, cancel and rerun."""
+    r = APIRouter(prefix="/api/v1/jobs")
+
+    @r.post("")
+    async def submit(request: Request, who: Annotated[Caller, Depends(d.caller)]) -> dict[str, str]:
+        text = (await request.body()).decode("utf-8", errors="replace")
+        return {"job_id": await asyncio.to_thread(_submit, d.dispatcher, text, who)}
+
+    @r.post("/{job_id}/cancel")
+    def cancel(job_id: str, who: Annotated[Caller, Depends(d.caller)]) -> dict[str, str]:
+        d.visible(job_id, who)
+        return {"job_id": job_id, "state": d.dispatcher.cancel(job_id, who.name)}
+
+    @r.post("/{job_id}/rerun")
+    def rerun(job_id: str, body: Rerun, who: Annotated[Caller, Depends(d.caller)]) -> dict[str, str]:
+        old = d.visible(job_id, who)
+        return {"job_id": d.dispatcher.submit(old.spec, who.name, parent=job_id, from_step=body.from_step)}
+
+    return r
+
+
+def _decisions(d: _Deps) -> APIRouter:
+    """A data party's worker approves or rejects a job (signed)."""
+    r = APIRouter(prefix="/api/v1/jobs")
+
+    def decide(decision: str) -> Callable[..., dict[str, str]]:
         def handler(
-            job_id: str, body: Decision, who: Annotated[Caller, Depends(party_only)]
+            job_id: str, body: Decision, who: Annotated[Caller, Depends(d.party_only)]
         ) -> dict[str, str]:
-            visible(job_id, who)
+            d.visible(job_id, who)
             if body.payload.get("decision") != decision:
                 raise HTTPException(400, f"payload decision must be {decision!r}")
             return {
                 "job_id": job_id,
-                "state": dispatcher.decide(job_id, who.name, body.payload, body.signature),
+                "state": d.dispatcher.decide(job_id, who.name, body.payload, body.signature),
             }
 
         return handler
 
-    app.post("/api/v1/jobs/{job_id}/approve")(_decide("approve"))
-    app.post("/api/v1/jobs/{job_id}/reject")(_decide("reject"))
+    r.post("/{job_id}/approve")(decide("approve"))
+    r.post("/{job_id}/reject")(decide("reject"))
+    return r
 
-    @app.get("/api/v1/models")
-    def models(who: Annotated[Caller, Depends(caller)]) -> list[dict[str, Any]]:
-        with dispatcher.session() as s:
+
+def _registry(d: _Deps) -> APIRouter:
+    """Models, enrolled parties, revocation and the revocation list."""
+    r = APIRouter(prefix="/api/v1")
+
+    @r.get("/models")
+    def models(who: Annotated[Caller, Depends(d.caller)]) -> list[dict[str, Any]]:
+        with d.dispatcher.session() as s:
             rows = list(s.scalars(select(ModelEntry).order_by(ModelEntry.created)))
             return [_model(m) for m in rows if who.admin or who.name in json.loads(m.parties)]
 
-    @app.get("/api/v1/parties")
-    def parties(who: Annotated[Caller, Depends(caller)]) -> list[dict[str, Any]]:
-        with dispatcher.session() as s:
-            return [
-                {
-                    "party": p.name,
-                    "last_heartbeat": p.last_heartbeat,
-                    "enrolled": p.enrolled,
-                    "revoked": p.revoked,
-                    "serial": p.serial,
-                    "running": json.loads(p.running),
-                }
-                for p in s.scalars(select(Party).order_by(Party.name))
-            ]
+    @r.get("/parties")
+    def parties(who: Annotated[Caller, Depends(d.caller)]) -> list[dict[str, Any]]:
+        with d.dispatcher.session() as s:
+            return [_party(p) for p in s.scalars(select(Party).order_by(Party.name))]
 
-    @app.post("/api/v1/parties/{party}/revoke")
-    def revoke(party: str, who: Annotated[Caller, Depends(caller)]) -> dict[str, str]:
+    @r.post("/parties/{party}/revoke")
+    def revoke(party: str, who: Annotated[Caller, Depends(d.caller)]) -> dict[str, str]:
         if not who.admin:
             raise HTTPException(403, "only the operator revokes certificates")
-        return {"party": party, "revoked_serial": identity.revoke(party)}
+        return {"party": party, "revoked_serial": d.identity.revoke(party)}
 
-    @app.get("/api/v1/crl")
+    @r.get("/crl")
     def crl() -> dict[str, list[str]]:
-        return {"revoked_serials": identity.revoked()}
+        return {"revoked_serials": d.identity.revoked()}
 
-    @app.post("/api/v1/enroll")
+    return r
+
+
+def _agent(d: _Deps) -> APIRouter:
+    """The worker endpoints: enrollment, heartbeats (which carry assignments) and event reports."""
+    r = APIRouter(prefix="/api/v1")
+
+    @r.post("/enroll")
     def enroll(body: Enroll) -> dict[str, str]:
         try:
-            return identity.enroll(body.party, body.token, body.csr.encode())
+            return d.identity.enroll(body.party, body.token, body.csr.encode())
         except PermissionError as exc:
             raise HTTPException(403, str(exc)) from exc
 
-    @app.post("/api/v1/agent/heartbeat")
-    def heartbeat(body: Heartbeat, who: Annotated[Caller, Depends(party_only)]) -> dict[str, Any]:
-        return dispatcher.heartbeat(who.name, body.running)
+    @r.post("/agent/heartbeat")
+    def heartbeat(body: Heartbeat, who: Annotated[Caller, Depends(d.party_only)]) -> dict[str, Any]:
+        return d.dispatcher.heartbeat(who.name, body.running)
 
-    @app.post("/api/v1/agent/events")
-    def report(body: Report, who: Annotated[Caller, Depends(party_only)]) -> dict[str, str]:
+    @r.post("/agent/events")
+    def report(body: Report, who: Annotated[Caller, Depends(d.party_only)]) -> dict[str, str]:
         try:
-            dispatcher.report(who.name, body.job_id, body.attempt, body.events)
+            d.dispatcher.report(who.name, body.job_id, body.attempt, body.events)
         except KeyError as exc:
             raise HTTPException(404, f"no job {body.job_id} with party {who.name}") from exc
         return {"status": "ok"}
 
-    return app
+    return r
+
+
+def _party(p: Party) -> dict[str, Any]:
+    return {
+        "party": p.name,
+        "last_heartbeat": p.last_heartbeat,
+        "enrolled": p.enrolled,
+        "revoked": p.revoked,
+        "serial": p.serial,
+        "running": json.loads(p.running),
+    }
 
 
 def _submit(dispatcher: Dispatcher, text: str, who: Caller) -> str:

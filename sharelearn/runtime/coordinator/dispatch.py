@@ -72,6 +72,7 @@ class Dispatcher(Manager):
 
     def _assignments(self, s: Session, party: str, running: set[str]) -> list[dict[str, Any]]:
         out = []
+        crl = sorted(p.serial for p in s.scalars(select(Party).where(Party.revoked.is_(True))))
         for job in self._running_jobs(s, party):
             tasks = self._tasks(s, job, party)
             if job.id not in running and tasks and all(t.state == _T.PENDING for t in tasks):
@@ -83,6 +84,7 @@ class Dispatcher(Manager):
                         "run_id": job.run_id,
                         "from_step": job.from_step,
                         "parent_id": job.parent_id,
+                        "crl": crl,
                     }
                 )
         return out
