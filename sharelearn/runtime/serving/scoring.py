@@ -74,6 +74,7 @@ class HostScorer:
 
     package: ModelPackage
     weights: npt.NDArray[np.float64] | None = None  # hetero_lr
+    intercept: float = 0.0  # hetero_lr: the host's constant from its local scaling
     feature: npt.NDArray[np.int64] | None = None  # secureboost lookup table
     threshold: npt.NDArray[np.float64] | None = None
 
@@ -89,7 +90,7 @@ class HostScorer:
         of row i set when row i goes left at lookup-table entry e.
         """
         if self.weights is not None:
-            return LR_FIXED_POINT.encode(x @ self.weights)
+            return LR_FIXED_POINT.encode(x @ self.weights + self.intercept)
         assert self.feature is not None and self.threshold is not None
         left = x[:, self.feature] <= self.threshold[None, :]
         return np.packbits(left, axis=1)
@@ -104,7 +105,7 @@ def host_scorer(package: ModelPackage) -> HostScorer:
         w = np.asarray(package.arrays.get("weights"), dtype=np.float64)
         if w.ndim != 1 or w.size != width:
             raise DataError(f"{_where(package)}: weights do not match the {width} schema columns")
-        return HostScorer(package, weights=w)
+        return HostScorer(package, weights=w, intercept=float(package.meta.get("intercept", 0.0)))
     part = load_secureboost(package)
     if not isinstance(part, SecureBoostHostModel):
         raise DataError(f"{_where(package)}: not a secureboost host part")
