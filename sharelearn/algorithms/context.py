@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # only annotations name the TEE actors; importing this module
 __all__ = [
     "BaselineData",
     "Dataset",
+    "EmbeddedTee",
     "Engine",
     "PartyIdentity",
     "Progress",

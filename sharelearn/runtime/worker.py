@@ -51,7 +51,15 @@ from sharelearn.runtime.grpc_link import GrpcLink
 from sharelearn.runtime.jobspec import JobSpec, load_job
 from sharelearn.runtime.resume import checkpoint_dir, restore_checkpoint, save_checkpoint
 
-__all__ = ["EndpointControl", "NodeOptions", "StdioControl", "default_run_id", "party_context", "run_node"]
+__all__ = [
+    "EndpointControl",
+    "NodeOptions",
+    "StdioControl",
+    "default_run_id",
+    "load_crl",
+    "party_context",
+    "run_node",
+]
 
 log = logging.getLogger(__name__)
 
