@@ -92,6 +92,7 @@ def run_guest(
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host or "127.0.0.1", int(port)))
+    sock.listen(2048)  # before the ready file: a client connecting at once waits in the backlog
     ready: dict[str, Any] = {"http_port": sock.getsockname()[1], "party": config.party}
     grpc_server = None
     if grpc_listen is not None:
