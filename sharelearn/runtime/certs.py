@@ -40,8 +40,10 @@ __all__ = [
     "PartyCredentials",
     "check_party_name",
     "init_certs",
+    "key_pem",
     "load_credentials",
     "reap_orphaned_certs",
+    "subject_name",
     "throwaway_certs",
 ]
 
@@ -66,7 +68,8 @@ class PartyCredentials:
         return f"PartyCredentials(party={self.party!r})"
 
 
-def _name(cn: str) -> x509.Name:
+def subject_name(cn: str) -> x509.Name:
+    """The subject (and issuer) name of every sharelearn certificate: O=sharelearn, CN=cn."""
     return x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sharelearn"),
@@ -75,7 +78,8 @@ def _name(cn: str) -> x509.Name:
     )
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """A private key as unencrypted PKCS#8 PEM (written 0600 by the callers)."""
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -86,8 +90,8 @@ def _make_ca(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(cn))
-        .issuer_name(_name(cn))
+        .subject_name(subject_name(cn))
+        .issuer_name(subject_name(cn))
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
@@ -109,7 +113,7 @@ def _make_party(party: str, ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certifi
     )
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(party))
+        .subject_name(subject_name(party))
         .issuer_name(ca.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -123,7 +127,7 @@ def _make_party(party: str, ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certifi
         )
         .sign(ca_key, hashes.SHA256())
     )
-    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem(key)
 
 
 def check_party_name(party: str) -> str:
@@ -147,13 +151,13 @@ def init_certs(
     ca_key, ca = _make_ca(ca_name)
     ca_pem = ca.public_bytes(serialization.Encoding.PEM)
     atomic_write_bytes(out / "ca.pem", ca_pem)
-    atomic_write_bytes(out / "ca.key", _key_pem(ca_key)).chmod(0o600)
+    atomic_write_bytes(out / "ca.key", key_pem(ca_key)).chmod(0o600)
     creds = {}
     for p in parties:
-        cert_pem, key_pem = _make_party(p, ca_key, ca)
+        cert_pem, party_key = _make_party(p, ca_key, ca)
         atomic_write_bytes(out / f"{p}.pem", cert_pem)
-        atomic_write_bytes(out / f"{p}.key", key_pem).chmod(0o600)
-        creds[p] = PartyCredentials(p, ca_pem, cert_pem, key_pem)
+        atomic_write_bytes(out / f"{p}.key", party_key).chmod(0o600)
+        creds[p] = PartyCredentials(p, ca_pem, cert_pem, party_key)
     return creds
 
 

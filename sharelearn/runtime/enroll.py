@@ -24,7 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from sharelearn.core.errors import ConfigError, CryptoError
 from sharelearn.core.fileio import atomic_write_bytes
-from sharelearn.runtime.certs import check_party_name
+from sharelearn.runtime.certs import check_party_name, key_pem, subject_name
 
 __all__ = [
     "DEFAULT_CERT_DAYS",
@@ -40,21 +40,6 @@ __all__ = [
 DEFAULT_CERT_DAYS = 90  # short-lived party certificates: re-enroll, rather than rely on revocation alone
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sharelearn"),
-            x509.NameAttribute(NameOID.COMMON_NAME, cn),
-        ]
-    )
-
-
-def _pkcs8(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
 def make_ca(out_dir: Path | str, name: str = "sharelearn federation CA", days: int = 3650) -> Path:
     """Create `ca.pem` and `ca.key` (0600) in `out_dir`: the federation CA; return `out_dir`."""
     out = Path(out_dir)
@@ -63,8 +48,8 @@ def make_ca(out_dir: Path | str, name: str = "sharelearn federation CA", days: i
     now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(name))
-        .issuer_name(_name(name))
+        .subject_name(subject_name(name))
+        .issuer_name(subject_name(name))
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
@@ -76,7 +61,7 @@ def make_ca(out_dir: Path | str, name: str = "sharelearn federation CA", days: i
         .sign(key, hashes.SHA256())
     )
     atomic_write_bytes(out / "ca.pem", cert.public_bytes(serialization.Encoding.PEM))
-    atomic_write_bytes(out / "ca.key", _pkcs8(key)).chmod(0o600)
+    atomic_write_bytes(out / "ca.key", key_pem(key)).chmod(0o600)
     return out
 
 
@@ -88,11 +73,11 @@ def request_certificate(party: str, out_dir: Path | str) -> Path:
     key = ec.generate_private_key(ec.SECP256R1())
     csr = (
         x509.CertificateSigningRequestBuilder()
-        .subject_name(_name(party))
+        .subject_name(subject_name(party))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(party)]), critical=False)
         .sign(key, hashes.SHA256())
     )
-    atomic_write_bytes(out / f"{party}.key", _pkcs8(key)).chmod(0o600)
+    atomic_write_bytes(out / f"{party}.key", key_pem(key)).chmod(0o600)
     return atomic_write_bytes(out / f"{party}.csr", csr.public_bytes(serialization.Encoding.PEM))
 
 
@@ -128,7 +113,7 @@ def sign_request(
     san = x509.SubjectAlternativeName([x509.DNSName(cn), x509.DNSName("localhost")])
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(cn))
+        .subject_name(subject_name(cn))
         .issuer_name(ca.subject)
         .public_key(csr.public_key())
         .serial_number(x509.random_serial_number())
