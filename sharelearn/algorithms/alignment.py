@@ -70,4 +70,10 @@ def run_psi(ctx: StepContext, params: PsiParams) -> dict[str, Any]:
     return {"intersection_size": result.size}
 
 
-PSI_STEP = StepDef("psi", PsiParams, run_psi, "ECDH private set intersection; aligns rows to the common ids")
+PSI_STEP = StepDef(
+    "psi",
+    PsiParams,
+    run_psi,
+    "ECDH private set intersection; aligns rows to the common ids",
+    handles_missing=True,  # ids only
+)

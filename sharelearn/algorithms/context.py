@@ -38,7 +38,12 @@ Progress: TypeAlias = Callable[[str, Mapping[str, Any]], None]
 
 
 class Dataset(Protocol):
-    """A party's table: string ids, float features, optional float labels (runtime.data.PartyData)."""
+    """A party's table: string ids, float features, optional float labels (runtime.data.PartyData).
+
+    `weights` are the optional sample weights (the data block's `weight:` column); `categories`
+    maps each categorical feature to its categories (the column holds codes into them); features
+    are NaN only where the data block said `missing: allow`.
+    """
 
     @property
     def ids(self) -> np.ndarray: ...
@@ -54,6 +59,12 @@ class Dataset(Protocol):
 
     @property
     def source(self) -> Path: ...
+
+    @property
+    def weights(self) -> np.ndarray | None: ...
+
+    @property
+    def categories(self) -> Mapping[str, tuple[str, ...]]: ...
 
     def take(self, indices: np.ndarray) -> Dataset: ...
 
@@ -150,6 +161,8 @@ class StepContext:
         identity: this party's certificate and key (set by the worker), or None.
         splits: after `split`: this party's rows by part ("all", "train", "validation", "test");
             `data` is then the train part, `evaluate` scores "test" and `predict` scores "all".
+        preprocessing: the fitted preprocessing steps (`impute`, `scale`, `encode`) applied to
+            `data` and `splits` so far, in order; `publish_model` stores them in the package.
     """
 
     link: Link
@@ -174,6 +187,7 @@ class StepContext:
     executor: Executor | None = None
     identity: PartyIdentity | None = None
     splits: dict[str, Dataset] = field(default_factory=dict)
+    preprocessing: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def role(self) -> str:
@@ -242,6 +256,8 @@ class StepDef:
             (party -> (role, table), the launcher's view when all data is local) and return the
             metrics `evaluate` reports (e.g. {"auc": ...}); the report adds `<metric>_centralized`
             and `<metric>_delta`. Only ever run by a local launcher, never by a party.
+        handles_missing: the step accepts rows with missing (NaN) feature values; for any other
+            step the runner stops with a DataError asking for `impute` first.
     """
 
     name: str
@@ -250,3 +266,4 @@ class StepDef:
     summary: str = ""
     load: Callable[[ModelPackage], TrainedModel] | None = None
     baseline: Callable[[Any, Mapping[PartyId, BaselineData]], dict[str, float]] | None = None
+    handles_missing: bool = False

@@ -20,6 +20,7 @@ from sharelearn.algorithms.context import Dataset, StepContext, StepDef, Trained
 from sharelearn.algorithms.metrics import binary_metrics, metrics_for
 from sharelearn.algorithms.modelstore import resolve_model_path
 from sharelearn.algorithms.package import ModelPackage, check_same_model, load_package
+from sharelearn.algorithms.preprocess import apply_preprocessing, require_complete
 from sharelearn.core.errors import ConfigError, DataError
 from sharelearn.core.fileio import atomic_write, atomic_write_text
 from sharelearn.operators.psi import PsiParams
@@ -99,6 +100,7 @@ class EvaluateParams:
 def run_evaluate(ctx: StepContext, params: EvaluateParams) -> dict[str, Any]:
     """Predict on this party's rows collaboratively; the label holder returns the metrics."""
     model = _model(ctx, "evaluate")
+    _require_complete(ctx, model, "evaluate")
     ensure_aligned(ctx, model, "evaluate", params.seed)
     held_out = len(ctx.splits.get("test", ())) > 0
     data = ctx.splits["test"] if held_out else ctx.data
@@ -166,11 +168,22 @@ def load_party_model(ctx: StepContext, template: str, step: str = "") -> ModelPa
     if definition is None or definition.load is None:
         raise ConfigError(f"{path}: step {package.identity.step!r} has no model loader in this run")
     check_same_model(ctx, package)
+    if package.preprocessing and not ctx.preprocessing:  # raw columns -> the model's columns
+        if ctx.data is not None:
+            ctx.data = apply_preprocessing(package, ctx.data)
+        ctx.splits = {part: apply_preprocessing(package, rows) for part, rows in ctx.splits.items()}
     if ctx.data is not None and package.schema is not None:
         ctx.data = package.schema.align(ctx.data, party=ctx.party)
     ctx.model, ctx.package = definition.load(package), package
     ctx.progress(f"loaded {path} (model {package.identity.model_id} v{package.identity.version})", {})
     return package
+
+
+def _require_complete(ctx: StepContext, model: TrainedModel, step: str) -> None:
+    """Missing values reach the model only when its training step handles them (SecureBoost)."""
+    definition = ctx.catalog.get(model.step)
+    if definition is None or not definition.handles_missing:
+        require_complete(ctx, f"{step} ({model.step} model)")
 
 
 def ensure_aligned(ctx: StepContext, model: TrainedModel, step: str, seed: int = 0) -> None:
@@ -203,6 +216,7 @@ def run_predict(ctx: StepContext, params: PredictParams) -> dict[str, Any]:
             f"predict.step is {params.step!r} but the job's model comes from {ctx.model.step!r}"
         )
     model = _model(ctx, "predict")
+    _require_complete(ctx, model, "predict")
     ensure_aligned(ctx, model, "predict", params.seed)
     data = ctx.splits.get("all", ctx.data)  # after `split`: every row, not only the train part
     scores = model.predict(ctx, data)
@@ -227,7 +241,12 @@ EVALUATE_STEP = StepDef(
     EvaluateParams,
     run_evaluate,
     "collaborative prediction; metrics at the label holder",
+    handles_missing=True,  # checked against the model's step (`_require_complete`)
 )
 PREDICT_STEP = StepDef(
-    "predict", PredictParams, run_predict, "collaborative prediction with a trained or saved model"
+    "predict",
+    PredictParams,
+    run_predict,
+    "collaborative prediction with a trained or saved model",
+    handles_missing=True,
 )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,14 @@ class _Reordered:
     @property
     def source(self) -> Path:
         return self.base.source
+
+    @property
+    def weights(self) -> np.ndarray | None:
+        return self.base.weights
+
+    @property
+    def categories(self) -> Mapping[str, tuple[str, ...]]:
+        return self.base.categories
 
     def take(self, indices: np.ndarray) -> Dataset:
         return _Reordered(self.base.take(indices), self.order, self.names)
@@ -257,10 +266,20 @@ def publish_model(ctx: StepContext, model: TrainedModel, *, version: int = 1) ->
         data_fingerprint=data_fingerprint(ctx.data),
         meta=meta,
         arrays=arrays,
+        preprocessing=_preprocessing(ctx),
     )
     ctx.model = model
     ctx.package = package
     return save_package(model_path(ctx.workdir, model.step), package)
+
+
+def _preprocessing(ctx: StepContext) -> tuple[dict[str, Any], ...]:
+    """The fitted preprocessing, after the training categories of columns still held as codes."""
+    steps = tuple(ctx.preprocessing)
+    if ctx.data is not None and ctx.data.categories:
+        codes = {"kind": "categories", "columns": {k: list(v) for k, v in ctx.data.categories.items()}}
+        steps = (codes, *steps)
+    return steps
 
 
 def check_same_model(ctx: StepContext, package: ModelPackage) -> None:

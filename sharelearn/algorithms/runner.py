@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sharelearn.algorithms.context import StepContext, StepDef
+from sharelearn.algorithms.preprocess import require_complete
 from sharelearn.algorithms.registry import STEPS, get_step
 from sharelearn.core.link import Link
 
@@ -72,6 +73,8 @@ def run_step(
         watch.progress(name, message, metrics)
 
     ctx.progress = progress
+    if not definition.handles_missing:
+        require_complete(ctx, name)
     watch.started(index, name)
     started = time.perf_counter()
     result = StepResult(definition.run(ctx, params), time.perf_counter() - started)

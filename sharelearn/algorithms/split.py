@@ -327,7 +327,11 @@ def converged_reference(
 
 
 SPLIT_STEP = StepDef(
-    "split", SplitParams, run_split, "stratified train/validation/test split of the aligned rows"
+    "split",
+    SplitParams,
+    run_split,
+    "stratified train/validation/test split of the aligned rows",
+    handles_missing=True,  # rows only
 )
 CROSS_VALIDATE_STEP = StepDef(
     "cross_validate", CrossValidateParams, run_cross_validate, "k-fold cross-validation of a training step"

@@ -2,7 +2,11 @@
 
 Ids are always strings: the id column is read as text, so "007" stays "007", and integer ids in a
 Parquet file become their decimal strings. Every other column (or the listed `features`) must be
-numeric; the label too. Every error is a `DataError` that names the file, and the column and row
+numeric; the label and the optional sample-weight column (`weight:`) too. Columns the data block
+declares `categorical` are read as text and kept as category codes 0..k-1 over the sorted category
+list (recorded in `PartyData.categories`). With `missing: allow` empty feature cells become NaN
+(infinities are still rejected); ids, labels and weights may never be missing.
+Every error is a `DataError` that names the file, and the column and row
 where one is at fault. Rows count from 1 over data rows; for a CSV file the file line (row + 1,
 after the header) is given too.
 
@@ -13,7 +17,8 @@ from __future__ import annotations
 
 import csv
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,14 +44,16 @@ _MISSING_TEXT = ("", "nan", "-nan", "na", "n/a", "null", "none", "#n/a")
 
 @dataclass(frozen=True, slots=True, eq=False)
 class PartyData:
-    """A party's rows: string ids, float features and optional float labels.
+    """A party's rows: string ids, float features and optional float labels and sample weights.
 
     Attributes:
         ids: object array of `str`, one per row, unique.
-        x: float64 features, shape (n, d); d may be 0.
+        x: float64 features, shape (n, d); d may be 0. NaN only where the data block allowed missing cells.
         y: float64 labels, shape (n,), or None.
         feature_names: the column name of each feature, in order.
         source: the file the rows were read from.
+        weights: float64 sample weights (>= 0), shape (n,), or None.
+        categories: categorical column -> its categories; the column holds codes into that tuple.
     """
 
     ids: ObjArray
@@ -54,6 +61,8 @@ class PartyData:
     y: F64Array | None
     feature_names: tuple[str, ...]
     source: Path
+    weights: F64Array | None = None
+    categories: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -62,7 +71,8 @@ class PartyData:
         """Return the rows at `indices`, in that order."""
         rows = np.asarray(indices, dtype=np.intp)
         y = None if self.y is None else self.y[rows]
-        return PartyData(self.ids[rows], self.x[rows], y, self.feature_names, self.source)
+        w = None if self.weights is None else self.weights[rows]
+        return PartyData(self.ids[rows], self.x[rows], y, self.feature_names, self.source, w, self.categories)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,19 +99,27 @@ def read_party_data(spec: DataSpec) -> PartyData:
     where = _Where(spec.path, spec.format != "parquet")
     header = _header(spec, where)
     features = _feature_names(spec, header, where)
-    numeric = [*features, *([spec.label] if spec.label is not None else [])]
-    table = _read(spec, where, [spec.id, *numeric], numeric)
+    extra = [c for c in (spec.label, spec.weight) if c is not None]
+    numeric = [*(f for f in features if f not in spec.categorical), *extra]
+    table = _read(spec, where, [spec.id, *features, *extra], numeric, text=list(spec.categorical))
     ids_arrow = _id_column(table.column(spec.id), spec.id, where)
     keep = _deduplicate(ids_arrow, spec, where)
+    allow = spec.missing == "allow"
     x = np.empty((table.num_rows, len(features)), dtype=np.float64)
+    categories: dict[str, tuple[str, ...]] = {}
     for j, name in enumerate(features):
-        x[:, j] = _floats(table.column(name), f"column {name!r}", where)
+        if name in spec.categorical:
+            x[:, j], categories[name] = _category_codes(table.column(name), name, where, allow)
+        else:
+            x[:, j] = _floats(table.column(name), f"column {name!r}", where, allow_missing=allow)
     y = (
         None
         if spec.label is None
         else _floats(table.column(spec.label), f"label column {spec.label!r}", where)
     )
-    data = PartyData(ids_arrow.to_numpy(zero_copy_only=False), x, y, tuple(features), spec.path)
+    w = None if spec.weight is None else _weights(table.column(spec.weight), spec.weight, where)
+    ids = ids_arrow.to_numpy(zero_copy_only=False)
+    data = PartyData(ids, x, y, tuple(features), spec.path, w, categories)
     return data if keep is None else data.take(keep)
 
 
@@ -140,12 +158,11 @@ def _header(spec: DataSpec, where: _Where) -> list[str]:
 
 
 def _feature_names(spec: DataSpec, header: list[str], where: _Where) -> list[str]:
-    if spec.label is not None and spec.label not in header:
-        raise where.error(
-            f"label column {spec.label!r} not found; columns are {', '.join(map(repr, header))}"
-        )
+    for what, name in (("label", spec.label), ("weight", spec.weight)):
+        if name is not None and name not in header:
+            raise where.error(f"{what} column {name!r} not found; columns are {', '.join(map(repr, header))}")
     if spec.features is None:
-        features = [name for name in header if name not in (spec.id, spec.label)]
+        features = [name for name in header if name not in (spec.id, spec.label, spec.weight)]
     else:
         features = list(spec.features)
         missing = [name for name in features if name not in header]
@@ -154,17 +171,29 @@ def _feature_names(spec: DataSpec, header: list[str], where: _Where) -> list[str
                 f"feature column(s) {', '.join(map(repr, missing))} not found; "
                 f"columns are {', '.join(map(repr, header))}"
             )
-    for name in [spec.id, *([spec.label] if spec.label else []), *features]:
+    absent = [name for name in spec.categorical if name not in header]
+    if absent:
+        raise where.error(
+            f"categorical column(s) {', '.join(map(repr, absent))} not found; "
+            f"columns are {', '.join(map(repr, header))}"
+        )
+    for name in [spec.id, *(c for c in (spec.label, spec.weight) if c), *features]:
         if header.count(name) > 1:
             raise where.error(f"column {name!r} appears {header.count(name)} times in the header")
     return features
 
 
-def _read(spec: DataSpec, where: _Where, columns: list[str], numeric: list[str]) -> pa.Table:
-    """Read `columns` (ids as strings; for CSV, `numeric` as float64) and check there are rows."""
+def _read(
+    spec: DataSpec, where: _Where, columns: list[str], numeric: list[str], text: list[str] | None = None
+) -> pa.Table:
+    """Read `columns` (ids and `text` as strings; for CSV, `numeric` as float64); check there are rows."""
     try:
         if where.csv:
-            types = {spec.id: pa.string(), **dict.fromkeys(numeric, pa.float64())}
+            types = {
+                spec.id: pa.string(),
+                **dict.fromkeys(numeric, pa.float64()),
+                **dict.fromkeys(text or (), pa.string()),
+            }
             options = pa_csv.ConvertOptions(column_types=types, include_columns=columns)
             table = pa_csv.read_csv(spec.path, convert_options=options)
         else:
@@ -205,8 +234,9 @@ def _parse_numbers(column: pa.ChunkedArray) -> tuple[F64Array, npt.NDArray[np.in
     return values, bad
 
 
-def _floats(column: pa.ChunkedArray, what: str, where: _Where) -> F64Array:
-    """Return a numeric column as float64; reject text, missing, NaN and infinite values."""
+def _floats(column: pa.ChunkedArray, what: str, where: _Where, *, allow_missing: bool = False) -> F64Array:
+    """Return a numeric column as float64; reject text and infinite values, and (unless
+    `allow_missing`, when they become NaN) missing and NaN values."""
     kind = column.type
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         values, bad = _parse_numbers(column)
@@ -220,13 +250,63 @@ def _floats(column: pa.ChunkedArray, what: str, where: _Where) -> F64Array:
     else:
         raise where.error(f"{what} has type {kind}, not a number")
     values = np.asarray(values, dtype=np.float64)
+    if allow_missing:
+        infinite = np.flatnonzero(np.isinf(values))
+        if infinite.size:
+            raise where.error(
+                f"{what} has {infinite.size} infinite value(s), first at {where.row(int(infinite[0]))}"
+            )
+        return values
     missing = np.flatnonzero(~np.isfinite(values))
     if missing.size:
+        hint = (
+            " (set `missing: allow` in the data block to read empty cells as missing)"
+            if what.startswith("column")
+            else ""
+        )
         raise where.error(
             f"{what} has {missing.size} empty, NaN or infinite value(s), "
-            f"first at {where.row(int(missing[0]))}"
+            f"first at {where.row(int(missing[0]))}{hint}"
         )
     return values
+
+
+def _weights(column: pa.ChunkedArray, name: str, where: _Where) -> F64Array:
+    """Return the sample-weight column: finite and >= 0, not all zero."""
+    values = _floats(column, f"weight column {name!r}", where)
+    negative = np.flatnonzero(values < 0)
+    if negative.size:
+        raise where.error(
+            f"weight column {name!r} has {negative.size} negative weight(s), first at "
+            f"{where.row(int(negative[0]))}"
+        )
+    if not values.any():
+        raise where.error(f"weight column {name!r}: every weight is 0")
+    return values
+
+
+def _category_codes(
+    column: pa.ChunkedArray, name: str, where: _Where, allow_missing: bool
+) -> tuple[F64Array, tuple[str, ...]]:
+    """Return a categorical column as codes into its sorted categories (NaN where missing)."""
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        column, kind = pc.cast(column, kind.value_type), kind.value_type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        column = pc.cast(column, pa.string())
+    text = pd.Series(column.to_numpy(zero_copy_only=False), dtype=object)
+    stripped = text.str.strip()
+    blank = (text.isna() | stripped.str.lower().isin(_MISSING_TEXT)).to_numpy(dtype=bool)
+    if blank.any() and not allow_missing:
+        first = int(np.flatnonzero(blank)[0])
+        raise where.error(
+            f"categorical column {name!r} has {int(blank.sum())} empty value(s), first at "
+            f"{where.row(first)} (set `missing: allow` in the data block to read them as missing)"
+        )
+    categories = tuple(sorted(set(stripped[~blank])))
+    codes = pd.Categorical(stripped.where(~blank), categories=categories).codes.astype(np.float64)
+    codes[blank] = np.nan
+    return codes, categories
 
 
 def _id_column(column: pa.ChunkedArray, name: str, where: _Where) -> pa.ChunkedArray:

@@ -13,6 +13,11 @@ steps:                         # run in order; each item is {step_name: {paramet
   - psi: {}
 ```
 
+A data block may also say `missing: allow` (empty feature cells become NaN; default `error`),
+`categorical: [col, ...]` (text columns kept as category codes) and `weight: col` (a sample-weight
+column, read like the label and not a feature), e.g.
+`data: {path: bank.csv, label: y, missing: allow, categorical: [job], weight: w}`.
+
 `engine: tee` runs the steps on attested enclaves (the TEE route); an optional `tee:` block points
 at a running cluster manager and the measurement to accept (`cm`, `mrenclave`, `allow_simulation`,
 `simulation_root`, `storage`). Without it a `tee` job starts a local simulated platform itself.
@@ -57,6 +62,7 @@ __all__ = [
     "DataSpec",
     "DuplicateIds",
     "JobSpec",
+    "MissingPolicy",
     "PartySpec",
     "StepSpec",
     "load_job",
@@ -65,6 +71,7 @@ __all__ = [
 
 DataFormat: TypeAlias = Literal["csv", "parquet"]
 DuplicateIds: TypeAlias = Literal["error", "first", "drop"]
+MissingPolicy: TypeAlias = Literal["error", "allow"]
 KeyPath: TypeAlias = tuple[str | int, ...]
 StepParams: TypeAlias = Mapping[str, Callable[..., Any]]
 # (roles, data parties, params, names of the earlier steps) -> None or ConfigError
@@ -81,7 +88,10 @@ ENGINES = ("federated", "tee")
 _TEE_KEYS = ("cm", "mrenclave", "allow_simulation", "simulation_root", "storage")
 _PARTY_KEYS = ("role", "data", "endpoint", "compute")
 _COMPUTE_KEYS = ("backend", "workers", "address", "num_cpus")
-_DATA_KEYS = ("path", "id", "label", "features", "format", "duplicate_ids")
+_DATA_KEYS = (
+    *("path", "id", "label", "features", "format", "duplicate_ids"),
+    *("missing", "categorical", "weight"),
+)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
@@ -96,6 +106,12 @@ class DataSpec:
         features: the feature columns in order; None = every column other than id and label.
         format: "csv" or "parquet"; when not given it is set from the suffix (.csv, .parquet, .pq).
         duplicate_ids: "error" (reject), "first" (keep each id's first row) or "drop" (every row).
+        missing: "error" (default: an empty cell is a data error naming file, column and row) or
+            "allow" (empty feature cells become NaN; steps that cannot handle them say so and ask
+            for `impute` first). Ids, labels and weights are never allowed to be missing.
+        categorical: text/categorical feature columns, kept as category codes 0..k-1 (the sorted
+            category list is recorded with the table and the model package's preprocessing).
+        weight: a sample-weight column (like the label, not a feature); finite and >= 0.
     """
 
     path: Path
@@ -104,6 +120,9 @@ class DataSpec:
     features: tuple[str, ...] | None = None
     format: DataFormat | None = None
     duplicate_ids: DuplicateIds = "error"
+    missing: MissingPolicy = "error"
+    categorical: tuple[str, ...] = ()
+    weight: str | None = None
 
     def __post_init__(self) -> None:
         # Messages start with the offending key: the job loader maps them to that key's line.
@@ -127,6 +146,23 @@ class DataSpec:
             if name in seen:
                 raise ConfigError(f"features: {name!r} is listed twice, or is the id or label column")
             seen.add(name)
+        self._check_extensions(features)
+
+    def _check_extensions(self, features: tuple[str, ...] | None) -> None:
+        """Check `missing`, `weight` and `categorical` against the other columns."""
+        if self.missing not in ("error", "allow"):
+            raise ConfigError(f"missing must be error or allow, got {self.missing!r}")
+        if self.weight is not None and self.weight in (self.id, self.label, *(features or ())):
+            raise ConfigError(f"weight {self.weight!r} is also the id, label or a feature column")
+        categorical = tuple(self.categorical)
+        object.__setattr__(self, "categorical", categorical)
+        for name in categorical:
+            if categorical.count(name) > 1 or name in (self.id, self.label, self.weight):
+                raise ConfigError(
+                    f"categorical: {name!r} is listed twice, or is the id, label or weight column"
+                )
+            if features is not None and name not in features:
+                raise ConfigError(f"categorical: {name!r} is not one of the listed features")
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,11 +499,12 @@ def _data(doc: _Doc, path: KeyPath, value: Any, base_dir: Path) -> DataSpec:
         raise doc.error(path, "missing required key 'path'")
     file = Path(_string(doc, (*path, "path"), value["path"])).expanduser()
     fields = {k: v for k, v in value.items() if v is not None or k == "id"}
-    for key in ("id", "label", "format", "duplicate_ids"):
+    for key in ("id", "label", "format", "duplicate_ids", "missing", "weight"):
         if key in fields:
             _string(doc, (*path, key), fields[key])
-    if "features" in fields:
-        fields["features"] = _features(doc, (*path, "features"), fields["features"])
+    for key in ("features", "categorical"):
+        if key in fields:
+            fields[key] = _features(doc, (*path, key), fields[key])
     fields["path"] = file if file.is_absolute() else base_dir / file
     try:
         return DataSpec(**fields)

@@ -34,6 +34,8 @@ def _arrays(prefix: str, data: Dataset) -> dict[str, np.ndarray]:
     out = {f"{prefix}.ids": np.asarray(data.ids, dtype=str), f"{prefix}.x": np.asarray(data.x)}
     if data.y is not None:
         out[f"{prefix}.y"] = np.asarray(data.y)
+    if data.weights is not None:
+        out[f"{prefix}.w"] = np.asarray(data.weights)
     return out
 
 
@@ -60,14 +62,18 @@ def save_checkpoint(ctx: StepContext, index: int, outputs: dict[str, dict[str, A
         "splits": sorted(ctx.splits),
         "features": list(ctx.data.feature_names) if ctx.data is not None else [],
         "source": str(ctx.data.source) if ctx.data is not None else "",
+        "categories": {k: list(v) for k, v in ctx.data.categories.items()} if ctx.data is not None else {},
     }
     atomic_write_json(folder / "state.json", state)  # written last: its presence marks completeness
     return folder
 
 
-def _rows(z: Any, prefix: str, features: tuple[str, ...], source: Path) -> PartyData:
+def _rows(
+    z: Any, prefix: str, features: tuple[str, ...], source: Path, categories: dict[str, tuple[str, ...]]
+) -> PartyData:
     y = z[f"{prefix}.y"] if f"{prefix}.y" in z.files else None
-    return PartyData(z[f"{prefix}.ids"].astype(object), z[f"{prefix}.x"], y, features, source)
+    w = z[f"{prefix}.w"] if f"{prefix}.w" in z.files else None
+    return PartyData(z[f"{prefix}.ids"].astype(object), z[f"{prefix}.x"], y, features, source, w, categories)
 
 
 def restore_checkpoint(ctx: StepContext, folder: Path) -> dict[str, dict[str, Any]]:
@@ -80,10 +86,11 @@ def restore_checkpoint(ctx: StepContext, folder: Path) -> dict[str, dict[str, An
         )
     state = json.loads(state_file.read_text())
     features, source = tuple(state["features"]), Path(state["source"])
+    cats = {k: tuple(v) for k, v in state.get("categories", {}).items()}
     with np.load(folder / "data.npz", allow_pickle=False) as z:
         if "data.ids" in z.files:
-            ctx.data = _rows(z, "data", features, source)
-        ctx.splits = {p: _rows(z, f"split.{p}", features, source) for p in state["splits"]}
+            ctx.data = _rows(z, "data", features, source, cats)
+        ctx.splits = {p: _rows(z, f"split.{p}", features, source, cats) for p in state["splits"]}
     ctx.aligned = bool(state["aligned"])
     model = folder / "model.package"
     if model.is_file():
