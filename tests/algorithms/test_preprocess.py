@@ -1,0 +1,78 @@
+"""Replaying fitted preprocessing (algorithms.preprocess) and the missing-value guard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sharelearn.algorithms.context import StepContext
+from sharelearn.algorithms.preprocess import Table, apply_preprocessing, require_complete
+from sharelearn.core.errors import DataError
+from sharelearn.core.memlink import MemNetwork
+
+STEPS = [
+    {"kind": "categories", "columns": {"job": ["baker", "clerk"]}},
+    {"kind": "impute", "columns": ["a"], "values": [2.0]},
+    {"kind": "scale", "columns": ["a"], "center": [1.0], "scale": [2.0]},
+    {"kind": "encode", "method": "onehot", "column": "job", "categories": ["baker", "clerk"]},
+]
+
+
+def table(x: list[list[float]], categories: tuple[str, ...]) -> Table:
+    ids = np.asarray([str(i) for i in range(len(x))], dtype=object)
+    return Table(
+        ids, np.asarray(x, dtype=np.float64), None, ("a", "job"), Path("t.csv"), None, {"job": categories}
+    )
+
+
+def test_replay_recodes_imputes_scales_and_one_hot_encodes() -> None:
+    # this file's categories are sorted differently: code 0 is "clerk" here
+    data = table([[3.0, 0.0], [np.nan, 1.0], [1.0, np.nan]], ("clerk", "baker"))
+
+    out = apply_preprocessing(STEPS, data)
+
+    assert out.feature_names == ("a", "job=baker", "job=clerk")
+    np.testing.assert_allclose(out.x, [[1.0, 0.0, 1.0], [0.5, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    assert np.isnan(data.x[1, 0])  # the input is left unchanged
+
+
+def test_dataframe_with_text_categories_matches_the_table_path() -> None:
+    frame = pd.DataFrame({"a": [3.0, None], "job": ["clerk", "baker"]})
+
+    out = apply_preprocessing(STEPS, frame)
+
+    assert list(out.columns) == ["a", "job=baker", "job=clerk"]
+    np.testing.assert_allclose(out.to_numpy(), [[1.0, 0.0, 1.0], [0.5, 1.0, 0.0]])
+
+
+def test_unseen_category_is_a_data_error_naming_column_and_value() -> None:
+    data = table([[1.0, 0.0]], ("teacher",))
+
+    with pytest.raises(DataError, match="column 'job' has category 'teacher', unseen in training"):
+        apply_preprocessing(STEPS, data)
+
+
+def test_step_without_missing_support_asks_for_impute(tmp_path: Path) -> None:
+    link = MemNetwork(["g"]).link("g")
+    ctx = StepContext(link, "g", {"g": "guest"}, table([[np.nan, 0.0]], ("a",)), ["g"], tmp_path)
+
+    with pytest.raises(DataError) as info:
+        require_complete(ctx, "hetero_lr")
+
+    assert "step 'hetero_lr' cannot handle missing values" in str(info.value)
+    assert "'a' (1 missing)" in str(info.value) and "impute" in str(info.value)
+
+
+def test_preprocessing_survives_the_package_file(tmp_path: Path) -> None:
+    from sharelearn.algorithms.package import ModelIdentity, ModelPackage, load_package, save_package
+
+    identity = ModelIdentity("m", 1, "hetero_lr", "job", "g", "guest", (("g", "guest"),))
+    package = ModelPackage(identity, "binary", None, None, "", {}, {}, tuple(STEPS))
+
+    loaded = load_package(save_package(tmp_path / "m.model", package))
+
+    out = apply_preprocessing(loaded, table([[np.nan, 1.0]], ("baker", "clerk")))
+    np.testing.assert_allclose(out.x, [[0.5, 0.0, 1.0]])
