@@ -8,6 +8,7 @@ from sharelearn.algorithms.alignment import PSI_STEP
 from sharelearn.algorithms.context import StepDef
 from sharelearn.algorithms.evaluation import EVALUATE_STEP, PREDICT_STEP
 from sharelearn.algorithms.horizontal.fedavg import FEDAVG_STEP
+from sharelearn.algorithms.impute import IMPUTE_STEP
 from sharelearn.algorithms.mpc.ss_lr import SS_LR_STEP
 from sharelearn.algorithms.split import CROSS_VALIDATE_STEP, SPLIT_STEP
 from sharelearn.algorithms.tee.steps import TEE_STEPS
@@ -30,6 +31,7 @@ STEPS: Mapping[str, StepDef] = {
         SECUREBOOST_STEP,
         SS_LR_STEP,
         *TEE_STEPS,
+        IMPUTE_STEP,
     )
 }
 

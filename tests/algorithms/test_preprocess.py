@@ -76,3 +76,32 @@ def test_preprocessing_survives_the_package_file(tmp_path: Path) -> None:
 
     out = apply_preprocessing(loaded, table([[np.nan, 1.0]], ("baker", "clerk")))
     np.testing.assert_allclose(out.x, [[0.5, 0.0, 1.0]])
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("strategy", ["mean", "median", "most_frequent", "constant"])
+def test_impute_step_fills_each_partys_own_columns(tmp_path: Path, strategy: str) -> None:
+    from sklearn.impute import SimpleImputer
+
+    from sharelearn.algorithms.impute import ImputeParams
+    from sharelearn.testing.steps import dataset, run_steps
+
+    rng = np.random.default_rng(3)
+    x = np.round(rng.normal(size=(60, 4)), 1)
+    x[rng.random(x.shape) < 0.2] = np.nan
+    ids = [str(i) for i in range(60)]
+    parties = {
+        "g": ("guest", dataset(ids, x[:, :2], np.arange(60) % 2)),
+        "h": ("host", dataset(ids, x[:, 2:])),
+    }
+
+    run = run_steps(
+        parties, [("impute", ImputeParams(strategy=strategy, fill_value=7.0))], tmp_path, aligned=True
+    )
+
+    for party, block in (("g", x[:, :2]), ("h", x[:, 2:])):
+        ctx = run.parties[party].context
+        want = SimpleImputer(strategy=strategy, fill_value=7.0).fit_transform(block)
+        np.testing.assert_allclose(np.asarray(ctx.data.x), want, atol=1e-12)
+        assert ctx.preprocessing[0]["kind"] == "impute"
+        np.testing.assert_allclose(apply_preprocessing(ctx.preprocessing, parties[party][1]).x, want)
