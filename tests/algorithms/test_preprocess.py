@@ -105,3 +105,51 @@ def test_impute_step_fills_each_partys_own_columns(tmp_path: Path, strategy: str
         np.testing.assert_allclose(np.asarray(ctx.data.x), want, atol=1e-12)
         assert ctx.preprocessing[0]["kind"] == "impute"
         np.testing.assert_allclose(apply_preprocessing(ctx.preprocessing, parties[party][1]).x, want)
+
+
+@pytest.mark.timeout(180)
+def test_saved_model_replays_the_imputer_at_predict(tmp_path: Path) -> None:
+    from sklearn.datasets import load_breast_cancer
+
+    from sharelearn.algorithms.evaluation import PredictParams
+    from sharelearn.algorithms.impute import ImputeParams
+    from sharelearn.algorithms.vertical.secureboost import SecureBoostParams
+    from sharelearn.testing.steps import dataset, run_steps
+
+    x, y = load_breast_cancer(return_X_y=True)
+    x, y = x[:120, :6].copy(), y[:120]
+    x[np.random.default_rng(5).random(x.shape) < 0.2] = np.nan
+    ids = [str(i) for i in range(len(y))]
+    parties = {"g": ("guest", dataset(ids, x[:, :3], y)), "h": ("host", dataset(ids, x[:, 3:]))}
+    boost = SecureBoostParams(
+        num_trees=2, max_depth=2, key_bits=1024, validation_fraction=0.0, early_stopping_rounds=0
+    )
+    steps = [("impute", ImputeParams()), ("secureboost", boost), ("predict", PredictParams())]
+    run_steps(parties, steps, tmp_path / "t", aligned=True)
+    saved = PredictParams(model=str(tmp_path / "t" / "{party}" / "models" / "secureboost.model"))
+
+    run_steps(parties, [("predict", saved)], tmp_path / "p", aligned=True)
+
+    same_job = pd.read_csv(tmp_path / "t" / "g" / "predictions.csv")
+    later = pd.read_csv(tmp_path / "p" / "g" / "predictions.csv")
+    assert len(later) == 120 and np.isfinite(later["score"]).all()
+    np.testing.assert_allclose(later["score"], same_job["score"], atol=1e-12)
+
+
+@pytest.mark.timeout(60)
+def test_training_step_on_missing_cells_names_itself_and_asks_for_impute(tmp_path: Path) -> None:
+    from sharelearn.algorithms.vertical.secureboost import SecureBoostParams
+    from sharelearn.testing.steps import dataset, run_steps
+
+    x = np.arange(40, dtype=np.float64).reshape(20, 2)
+    x[3, 1] = np.nan
+    ids = [str(i) for i in range(20)]
+    parties = {
+        "g": ("guest", dataset(ids, x[:, :1], np.arange(20) % 2)),
+        "h": ("host", dataset(ids, x[:, 1:])),
+    }
+
+    with pytest.raises(Exception, match=r"step 'secureboost' cannot handle missing values: party 'h'"):
+        run_steps(
+            parties, [("secureboost", SecureBoostParams(key_bits=1024))], tmp_path, aligned=True, timeout=20
+        )
