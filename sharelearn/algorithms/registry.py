@@ -10,6 +10,7 @@ from sharelearn.algorithms.evaluation import EVALUATE_STEP, PREDICT_STEP
 from sharelearn.algorithms.horizontal.fedavg import FEDAVG_STEP
 from sharelearn.algorithms.impute import IMPUTE_STEP
 from sharelearn.algorithms.mpc.ss_lr import SS_LR_STEP
+from sharelearn.algorithms.scale import SCALE_STEP
 from sharelearn.algorithms.split import CROSS_VALIDATE_STEP, SPLIT_STEP
 from sharelearn.algorithms.tee.steps import TEE_STEPS
 from sharelearn.algorithms.vertical.hetero_lr import HETERO_LR_STEP
@@ -32,6 +33,7 @@ STEPS: Mapping[str, StepDef] = {
         SS_LR_STEP,
         *TEE_STEPS,
         IMPUTE_STEP,
+        SCALE_STEP,
     )
 }
 

@@ -153,3 +153,28 @@ def test_training_step_on_missing_cells_names_itself_and_asks_for_impute(tmp_pat
         run_steps(
             parties, [("secureboost", SecureBoostParams(key_bits=1024))], tmp_path, aligned=True, timeout=20
         )
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["standard", "minmax", "robust"])
+def test_scale_step_matches_scikit_learn_per_party(tmp_path: Path, method: str) -> None:
+    from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
+
+    from sharelearn.algorithms.scale import ScaleParams
+    from sharelearn.testing.steps import dataset, run_steps
+
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(50, 4)) * [1.0, 1000.0, 3.0, 1e5]
+    x[rng.random(x.shape) < 0.1] = np.nan
+    ids = [str(i) for i in range(50)]
+    parties = {
+        "g": ("guest", dataset(ids, x[:, :2], np.arange(50) % 2)),
+        "h": ("host", dataset(ids, x[:, 2:])),
+    }
+    sk = {"standard": StandardScaler, "minmax": MinMaxScaler, "robust": RobustScaler}[method]
+
+    run = run_steps(parties, [("scale", ScaleParams(method=method))], tmp_path, aligned=True)
+
+    for party, block in (("g", x[:, :2]), ("h", x[:, 2:])):
+        got = np.asarray(run.parties[party].context.data.x)
+        np.testing.assert_allclose(got, sk().fit_transform(block), atol=1e-9)
