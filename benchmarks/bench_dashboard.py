@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from benchmarks.common import print_result
 from sharelearn.runtime.coordinator import CoordinatorOptions, open_coordinator
 from sharelearn.runtime.coordinator.api import make_app
 from sharelearn.runtime.coordinator.dashboard import mount_dashboard
@@ -208,9 +209,5 @@ def main(argv: list[str]) -> int:
         server.should_exit = True
     pages_ms = [v for k, v in result.items() if k.endswith(" ms") and not k.startswith("baseline")]
     result["all pages under target"] = max(pages_ms) < 300
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>32}: {value}")
+    print_result(result, args.json)
     return 0
