@@ -1,6 +1,6 @@
 """The dashboard's pages and JSON twins over a real server, on a store filled as workers fill it.
 
-(Not the browser tests of issue 19: those, driving Chromium through Playwright, are still to write.)
+(The browser tests are in test_browser.py.)
 """
 
 from __future__ import annotations
