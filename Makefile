@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck layers pytest install clean sz bench-env-spu bench-env-flower
+.PHONY: browser demo test lint typecheck layers pytest install clean sz bench-env-spu bench-env-flower
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,7 +30,11 @@ typecheck: $(STAMP)
 layers: $(STAMP)
 	$(BIN)/lint-imports
 
-pytest: $(STAMP)
+# The dashboard's browser tests drive Debian's chromium (never `playwright install`).
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || echo "WARNING: chromium missing and not installable: the dashboard browser tests will skip"
+
+pytest: $(STAMP) browser
 	$(BIN)/python -m pytest -q -n 2 -p no:cacheprovider
 
 test: lint typecheck layers pytest

@@ -17,7 +17,7 @@ from sklearn import metrics as skm
 
 from sharelearn.algorithms.alignment import run_psi
 from sharelearn.algorithms.context import Dataset, StepContext, StepDef, TrainedModel
-from sharelearn.algorithms.metrics import binary_metrics, metrics_for
+from sharelearn.algorithms.metrics import binary_metrics, metrics_for, roc_points
 from sharelearn.algorithms.modelstore import resolve_model_path
 from sharelearn.algorithms.package import ModelPackage, check_same_model, load_package
 from sharelearn.algorithms.preprocess import apply_preprocessing, require_complete
@@ -130,6 +130,8 @@ def run_evaluate(ctx: StepContext, params: EvaluateParams) -> dict[str, Any]:
             _plot_roc(ctx.workdir / "roc.png", y, scores, out["auc"])
         if any(len(v) for v in model.history.values()):
             _plot_history(ctx.workdir / "loss_curve.png", model.history, model.step)
+    if model.task == "binary" and "auc" in out:  # the dashboard's ROC and KS plots
+        out["roc"] = roc_points(y, scores)
     if model.history:
         out["history"] = {k: [round(float(x), 6) for x in v] for k, v in model.history.items()}
     headline = ", ".join(f"{k} {out[k]}" for k in ("auc", "accuracy", "rmse") if k in out)

@@ -21,6 +21,7 @@ __all__ = [
     "multiclass_metrics",
     "pool_vertical",
     "regression_metrics",
+    "roc_points",
 ]
 
 TASKS = ("binary", "multiclass", "regression")
@@ -43,6 +44,26 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict
         out["auc"] = float(skm.roc_auc_score(y, p))
         out["ks"] = float(np.max(tpr - fpr))
     return out
+
+
+def roc_points(y: np.ndarray, p: np.ndarray, points: int = 51) -> dict[str, list[float]]:
+    """The ROC and KS curves at a fixed grid of thresholds (0, 1/(points-1), ..., 1).
+
+    A fixed grid, not the scores' own cut points, so the curve reveals no individual score: only
+    the fraction of positives and of negatives at or above each grid threshold (the label holder's
+    own aggregate, as AUC and KS are).
+    """
+    y = np.asarray(y).astype(np.int64)
+    p = np.asarray(p, dtype=np.float64)
+    grid = np.linspace(1.0, 0.0, points)
+    pos, neg = max(1, int(np.sum(y == 1))), max(1, int(np.sum(y == 0)))
+    tpr = [float(np.sum((p >= t) & (y == 1)) / pos) for t in grid]
+    fpr = [float(np.sum((p >= t) & (y == 0)) / neg) for t in grid]
+    return {
+        "threshold": [round(float(t), 4) for t in grid],
+        "tpr": [round(v, 4) for v in tpr],
+        "fpr": [round(v, 4) for v in fpr],
+    }
 
 
 def multiclass_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:

@@ -102,7 +102,7 @@ class PartyDone:
     KIND: ClassVar[str] = "done"
     party: str
     outputs: dict[str, Any]
-    traffic: dict[str, int]
+    traffic: dict[str, Any]  # totals (int) and "peers": {peer: PeerStats as a dict}
     pid: int
     max_rss_mb: float
 

@@ -20,7 +20,7 @@ import resource
 import sys
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -233,7 +233,11 @@ def run_node(options: NodeOptions, control: StdioControl) -> int:
                 embedded_cluster(workdir, steps, job.tee, leader=party == next(iter(job.parties)))
             )
         outputs = _run_steps(ctx, link, steps, control, options)
-        stats = link.stats.as_dict()
+        # Totals, and per peer for the dashboard's "what crossed the wire" (counters only).
+        stats: dict[str, Any] = {
+            **link.stats.as_dict(),
+            "peers": {str(peer): asdict(st) for peer, st in link.stats.peers.items()},
+        }
         if audit is not None:
             audit.save(workdir / "audit.msgpack")
         atomic_write_json(workdir / "outputs.json", {"party": party, "steps": outputs, "traffic": stats})

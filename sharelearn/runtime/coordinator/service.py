@@ -17,6 +17,7 @@ import uvicorn
 from sharelearn.core.fileio import atomic_write_text
 from sharelearn.runtime.coordinator.api import make_app
 from sharelearn.runtime.coordinator.auth import Identity
+from sharelearn.runtime.coordinator.dashboard import mount_dashboard
 from sharelearn.runtime.coordinator.db import migrate, open_engine, sqlite_url
 from sharelearn.runtime.coordinator.dispatch import Dispatcher
 from sharelearn.runtime.enroll import make_ca
@@ -66,7 +67,9 @@ def serve(options: CoordinatorOptions) -> int:
     log.info("coordinator listening on %s (state %s)", url, options.state_dir)
     stop = threading.Event()
     threading.Thread(target=_reconcile_loop, args=(dispatcher, stop), daemon=True).start()
-    config = uvicorn.Config(make_app(dispatcher, identity), log_level="warning", access_log=False)
+    app = make_app(dispatcher, identity)
+    mount_dashboard(app, dispatcher, identity)  # the web dashboard at `/`
+    config = uvicorn.Config(app, log_level="warning", access_log=False)
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
