@@ -24,9 +24,11 @@ from sharelearn.core.errors import ConfigError, DataError, DecodeError, Protocol
 __all__ = [
     "MODEL_FILE",
     "Bystander",
+    "FlatForest",
     "SecureBoostGuestModel",
     "SecureBoostHostModel",
     "Tree",
+    "flatten_trees",
     "guest_party",
     "load_secureboost",
     "trees_from_arrays",
@@ -114,6 +116,107 @@ def _route(tree: Tree, rows: int, goes_left: Any) -> I64:
             at = inner[node[inner] == nd]
             mask = goes_left(nd, at)
             node[at] = np.where(mask, left[nd], right[nd])
+
+
+# -- the forest as flat arrays (online scoring) -----------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class FlatForest:
+    """Every tree's nodes in one set of arrays, so that a batch walks all trees at once with numpy.
+
+    Node k of tree t is global node `starts[t] + k`; a leaf's children are itself, so walking `depth`
+    steps from the roots lands every (row, tree) on its leaf. `owner` -1: a guest split on guest
+    column `feature`; owner h: a split of hosts[h], decided by bit `split_id` of that host's lookup
+    table (the only thing a host sends). `value` is a leaf's contribution to class `tree_class`.
+    """
+
+    roots: I64
+    left: I64
+    right: I64
+    owner: I64
+    feature: I64
+    split_id: I64
+    threshold: F64
+    value: F64
+    tree_class: I64
+    depth: int
+    classes: int
+
+    def margins(self, x: F64, base: F64, decisions: Sequence[npt.NDArray[np.bool_]]) -> F64:
+        """Raw scores (n, classes): base plus every tree's leaf; decisions[h] is (n, entries of h)."""
+        n = x.shape[0]
+        col = self._decision_columns([d.shape[1] for d in decisions])
+        decided = np.concatenate([*decisions, np.zeros((n, 1), dtype=bool)], axis=1)
+        xs = x if x.shape[1] else np.zeros((n, 1), dtype=np.float64)
+        rows = np.arange(n)[:, None]
+        node = np.repeat(self.roots[None, :], n, axis=0)
+        for _ in range(self.depth):
+            own_left = xs[rows, self.feature[node]] <= self.threshold[node]
+            go_left = np.where(self.owner[node] >= 0, decided[rows, col[node]], own_left)
+            node = np.where(go_left, self.left[node], self.right[node])
+        leaf = self.value[node]
+        if self.classes == 1:
+            return np.asarray(base[None, :] + leaf.sum(axis=1, keepdims=True))
+        onehot = np.zeros((self.roots.size, self.classes))
+        onehot[np.arange(self.roots.size), self.tree_class] = 1.0
+        return np.asarray(base[None, :] + leaf @ onehot)
+
+    def _decision_columns(self, widths: Sequence[int]) -> I64:
+        """Column of each host split in the hosts' concatenated decisions (guest nodes: a spare one)."""
+        offsets = np.concatenate([[0], np.cumsum(widths, dtype=np.int64)])
+        if len(widths) <= int(self.owner.max(initial=-1)):
+            raise ProtocolError(f"decisions of {len(widths)} hosts for a forest that needs more")
+        host = self.owner >= 0
+        col = np.full(self.owner.size, offsets[-1], dtype=np.int64)
+        own = self.owner[host]
+        bad = self.split_id[host] >= np.asarray(widths, dtype=np.int64)[own]
+        if bad.any():
+            raise ProtocolError(
+                f"host #{int(own[bad][0])} sent no decision for split {int(self.split_id[host][bad][0])}"
+            )
+        col[host] = offsets[own] + self.split_id[host]
+        return col
+
+
+def flatten_trees(trees: Sequence[Tree], classes: int) -> FlatForest:
+    """The trees as one `FlatForest` (leaves made self-loops, guest/host fields made safe indexes)."""
+    arrays = trees_to_arrays(trees)
+    sizes = arrays["tree_sizes"]
+    starts = np.concatenate([[0], np.cumsum(sizes)])[:-1].astype(np.int64)
+    shift = np.repeat(starts, sizes)
+    here = np.arange(int(sizes.sum()), dtype=np.int64)
+    inner = arrays["left"] >= 0
+    size = np.repeat(sizes, sizes)
+    for side in ("left", "right"):
+        if ((arrays[side][inner] < 0) | (arrays[side][inner] >= size[inner])).any():
+            raise DataError(f"secureboost trees: a {side} child outside its tree")
+    left = np.where(inner, arrays["left"] + shift, here)
+    right = np.where(inner, arrays["right"] + shift, here)
+    owner = np.where(inner, arrays["owner"], -1)
+    guest = inner & (owner < 0)
+    return FlatForest(
+        roots=starts,
+        left=left,
+        right=right,
+        owner=owner,
+        feature=np.where(guest, arrays["feature"], 0),
+        split_id=np.where(owner >= 0, arrays["split_id"], 0),
+        threshold=np.where(guest, arrays["threshold"], np.inf),
+        value=arrays["value"],
+        tree_class=arrays["tree_class"],
+        depth=_forest_depth(left, right, starts),
+        classes=max(1, classes),
+    )
+
+
+def _forest_depth(left: I64, right: I64, roots: I64) -> int:
+    """The most splits on any root-to-leaf path; DataError for a cycle (a corrupt package)."""
+    depth, frontier = 0, roots
+    while (frontier := frontier[left[frontier] != frontier]).size:
+        depth += 1
+        if depth > left.size:
+            raise DataError("secureboost trees: a node is its own descendant")
+        frontier = np.concatenate([left[frontier], right[frontier]])
+    return depth
 
 
 # -- the models -------------------------------------------------------------------------------------

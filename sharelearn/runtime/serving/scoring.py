@@ -27,8 +27,10 @@ import numpy.typing as npt
 
 from sharelearn.algorithms.package import ModelPackage
 from sharelearn.algorithms.vertical.secureboost_model import (
+    FlatForest,
     SecureBoostGuestModel,
     SecureBoostHostModel,
+    flatten_trees,
     load_secureboost,
 )
 from sharelearn.core.errors import DataError, ProtocolError
@@ -123,6 +125,8 @@ class GuestScorer:
     weights: npt.NDArray[np.float64] | None = None
     intercept: float = 0.0
     trees: SecureBoostGuestModel | None = None
+    forest: FlatForest | None = None  # the same trees as flat arrays: all walked at once
+    base: npt.NDArray[np.float64] | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -144,9 +148,9 @@ class GuestScorer:
                 total = total + np.asarray(p, dtype=np.uint64)
             z = x @ self.weights + self.intercept + LR_FIXED_POINT.decode(total)
             return np.asarray(1.0 / (1.0 + np.exp(-z)))
-        assert self.trees is not None
-        masks = [np.unpackbits(np.asarray(p, dtype=np.uint8), axis=1).T.astype(bool) for p in partials]
-        return link_scores(self.task, self.trees.margins(x, masks))
+        assert self.forest is not None and self.base is not None
+        bits = [np.unpackbits(np.asarray(p, dtype=np.uint8), axis=1).astype(bool) for p in partials]
+        return link_scores(self.task, self.forest.margins(x, self.base, bits))
 
 
 def link_scores(task: str, margin: npt.NDArray[np.float64]) -> np.ndarray:
@@ -172,4 +176,6 @@ def guest_scorer(package: ModelPackage) -> GuestScorer:
     part = load_secureboost(package)
     if not isinstance(part, SecureBoostGuestModel):
         raise DataError(f"{_where(package)}: not a secureboost guest part")
-    return GuestScorer(package, tuple(part.hosts), trees=part)
+    base = np.asarray(part.base, dtype=np.float64)
+    forest = flatten_trees(part.trees, base.size)
+    return GuestScorer(package, tuple(part.hosts), trees=part, forest=forest, base=base)
