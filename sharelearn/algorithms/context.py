@@ -17,8 +17,7 @@ if TYPE_CHECKING:  # only annotations name the TEE actors; importing this module
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from sharelearn.algorithms.package import ModelPackage
-    from sharelearn.tee.backend import EnclaveImage
-    from sharelearn.tee.cluster import ClusterManager, EnclaveHost, TeeClient
+    from sharelearn.tee.cluster import TeeClient
 
 __all__ = [
     "BaselineData",
@@ -80,24 +79,19 @@ class TeeSession:
         simulation: whether the cluster's evidence is simulated (reported by every TEE step).
         signer: the label holder's request-signing key (admitted by the models it trains).
         datasets: the envelope URLs the trainer hands to the enclave, in job order of parties.
-        host / cm / image: the embedded default's enclave host, cluster manager and loaded image,
-            at the party that started them; None with an external cluster.
+        embedded: the embedded default cluster, at the job's leader; None with a `tee:` cluster.
     """
 
     client: TeeClient
     simulation: bool
     signer: Ed25519PrivateKey | None = None
     datasets: list[str] = field(default_factory=list)
-    host: EnclaveHost | None = None
-    cm: ClusterManager | None = None
-    image: EnclaveImage | None = None
+    embedded: EmbeddedTee | None = None
 
     def close(self) -> None:
         """Stop the embedded services this party started (no-op with an external cluster)."""
-        if self.host is not None:
-            self.host.close()
-        if self.cm is not None:
-            self.cm.close()
+        if self.embedded is not None:
+            self.embedded.close()
 
 
 @dataclass(frozen=True)
@@ -119,11 +113,18 @@ def _no_progress(message: str, metrics: Mapping[str, Any]) -> None:
 
 
 class EmbeddedTee(Protocol):
-    """The embedded default TEE cluster as the steps see it (`algorithms.tee.embedded.EmbeddedCluster`)."""
+    """The embedded default TEE cluster as the leader's steps see it (`algorithms.tee.embedded`):
+    started in this process, or by the launcher and reached over its endpoints."""
 
-    cm: ClusterManager
-    host: EnclaveHost
-    image: EnclaveImage
+    @property
+    def cm_endpoint(self) -> str: ...
+
+    @property
+    def root_der(self) -> bytes: ...
+
+    def serve(self, blob: bytes, instances: int) -> int:
+        """Scale out to `instances` live enclaves, load the model `blob` on each; the live count."""
+        ...
 
     def close(self) -> None: ...
 

@@ -10,7 +10,7 @@ context's typed fields (`aligned`, `model`, `tee`).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,7 +19,7 @@ from sharelearn.algorithms.preprocess import require_complete
 from sharelearn.algorithms.registry import STEPS, get_step
 from sharelearn.core.link import Link
 
-__all__ = ["StepObserver", "StepResult", "run_party_steps", "run_step"]
+__all__ = ["Checkpoint", "Resume", "StepObserver", "StepResult", "run_party_steps", "run_step"]
 
 
 class StepObserver(Protocol):
@@ -42,6 +42,19 @@ class StepResult:
     def as_dict(self) -> dict[str, Any]:
         """The outputs with `elapsed_s` added: the per-party record of the run's summary."""
         return {**self.outputs, "elapsed_s": round(self.elapsed_s, 4)}
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """A rerun from step number `start`: the outputs (`StepResult.as_dict` records) of the steps
+    before it, which the context already holds (restored from their checkpoint)."""
+
+    start: int
+    outputs: Mapping[str, Mapping[str, Any]]
+
+
+Checkpoint = Callable[[StepContext, int, dict[str, dict[str, Any]]], object]
+"""Called after each step that ran: (context, step index, every step's record so far)."""
 
 
 class _Silent:
@@ -82,13 +95,39 @@ def run_step(
     return result
 
 
+def _reused(steps: Sequence[tuple[str, Any]], resume: Resume, watch: StepObserver) -> dict[str, StepResult]:
+    """The steps before `resume.start`, reported as done (and reused) without running."""
+    results: dict[str, StepResult] = {}
+    for i, (name, _) in enumerate(steps[: resume.start]):
+        record = dict(resume.outputs[name])
+        watch.started(i, name)
+        watch.done(i, name, StepResult({**record, "reused": True}, 0.0))
+        elapsed = float(record.pop("elapsed_s", 0.0))
+        results[name] = StepResult(record, elapsed)
+    return results
+
+
 def run_party_steps(
     ctx: StepContext,
     link: Link,
     steps: Sequence[tuple[str, Any]],
     observer: StepObserver | None = None,
+    *,
+    resume: Resume | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> dict[str, StepResult]:
-    """Run `steps` ((name, params) in job order) as this party over `link`; results by step name."""
+    """Run `steps` ((name, params) in job order) as this party over `link`; results by step name.
+
+    `resume` skips the steps before `resume.start` (reported as reused); `checkpoint` is called
+    after each step that ran, with every step's record so far (the worker keeps them for reruns).
+    """
     if not ctx.catalog:
         ctx.catalog = STEPS
-    return {name: run_step(ctx, link, i, name, params, observer) for i, (name, params) in enumerate(steps)}
+    watch = observer or _Silent()
+    results = _reused(steps, resume, watch) if resume is not None else {}
+    for i in range(resume.start if resume is not None else 0, len(steps)):
+        name, params = steps[i]
+        results[name] = run_step(ctx, link, i, name, params, watch)
+        if checkpoint is not None:
+            checkpoint(ctx, i, {n: r.as_dict() for n, r in results.items()})
+    return results

@@ -59,12 +59,17 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Listening:
-    """The party's data-plane server is up on `port`."""
+    """The party's data-plane server is up on `port`.
+
+    `tee_admin`: at the leader of a TEE job with no `tee:` block, the public control key (hex) the
+    launcher's embedded cluster host admits for the leader's scale-out commands; else "".
+    """
 
     KIND: ClassVar[str] = "listening"
     party: str
     port: int
     pid: int
+    tee_admin: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,10 @@
 
 `launch(job_path)` makes fresh certificates, starts one `sharelearn node` process per party (each
 in its own process group, killed if the launcher dies), tells each party where its peers listen,
-relays their progress, and collects their outputs and traffic into a report folder. If any party
+relays their progress, and collects their outputs and traffic into a report folder. A TEE job with
+no `tee:` block runs on the embedded simulated cluster, which the launcher starts in its own
+process before the parties and stops after them: it admits the leader's control key and sends the
+leader its address with the peers (`algorithms.tee.embedded`). If any party
 dies, errs, hangs or times out, every other party is stopped and the job fails naming the party
 that failed *first*: a party that was killed or stopped (SIGSTOP: its /proc state is `T`) is blamed
 rather than the peer whose receive timed out waiting for it. Nothing is left half-written: the
@@ -32,6 +35,7 @@ from typing import Any
 
 from sharelearn.algorithms.registry import step_params
 from sharelearn.algorithms.rolecheck import ROLE_CHECKS
+from sharelearn.algorithms.tee.embedded import EmbeddedCluster, needs_embedded
 from sharelearn.core.errors import PartyFailed, SharelearnError
 from sharelearn.core.fileio import TMP_GLOB
 from sharelearn.runtime.certs import throwaway_certs
@@ -234,6 +238,7 @@ class _Run:
         self.ports: dict[str, int] = {}
         self.reported: dict[str, PartyError] = {}  # each party's own error report, if it sent one
         self.finished: dict[str, dict[str, Any]] = {name: {} for name in job.parties}  # step outputs
+        self.tee: EmbeddedCluster | None = None  # the embedded TEE cluster started for the job
 
     def drain(self) -> None:
         """Record the step outputs still queued after the run stopped (a failure ends the loop early)."""
@@ -321,6 +326,28 @@ class _Run:
             except queue.Empty:
                 self._check_health()
 
+    def start_tee(self) -> None:
+        """Start the embedded TEE cluster when the job needs one (closed by `close`)."""
+        steps = [(s.name, s.params) for s in self.job.steps]
+        params = None if self.job.engine != "tee" else needs_embedded(steps, self.job.tee, leader=True)
+        if params is not None:
+            leader = next(iter(self.job.parties))
+            self.tee = EmbeddedCluster.start(
+                self.report / "parties" / leader / "tee" / "bundle",
+                cluster=params.cluster,
+                instances=params.instances,
+            )
+
+    def close(self) -> None:
+        """Stop every party, then the embedded cluster; keep what they reported."""
+        try:
+            _stop_all(self.parties)
+            _remove_leftovers(self.report)
+            self.drain()
+        finally:
+            if self.tee is not None:
+                self.tee.close()
+
     def start(self) -> None:
         """Start every party; the ones started are in `parties` even if a signal stops this midway."""
         run_id = secrets.token_hex(16)  # one per run: the parties derive their model ids from it
@@ -338,11 +365,17 @@ class _Run:
                 raise failure
             if isinstance(event, Listening):
                 self.ports[event.party] = event.port
+                if self.tee is not None and event.tee_admin:  # the leader's scale-out key
+                    self.tee.host.control.admit(event.tee_admin)
             self.options.on_event(event)
         addresses = {p: f"127.0.0.1:{port}" for p, port in self.ports.items()}
-        for p in self.parties.values():
+        leader = next(iter(self.job.parties))
+        for name, p in self.parties.items():
+            message: dict[str, Any] = {"peers": addresses}
+            if self.tee is not None and name == leader:
+                message["tee"] = self.tee.wire()
             assert p.proc.stdin is not None  # invariant: Popen was given stdin=PIPE
-            p.proc.stdin.write(json.dumps({"peers": addresses}) + "\n")
+            p.proc.stdin.write(json.dumps(message) + "\n")
             p.proc.stdin.flush()
 
     def wait(self) -> None:
@@ -390,14 +423,13 @@ def launch(job_path: Path | str, options: LaunchOptions = LaunchOptions()) -> di
             with throwaway_certs(list(job.parties)) as certs:
                 try:
                     run = _Run(job, options, report, certs)
+                    run.start_tee()
                     run.start()
                     run.handshake()
                     run.wait()
                 finally:
                     if run is not None:
-                        _stop_all(run.parties)
-                        _remove_leftovers(report)
-                        run.drain()
+                        run.close()
         except PartyFailed as exc:
             error = exc
             exit_code, error_type = (1, "PartyFailed") if run is None else run.outcome(exc)

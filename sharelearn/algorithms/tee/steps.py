@@ -1,10 +1,10 @@
 """Job steps of the TEE route (`engine: tee`): tee_upload, tee_train, tee_serve (+ generic evaluate).
 
 Cluster: with a job-level `tee:` block every party talks to that cluster manager and accepts only
-the pinned MRENCLAVE. Without it, the runner of the first party of the job (its worker, not a
-step) has started the embedded default (`embedded.EmbeddedCluster`: a local *simulated* platform,
-a cluster manager and the enclave instances) in that party's process and hands it over as
-`ctx.tee_embedded`; the runner stops it when the job ends. The leader announces the CM endpoint and
+the pinned MRENCLAVE. Without it, whoever runs the job (the launcher, or a standalone node at
+the job's first party; never a step) has started the embedded default (`embedded`: a local
+*simulated* platform, a cluster manager and the enclave instances) and hands it to the first
+party as `ctx.tee_embedded`; whoever started it stops it when the job ends. The leader announces the CM endpoint and
 the simulation root; every party then rebuilds
 the service bundle itself to compute the MRENCLAVE it will accept (never taking the host's word).
 Every output of this route says `"simulation": true` when the evidence was simulated.
@@ -145,7 +145,7 @@ def _connect(ctx: StepContext, params: TeeUploadParams) -> TeeSession:
         )
         return TeeSession(TeeClient(policy, cm=str(conf["cm"])), simulation=root is not None)
     leader = _leader(ctx)
-    embedded: dict[str, Any] = {}
+    started = None
     if ctx.party == leader:
         started = ctx.tee_embedded
         if started is None:
@@ -153,16 +153,13 @@ def _connect(ctx: StepContext, params: TeeUploadParams) -> TeeSession:
                 f"party {ctx.party!r} leads a TEE job with no `tee:` block but its runner started no "
                 "embedded cluster (see algorithms.tee.embedded.embedded_cluster)"
             )
-        cm, host = started.cm, started.host
-        embedded = {"host": host, "cm": cm, "image": started.image}
+        cm_ep, root_der = started.cm_endpoint, started.root_der
         ctx.progress(
-            f"started the embedded default: {params.instances} enclave(s), CM {cm.endpoint}. "
-            + SIMULATION_NOTE,
+            f"started the embedded default: {params.instances} enclave(s), CM {cm_ep}. " + SIMULATION_NOTE,
             {},
         )
         for peer in _others(ctx):
-            ctx.link.send(peer, "tee/cluster", {"cm": cm.endpoint, "root": host.platform.root_der})
-        cm_ep, root_der = cm.endpoint, host.platform.root_der
+            ctx.link.send(peer, "tee/cluster", {"cm": cm_ep, "root": root_der})
     else:
         msg: Any = ctx.link.recv(leader, "tee/cluster")
         if (
@@ -179,7 +176,7 @@ def _connect(ctx: StepContext, params: TeeUploadParams) -> TeeSession:
         allow_simulation=True,
         simulation_root_der=root_der,
     )
-    return TeeSession(TeeClient(policy, cm=cm_ep), simulation=True, **embedded)
+    return TeeSession(TeeClient(policy, cm=cm_ep), simulation=True, embedded=started)
 
 
 def _attested(client: TeeClient) -> tuple[AttestedClusterKey, tuple[str, str]]:
@@ -556,15 +553,8 @@ def _load_everywhere(
 ) -> dict[str, Any]:
     """Embedded default (at the leader): scale out to `instances` and load the model on each;
     a `tee:` cluster (at the trainer): load it on every routed instance. Else: nothing to do."""
-    host = session.host
-    if host is not None and session.image is not None:
-        live = [i for i in host.instances.values() if i.alive]
-        for _ in range(instances - len(live)):
-            host.launch(session.image)  # scale-out: the new instance gets the keys by key sync
-        for inst in host.instances.values():
-            if inst.alive:
-                inst.call("load_model", model.blob)
-        return {"instances": sum(1 for i in host.instances.values() if i.alive)}
+    if session.embedded is not None:
+        return {"instances": session.embedded.serve(model.blob, instances)}
     if ctx.tee_config and ctx.party == trainer:
         from sharelearn.tee.endpoint import call_endpoint
 
