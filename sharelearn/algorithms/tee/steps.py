@@ -4,8 +4,8 @@ Cluster: with a job-level `tee:` block every party talks to that cluster manager
 the pinned MRENCLAVE. Without it, whoever runs the job (the launcher, or a standalone node at
 the job's first party; never a step) has started the embedded default (`embedded`: a local
 *simulated* platform, a cluster manager and the enclave instances) and hands it to the first
-party as `ctx.tee_embedded`; whoever started it stops it when the job ends. The leader announces the CM endpoint and
-the simulation root; every party then rebuilds
+party as `ctx.tee_embedded`; whoever started it stops it when the job ends. The leader
+announces the CM endpoint and the simulation root; every party then rebuilds
 the service bundle itself to compute the MRENCLAVE it will accept (never taking the host's word).
 Every output of this route says `"simulation": true` when the evidence was simulated.
 
