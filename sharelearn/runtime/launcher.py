@@ -365,8 +365,9 @@ class _Run:
                 raise failure
             if isinstance(event, Listening):
                 self.ports[event.party] = event.port
-                if self.tee is not None and event.tee_admin:  # the leader's scale-out key
-                    self.tee.host.control.admit(event.tee_admin)
+                leader = next(iter(self.job.parties))
+                if self.tee is not None and event.tee_admin and event.party == leader:
+                    self.tee.host.control.admit(event.tee_admin)  # only the leader may scale out
             self.options.on_event(event)
         addresses = {p: f"127.0.0.1:{port}" for p, port in self.ports.items()}
         leader = next(iter(self.job.parties))
